@@ -1,0 +1,155 @@
+"""The edge producer: camera frames in, encrypted blobs in the frame store and FrameRefs on Kafka.
+
+Nothing that leaves this process is readable without the processors' private key, and the
+blobs are swept after their TTL by the sweeper that runs alongside, even if no processor comes.
+"""
+from __future__ import annotations
+
+import logging
+import hashlib
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Callable, Iterable
+
+import cv2
+from confluent_kafka import KafkaError, Message, Producer
+
+from pipeline import serde
+from pipeline.edge.sources import SampledFrame
+from pipeline.envelope import Sealer, associated_data
+from pipeline.framestore import FrameStore, Sweeper
+from pipeline.settings import Settings
+
+log = logging.getLogger(__name__)
+
+def kafka_producer(settings: Settings, **extra: object) -> Producer:
+    conf = {
+        "bootstrap.servers": settings.kafka.bootstrap,
+        "client.id": settings.kafka.client_id,
+        "enable.idempotence": True,
+        "acks": "all",
+        "linger.ms": 5,
+        "compression.type": "lz4",
+        "message.timeout.ms": 30000,
+    }
+    conf.update(extra)
+    return Producer(conf)
+
+@dataclass
+class EdgeStats:
+    frames: int = 0
+    delivered: int = 0
+    failed: int = 0
+    swept: int = 0
+    bytes_stored: int = 0
+    errors: list[str] = field(default_factory=list)
+
+class EdgeProducer:
+    def __init__(self, settings: Settings, store: FrameStore, public_key: bytes, *, site_id: str | None = None,
+                 camera_id: str | None = None, producer: Producer | None = None) -> None:
+        self.s = settings
+        self.store = store
+        self.sealer = Sealer(public_key)
+        self.site_id = site_id or settings.edge.site_id
+        self.camera_id = camera_id or settings.edge.camera_id
+        self.producer = producer or kafka_producer(settings)
+        self.stats = EdgeStats()
+        self._pending: dict[str, int] = {}  # frame_id -> captured_at ms, until delivered+deleted or swept
+        self._lock = threading.Lock()
+
+    # -- one frame -----------------------------------------------------------------------------
+    def send(self, image, captured_at: datetime) -> str:
+        ok, jpeg = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, self.s.edge.jpeg_quality])
+        if not ok:
+            raise ValueError("JPEG encoding failed")
+        frame_id = str(uuid.uuid4())
+        cap_ms = int(captured_at.timestamp() * 1000)
+        sealed = self.sealer.seal(jpeg.tobytes(), associated_data(frame_id, self.site_id, self.camera_id, cap_ms))
+        del jpeg
+        uri = self.store.put(frame_id, sealed.ciphertext)
+
+        ref = {
+            "frame_id": frame_id,
+            "site_id": self.site_id,
+            "camera_id": self.camera_id,
+            "captured_at": cap_ms,
+            "expires_at": int((time.time() + self.store.ttl_seconds) * 1000),
+            "blob_uri": uri,
+            "blob_sha256": hashlib.sha256(sealed.ciphertext).hexdigest(),
+            "blob_size": len(sealed.ciphertext),
+            "cipher": "AES-256-GCM",
+            "nonce": sealed.nonce,
+            "key_wrap": "X25519-XSalsa20-Poly1305-SealedBox",
+            "key_id": sealed.key_id,
+            "wrapped_key": sealed.wrapped_key,
+            "media_type": "image/jpeg",
+            "width": int(image.shape[1]),
+            "height": int(image.shape[0]),
+        }
+        with self._lock:
+            self._pending[frame_id] = cap_ms
+        self.stats.frames += 1
+        self.stats.bytes_stored += len(sealed.ciphertext)
+        value = serde.encode("FrameRef", ref)
+        self.producer.produce(self.s.kafka.frame_refs_topic, key=self.camera_id.encode(), value=value,
+                              on_delivery=self._make_callback(frame_id, uri))
+        self.producer.poll(0)
+        return frame_id
+
+    def _make_callback(self, frame_id: str, uri: str) -> Callable[[KafkaError | None, Message], None]:
+        def cb(err: KafkaError | None, msg: Message) -> None:
+            if err is None:
+                self.stats.delivered += 1
+                return
+            # No reference will ever reach a processor: delete the blob now rather than at TTL.
+            self.stats.failed += 1
+            self.stats.errors.append(err.str())
+            log.error("frame reference not delivered (%s); deleting its blob", err.str())
+            self.store.delete(uri, frame_id)
+            with self._lock:
+                self._pending.pop(frame_id, None)
+        return cb
+
+    # -- sweeping ------------------------------------------------------------------------------
+    def on_swept(self, frame_ids: list[str]) -> None:
+        """Receipts for blobs the TTL sweeper removed (no processor deleted them in time)."""
+        now_ms = int(time.time() * 1000)
+        for fid in frame_ids:
+            with self._lock:
+                cap = self._pending.pop(fid, None)
+            self.stats.swept += 1
+            rec = {"frame_id": fid, "site_id": self.site_id, "camera_id": self.camera_id,
+                   "captured_at": cap if cap is not None else now_ms, "deleted_at": now_ms,
+                   "outcome": "SWEPT", "deleted_by": "sweeper"}
+            self.producer.produce(self.s.kafka.receipts_topic, key=self.camera_id.encode(),
+                                  value=serde.encode("DeletionReceipt", rec))
+        # Forget frames old enough that their blob is surely gone (processed or swept).
+        horizon = now_ms - int(self.store.ttl_seconds * 2000)
+        with self._lock:
+            for fid in [f for f, c in self._pending.items() if c < horizon]:
+                del self._pending[fid]
+
+    # -- a whole source ------------------------------------------------------------------------
+    def run(self, frames: Iterable[SampledFrame], *, max_frames: int | None = None, realtime: bool = False,
+            start: datetime | None = None, on_frame: Callable[[int], None] | None = None) -> EdgeStats:
+        start = start or datetime.now(timezone.utc)
+        t0 = time.monotonic()
+        with Sweeper(self.store, self.s.store.sweep_interval_seconds, self.on_swept):
+            for i, fr in enumerate(frames):
+                if max_frames is not None and i >= max_frames:
+                    break
+                if realtime:
+                    delay = fr.offset_seconds - (time.monotonic() - t0)
+                    if delay > 0:
+                        time.sleep(delay)
+                captured = datetime.fromtimestamp(start.timestamp() + fr.offset_seconds, tz=timezone.utc)
+                self.send(fr.image, captured)
+                if on_frame:
+                    on_frame(i + 1)
+            remaining = self.producer.flush(30)
+            if remaining:
+                self.stats.errors.append(f"{remaining} frame references still undelivered after 30 s")
+        return self.stats

@@ -1,0 +1,196 @@
+"""Declarative topic policy: load it, apply it to a broker, and report drift.
+
+Raw-data topics are where personal data could linger, so their limits are checked when the
+policy is loaded (a policy that breaks them is refused) and again against the live broker.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import yaml
+from confluent_kafka import KafkaException
+from confluent_kafka.admin import AdminClient, AlterConfigOpType, ConfigEntry, ConfigResource, NewPartitions, NewTopic
+
+from pipeline.settings import REPO_ROOT
+
+DEFAULT_POLICY = REPO_ROOT / "infra" / "topics.yaml"
+
+
+class PolicyError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    name: str
+    role: str
+    raw: bool
+    partitions: int
+    config: dict[str, str]
+
+
+@dataclass(frozen=True)
+class Policy:
+    topics: tuple[TopicSpec, ...]
+    max_retention_ms: int
+    max_segment_ms: int
+
+    def by_role(self, role: str) -> TopicSpec:
+        for t in self.topics:
+            if t.role == role:
+                return t
+        raise KeyError(role)
+
+    def renamed(self, names: dict[str, str]) -> "Policy":
+        """Same policy with topics renamed by role (tests use per-test topic names)."""
+        return replace(self, topics=tuple(replace(t, name=names.get(t.role, t.name)) for t in self.topics))
+
+
+@dataclass
+class Finding:
+    topic: str
+    severity: str  # "violation" | "drift" | "info"
+    message: str
+
+
+@dataclass
+class AuditReport:
+    findings: list[Finding] = field(default_factory=list)
+
+    @property
+    def violations(self) -> list[Finding]:
+        return [f for f in self.findings if f.severity == "violation"]
+
+    @property
+    def ok(self) -> bool:
+        return not self.violations
+
+
+def load_policy(path: Path = DEFAULT_POLICY) -> Policy:
+    try:
+        doc = yaml.safe_load(Path(path).read_text())
+    except (OSError, yaml.YAMLError) as e:
+        raise PolicyError(f"cannot read topic policy {path}: {e}") from e
+    limits = doc.get("raw_limits", {})
+    max_ret, max_seg = int(limits.get("max_retention_ms", 60000)), int(limits.get("max_segment_ms", 10000))
+    specs = []
+    for i, t in enumerate(doc.get("topics", [])):
+        unknown = set(t) - {"name", "role", "raw", "partitions", "config"}
+        if unknown:
+            raise PolicyError(f"{path}: topics[{i}] has unknown keys {sorted(unknown)}")
+        try:
+            spec = TopicSpec(str(t["name"]), str(t["role"]), bool(t["raw"]), int(t["partitions"]),
+                             {str(k): str(v) for k, v in (t.get("config") or {}).items()})
+        except KeyError as e:
+            raise PolicyError(f"{path}: topics[{i}] lacks {e}") from None
+        if spec.raw:
+            problems = raw_problems(spec.config, max_ret, max_seg)
+            if problems:
+                raise PolicyError(f"{path}: raw topic {spec.name} breaks the raw-data limits: {'; '.join(problems)}")
+        specs.append(spec)
+    return Policy(tuple(specs), max_ret, max_seg)
+
+
+def raw_problems(config: dict[str, str], max_retention_ms: int, max_segment_ms: int) -> list[str]:
+    out = []
+    ret = int(config.get("retention.ms", "604800000"))
+    seg = int(config.get("segment.ms", "604800000"))
+    if ret < 0 or ret > max_retention_ms:
+        out.append(f"retention.ms={ret} exceeds {max_retention_ms}")
+    if seg > max_segment_ms:
+        out.append(f"segment.ms={seg} exceeds {max_segment_ms}")
+    if "compact" in config.get("cleanup.policy", "delete"):
+        out.append(f"cleanup.policy={config.get('cleanup.policy')} keeps records past retention")
+    return out
+
+
+def admin_client(bootstrap: str) -> AdminClient:
+    return AdminClient({"bootstrap.servers": bootstrap, "socket.timeout.ms": 10000})
+
+
+def _describe(admin: AdminClient, names: list[str]) -> dict[str, dict[str, str]]:
+    if not names:
+        return {}
+    res = [ConfigResource(ConfigResource.Type.TOPIC, n) for n in names]
+    out = {}
+    for r, fut in admin.describe_configs(res).items():
+        out[r.name] = {k: v.value for k, v in fut.result(timeout=15).items()}
+    return out
+
+
+def apply_policy(admin: AdminClient, policy: Policy, timeout: float = 30.0) -> list[str]:
+    """Create missing topics and alter configs to match; returns human-readable actions."""
+    actions: list[str] = []
+    md = admin.list_topics(timeout=timeout)
+    missing = [t for t in policy.topics if t.name not in md.topics]
+    if missing:
+        futs = admin.create_topics(
+            [NewTopic(t.name, num_partitions=t.partitions, replication_factor=-1, config=t.config) for t in missing],
+            operation_timeout=timeout,
+        )
+        for name, fut in futs.items():
+            try:
+                fut.result()
+                actions.append(f"created {name}")
+            except KafkaException as e:
+                if e.args[0].code() != 36:  # TOPIC_ALREADY_EXISTS: a concurrent apply won
+                    raise
+    existing = [t for t in policy.topics if t not in missing]
+    current = _describe(admin, [t.name for t in existing])
+    for t in existing:
+        diff = {k: v for k, v in t.config.items() if current[t.name].get(k) != v}
+        if diff:
+            res = ConfigResource(ConfigResource.Type.TOPIC, t.name, incremental_configs=[
+                ConfigEntry(k, v, incremental_operation=AlterConfigOpType.SET) for k, v in diff.items()])
+            for fut in admin.incremental_alter_configs([res]).values():
+                fut.result(timeout=timeout)
+            actions.append(f"altered {t.name}: " + ", ".join(f"{k}={v}" for k, v in diff.items()))
+        have = len(md.topics[t.name].partitions)
+        if have < t.partitions:
+            for fut in admin.create_partitions([NewPartitions(t.name, t.partitions)]).values():
+                fut.result(timeout=timeout)
+            actions.append(f"grew {t.name} from {have} to {t.partitions} partitions")
+    return actions
+
+
+def audit(admin: AdminClient, policy: Policy, timeout: float = 30.0, ignore_prefixes: tuple[str, ...] = ("__",)) -> AuditReport:
+    """Compare the broker with the policy, including topics nobody declared."""
+    rep = AuditReport()
+    md = admin.list_topics(timeout=timeout)
+    declared = {t.name: t for t in policy.topics}
+    live = [n for n in md.topics if not n.startswith(ignore_prefixes)]
+    current = _describe(admin, live)
+    for name in sorted(live):
+        cfg = current[name]
+        spec = declared.get(name)
+        if spec is None:
+            rep.findings.append(Finding(name, "violation", "undeclared topic: not in the topic policy, so nobody vouches for its retention"))
+            continue
+        for k, v in spec.config.items():
+            if cfg.get(k) != v:
+                sev = "violation" if spec.raw else "drift"
+                rep.findings.append(Finding(name, sev, f"{k} is {cfg.get(k)!r}, policy says {v!r}"))
+        if spec.raw:
+            for p in raw_problems(cfg, policy.max_retention_ms, policy.max_segment_ms):
+                rep.findings.append(Finding(name, "violation", f"raw topic: {p}"))
+        have = len(md.topics[name].partitions)
+        if have != spec.partitions:
+            rep.findings.append(Finding(name, "drift", f"{have} partitions, policy says {spec.partitions}"))
+    for name, spec in declared.items():
+        if name not in md.topics:
+            rep.findings.append(Finding(name, "drift", "declared but missing on the broker (run `flowctl topics apply`)"))
+    return rep
+
+
+def policy_for_settings(settings: Any, path: Path = DEFAULT_POLICY) -> Policy:
+    """The policy with topic names taken from settings (kafka.<role>_topic), if set."""
+    pol = load_policy(path)
+    names = {}
+    for t in pol.topics:
+        attr = f"{t.role}_topic"
+        if hasattr(settings.kafka, attr):
+            names[t.role] = getattr(settings.kafka, attr)
+    names["processor_leader"] = f"{settings.processor.app_id}-__assignor-__leader"
+    return pol.renamed(names)

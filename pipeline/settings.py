@@ -1,0 +1,161 @@
+"""Typed settings for every component.
+
+One object, read from (in increasing priority) defaults that work on the local stack, a YAML
+config file (``FLOW_CONFIG`` or ``./flow.yaml``), and ``FLOW_*`` environment variables with
+``__`` between nesting levels (``FLOW_KAFKA__BOOTSTRAP=host:9092``). Unknown keys are rejected
+with their path so a typo never silently falls back to a default.
+"""
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+class ConfigError(ValueError):
+    """Settings that cannot be used; the message says which key and why."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class KafkaSettings(_Section):
+    bootstrap: str = "127.0.0.1:19092"
+    client_id: str = "flowpipe"
+    # Topic names: raw-data topics are declared with short retention in infra/topics.yaml.
+    frame_refs_topic: str = "frames.refs"
+    occurrences_topic: str = "flow.group-occurrences"
+    demographics_topic: str = "flow.demographic-counts"
+    receipts_topic: str = "ops.deletion-receipts"
+    dead_letter_topic: str = "ops.dead-letters"
+
+
+class ClickHouseSettings(_Section):
+    host: str = "127.0.0.1"
+    port: int = Field(19000, ge=1, le=65535)
+    database: str = "flow"
+    user: str = "default"
+    password: SecretStr = SecretStr("")
+
+    @field_validator("database")
+    @classmethod
+    def _identifier(cls, v: str) -> str:
+        if not v.replace("_", "").isalnum():
+            raise ValueError("must be a plain identifier (letters, digits, _)")
+        return v
+
+
+class StoreSettings(_Section):
+    """The ephemeral frame store that holds encrypted frames for seconds."""
+
+    url: str = Field(default_factory=lambda: f"file://{REPO_ROOT / '.var' / 'frames'}")
+    ttl_seconds: float = Field(30.0, gt=0, le=600)
+    sweep_interval_seconds: float = Field(1.0, gt=0, le=60)
+    max_blob_bytes: int = Field(4_000_000, gt=0)
+
+
+class KeySettings(_Section):
+    """Where the processors' X25519 key pair lives (private key only on processor hosts)."""
+
+    dir: Path = REPO_ROOT / ".var" / "keys"
+
+
+class EdgeSettings(_Section):
+    site_id: str = "site-1"
+    camera_id: str = "cam-1"
+    sample_fps: float = Field(2.0, gt=0, le=60)
+    max_width: int = Field(640, ge=64, le=4096)
+    max_height: int = Field(480, ge=64, le=4096)
+    jpeg_quality: int = Field(80, ge=10, le=100)
+
+
+class ProcessorSettings(_Section):
+    app_id: str = "flowpipe-processor"
+    window_seconds: int = Field(60, ge=1, le=3600)
+    # A window closes once frames this much later than its end have been seen (or the camera
+    # went quiet for idle_flush_seconds), so late frames from a slow edge still count.
+    grace_seconds: int = Field(5, ge=0, le=600)
+    idle_flush_seconds: float = Field(10.0, gt=0, le=3600)
+    detector: str = "hog"
+    privacy_params: Path | None = None
+    worker_threads: int = Field(1, ge=1, le=64)
+
+
+class SinkSettings(_Section):
+    group_id: str = "flowpipe-sink"
+    batch_max_rows: int = Field(5000, ge=1)
+    batch_max_seconds: float = Field(2.0, gt=0)
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="FLOW_", env_nested_delimiter="__", extra="forbid", frozen=True
+    )
+
+    kafka: KafkaSettings = KafkaSettings()
+    clickhouse: ClickHouseSettings = ClickHouseSettings()
+    store: StoreSettings = StoreSettings()
+    keys: KeySettings = KeySettings()
+    edge: EdgeSettings = EdgeSettings()
+    processor: ProcessorSettings = ProcessorSettings()
+    sink: SinkSettings = SinkSettings()
+    log_level: str = "INFO"
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings, env_settings, _YamlSource(settings_cls))
+
+
+class _YamlSource(PydanticBaseSettingsSource):
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:  # pragma: no cover
+        return None, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        path = os.environ.get("FLOW_CONFIG")
+        if path is None:
+            default = Path.cwd() / "flow.yaml"
+            if not default.exists():
+                return {}
+            path = str(default)
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"config file {p} (from FLOW_CONFIG) does not exist")
+        try:
+            data = yaml.safe_load(p.read_text()) or {}
+        except yaml.YAMLError as e:
+            raise ConfigError(f"config file {p} is not valid YAML: {e}") from e
+        if not isinstance(data, dict):
+            raise ConfigError(f"config file {p} must hold a mapping at top level")
+        return data
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Build settings, turning pydantic's errors into one readable ConfigError."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as e:
+        lines = []
+        for err in e.errors():
+            loc = ".".join(str(x) for x in err["loc"])
+            lines.append(f"  {loc}: {err['msg']}")
+        raise ConfigError("invalid settings:\n" + "\n".join(lines)) from None
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return load_settings()
