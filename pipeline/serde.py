@@ -80,7 +80,7 @@ class Registry:
         buf = io.BytesIO()
         buf.write(MAGIC + s.fp)
         try:
-            fastavro.schemaless_writer(buf, s.parsed, record, strict=True)
+            fastavro.schemaless_writer(buf, s.parsed, record, strict_allow_default=True)
         except (ValueError, TypeError, KeyError, AttributeError) as e:
             # fastavro's message names the field; it never contains the field's value.
             raise SerdeError("invalid_record", f"{name}: {_field_error(e)}") from None

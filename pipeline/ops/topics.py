@@ -192,5 +192,4 @@ def policy_for_settings(settings: Any, path: Path = DEFAULT_POLICY) -> Policy:
         attr = f"{t.role}_topic"
         if hasattr(settings.kafka, attr):
             names[t.role] = getattr(settings.kafka, attr)
-    names["processor_leader"] = f"{settings.processor.app_id}-__assignor-__leader"
     return pol.renamed(names)

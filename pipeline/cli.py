@@ -1,0 +1,368 @@
+"""flowctl: one entry point for the local stack, topics, keys, migrations, the three pipeline
+stages, queries and the end-to-end demo. Every long-running command can be bounded
+(--max-*, --idle-timeout) so tests, demos and benchmarks stop by themselves.
+"""
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import click
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from pipeline import logs
+from pipeline.settings import REPO_ROOT, ConfigError, Settings, load_settings
+
+console = Console(stderr=True)
+out = Console()
+INFRA = REPO_ROOT / "infra" / "local"
+
+
+def _settings(ctx: click.Context) -> Settings:
+    return ctx.obj["settings"]
+
+
+@click.group()
+@click.option("--log-level", default=None, help="Log level for the pipeline's own loggers.")
+@click.pass_context
+def cli(ctx: click.Context, log_level: str | None) -> None:
+    """Privacy-by-design customer-flow analytics on Kafka."""
+    try:
+        s = load_settings()
+    except ConfigError as e:
+        raise click.ClickException(str(e)) from None
+    logs.setup(log_level or s.log_level)
+    ctx.obj = {"settings": s}
+
+
+# --- stack -------------------------------------------------------------------------------------
+
+def _script(name: str, action: str) -> int:
+    return subprocess.call(["bash", str(INFRA / name), action])
+
+
+@cli.group()
+def stack() -> None:
+    """The local Kafka broker and ClickHouse server (no Docker)."""
+
+
+@stack.command("up")
+def stack_up() -> None:
+    """Install if missing, start if not running, wait until healthy."""
+    t = time.monotonic()
+    if _script("stack.sh", "up") != 0:
+        raise click.ClickException("stack did not come up (see messages above)")
+    console.print(f"stack up in {time.monotonic() - t:.1f} s")
+
+
+@stack.command("down")
+def stack_down() -> None:
+    sys.exit(_script("stack.sh", "down"))
+
+
+@stack.command("status")
+def stack_status() -> None:
+    sys.exit(_script("stack.sh", "status"))
+
+
+@stack.command("reset")
+def stack_reset() -> None:
+    """Stop and delete all local Kafka and ClickHouse data."""
+    sys.exit(_script("stack.sh", "reset"))
+
+
+# --- topics ------------------------------------------------------------------------------------
+
+@cli.group()
+def topics() -> None:
+    """Apply and audit the declarative topic policy (infra/topics.yaml)."""
+
+
+@topics.command("apply")
+@click.option("--policy", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None)
+@click.pass_context
+def topics_apply(ctx: click.Context, policy: Path | None) -> None:
+    from pipeline.ops.topics import DEFAULT_POLICY, PolicyError, admin_client, apply_policy, policy_for_settings
+
+    s = _settings(ctx)
+    try:
+        pol = policy_for_settings(s, policy or DEFAULT_POLICY)
+    except PolicyError as e:
+        raise click.ClickException(str(e)) from None
+    actions = apply_policy(admin_client(s.kafka.bootstrap), pol)
+    for a in actions:
+        console.print(f"  {a}")
+    console.print(f"topic policy applied ({len(actions)} change(s))")
+
+
+@topics.command("audit")
+@click.option("--policy", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None)
+@click.pass_context
+def topics_audit(ctx: click.Context, policy: Path | None) -> None:
+    """Exit 1 on any violation (raw topic over its limits, compaction on raw data, undeclared topic)."""
+    from pipeline.ops.topics import DEFAULT_POLICY, PolicyError, admin_client, audit, policy_for_settings
+
+    s = _settings(ctx)
+    try:
+        pol = policy_for_settings(s, policy or DEFAULT_POLICY)
+    except PolicyError as e:
+        raise click.ClickException(str(e)) from None
+    rep = audit(admin_client(s.kafka.bootstrap), pol)
+    t = Table("topic", "severity", "finding")
+    for f in rep.findings:
+        t.add_row(f.topic, f.severity, f.message)
+    if rep.findings:
+        out.print(t)
+    out.print("audit: OK" if rep.ok else f"audit: {len(rep.violations)} violation(s)")
+    sys.exit(0 if rep.ok else 1)
+
+
+# --- keys --------------------------------------------------------------------------------------
+
+@cli.group()
+def keys() -> None:
+    """The processors' X25519 key pair (edges get only the public key)."""
+
+
+@keys.command("init")
+@click.option("--rotate", is_flag=True, help="Create a new current key; old private keys stay for in-flight frames.")
+@click.pass_context
+def keys_init(ctx: click.Context, rotate: bool) -> None:
+    from pipeline.envelope import ensure_keypair, generate_keypair
+
+    d = _settings(ctx).keys.dir
+    kid = generate_keypair(d) if rotate else ensure_keypair(d)
+    console.print(f"processor key {kid} in {d}")
+
+
+# --- warehouse ---------------------------------------------------------------------------------
+
+def _warehouse(s: Settings):
+    from pipeline.sink.clickhouse import ServerWarehouse
+
+    return ServerWarehouse(s.clickhouse)
+
+
+@cli.command()
+@click.option("--chdb", "chdb_path", default=None, help="Apply to an embedded current ClickHouse (chdb) at this path instead.")
+@click.pass_context
+def migrate(ctx: click.Context, chdb_path: str | None) -> None:
+    """Apply pending ClickHouse migrations from schemas/clickhouse."""
+    from pipeline.sink.clickhouse import ChdbWarehouse, WarehouseError
+    from pipeline.sink.migrations import MigrationError, migrate as run
+
+    s = _settings(ctx)
+    try:
+        wh = ChdbWarehouse(chdb_path, s.clickhouse.database) if chdb_path else _warehouse(s)
+        done = run(wh)
+    except (WarehouseError, MigrationError) as e:
+        raise click.ClickException(str(e)) from None
+    console.print(f"ClickHouse {wh.server_version()}: applied {done or 'nothing (up to date)'}")
+
+
+# --- stages ------------------------------------------------------------------------------------
+
+@cli.command()
+@click.argument("source")
+@click.option("--site", default=None, help="Site id (default: edge.site_id).")
+@click.option("--camera", default=None, help="Camera id (default: edge.camera_id).")
+@click.option("--max-frames", type=click.IntRange(min=1), default=None)
+@click.option("--realtime", is_flag=True, help="Pace a video file at its own speed instead of as fast as possible.")
+@click.pass_context
+def edge(ctx: click.Context, source: str, site: str | None, camera: str | None, max_frames: int | None, realtime: bool) -> None:
+    """Encrypt frames from SOURCE (video file, image folder or camera URL) and publish references."""
+    from pipeline.edge.producer import EdgeProducer
+    from pipeline.edge.sources import SourceError, open_source
+    from pipeline.envelope import load_public_key
+    from pipeline.framestore import open_store
+
+    s = _settings(ctx)
+    try:
+        frames = open_source(source, s.edge.sample_fps, s.edge.max_width, s.edge.max_height)
+        pub = load_public_key(s.keys.dir)
+    except (SourceError, FileNotFoundError) as e:
+        raise click.ClickException(str(e)) from None
+    ep = EdgeProducer(s, open_store(s.store.url, s.store.ttl_seconds), pub, site_id=site, camera_id=camera)
+    with _progress() as prog:
+        task = prog.add_task(f"edge {ep.site_id}/{ep.camera_id}", total=max_frames)
+        stats = ep.run(frames, max_frames=max_frames, realtime=realtime, on_frame=lambda n: prog.update(task, completed=n))
+    console.print(f"edge: {stats.frames} frames sealed, {stats.delivered} references delivered, {stats.failed} failed")
+    if stats.failed or stats.errors:
+        raise click.ClickException(f"{stats.failed} frame reference(s) not delivered: {stats.errors[:3]}")
+
+
+@cli.command()
+@click.option("--max-frames", type=click.IntRange(min=1), default=None)
+@click.option("--idle-timeout", type=click.FloatRange(min=0.5), default=None, help="Stop after this many seconds without frames.")
+@click.option("--max-seconds", type=click.FloatRange(min=1), default=None)
+@click.pass_context
+def process(ctx: click.Context, max_frames: int | None, idle_timeout: float | None, max_seconds: float | None) -> None:
+    """Run the stream processor (faust-streaming worker)."""
+    from pipeline.processor.app import run_processor
+
+    stats = run_processor(_settings(ctx), max_frames=max_frames, idle_timeout=idle_timeout, max_seconds=max_seconds)
+    console.print(f"processor: {stats.frames} frames, {stats.persons} persons, {stats.windows_emitted} windows, "
+                  f"{stats.occurrence_records} occurrence records, dead letters {stats.dead_letters or 'none'}")
+
+
+@cli.command()
+@click.option("--max-records", type=click.IntRange(min=1), default=None)
+@click.option("--idle-timeout", type=click.FloatRange(min=0.5), default=None)
+@click.option("--max-seconds", type=click.FloatRange(min=1), default=None)
+@click.pass_context
+def sink(ctx: click.Context, max_records: int | None, idle_timeout: float | None, max_seconds: float | None) -> None:
+    """Land occurrences, demographics and receipts in ClickHouse."""
+    from pipeline.sink.consumer import ClickHouseSink
+
+    s = _settings(ctx)
+    snk = ClickHouseSink(s, _warehouse(s))
+    with _progress() as prog:
+        task = prog.add_task("sink", total=max_records)
+        stats = snk.run(max_records=max_records, idle_timeout=idle_timeout, max_seconds=max_seconds,
+                        on_progress=lambda st: prog.update(task, completed=st.consumed))
+    console.print(f"sink: {stats.consumed} records, inserted {stats.inserted or 'nothing'}, {stats.dead_letters} dead letters")
+
+
+@cli.group()
+def store() -> None:
+    """The ephemeral frame store."""
+
+
+@store.command("sweep")
+@click.option("--loop", is_flag=True, help="Keep sweeping every store.sweep_interval_seconds.")
+@click.pass_context
+def store_sweep(ctx: click.Context, loop: bool) -> None:
+    """Delete blobs older than the TTL (cron-able; edges also sweep on their own)."""
+    from pipeline.framestore import open_store
+
+    s = _settings(ctx)
+    st = open_store(s.store.url, s.store.ttl_seconds)
+    while True:
+        n = len(st.sweep())
+        stats = st.stats()
+        console.print(f"swept {n}; {stats.blobs} blob(s) left, oldest {stats.oldest_age_seconds:.1f} s")
+        if not loop:
+            return
+        time.sleep(s.store.sweep_interval_seconds)
+
+
+# --- queries -----------------------------------------------------------------------------------
+
+@cli.group()
+def query() -> None:
+    """Read results from ClickHouse."""
+
+
+def _print_counts(rows: list[tuple], title: str) -> None:
+    t = Table("site", "camera", "windows", "occurrences", title=title)
+    for r in rows:
+        t.add_row(*(str(x) for x in r))
+    out.print(t)
+
+
+@query.command("counts")
+@click.option("--site", default=None)
+@click.option("--since-minutes", type=click.IntRange(min=1), default=None)
+@click.pass_context
+def query_counts(ctx: click.Context, site: str | None, since_minutes: int | None) -> None:
+    """Occurrences per camera (real + fictitious persons)."""
+    from pipeline.analytics.counts import camera_counts
+
+    since = datetime.now(timezone.utc) - timedelta(minutes=since_minutes) if since_minutes else None
+    _print_counts(camera_counts(_warehouse(_settings(ctx)), since, site), "per-camera occurrences")
+
+
+@query.command("sql")
+@click.argument("statement")
+@click.pass_context
+def query_sql(ctx: click.Context, statement: str) -> None:
+    """Run a read-only SELECT against the warehouse."""
+    if not statement.lstrip().lower().startswith(("select", "with", "show", "describe")):
+        raise click.ClickException("only SELECT/WITH/SHOW/DESCRIBE statements are allowed here")
+    for row in _warehouse(_settings(ctx)).rows(statement):
+        out.print("\t".join(str(x) for x in row))
+
+
+# --- demo --------------------------------------------------------------------------------------
+
+@cli.command()
+@click.option("--source", default=None, help="Footage (default: vtest.avi from Debian's opencv-doc).")
+@click.option("--site", default="demo-site")
+@click.option("--cameras", default="entrance,plaza", help="Comma-separated camera ids; the footage is split among them.")
+@click.option("--max-frames", type=click.IntRange(min=1), default=None, help="Frames per camera.")
+@click.pass_context
+def demo(ctx: click.Context, source: str | None, site: str, cameras: str, max_frames: int | None) -> None:
+    """The main job end to end: stack up, topics, keys, migrations, edge → processor → sink, counts."""
+    s = _settings(ctx)
+    t0 = time.monotonic()
+    ctx.invoke(stack_up)
+    ctx.invoke(topics_apply, policy=None)
+    ctx.invoke(keys_init, rotate=False)
+    ctx.invoke(migrate, chdb_path=None)
+    if source is None:
+        source = subprocess.check_output(["bash", str(INFRA / "footage.sh")], text=True).strip()
+    cams = [c.strip() for c in cameras.split(",") if c.strip()]
+    started = datetime.now(timezone.utc)
+    cmd = [sys.executable, "-m", "pipeline.cli", "process", "--idle-timeout", "8"]
+    proc = subprocess.Popen(cmd)
+    try:
+        from pipeline.edge.producer import EdgeProducer
+        from pipeline.edge.sources import open_source
+        from pipeline.envelope import load_public_key
+        from pipeline.framestore import open_store
+
+        pub = load_public_key(s.keys.dir)
+        frames = list(open_source(source, s.edge.sample_fps, s.edge.max_width, s.edge.max_height))
+        per = max_frames or max(1, len(frames) // len(cams))
+        with _progress() as prog:
+            for i, cam in enumerate(cams):
+                chunk = frames[i * per:(i + 1) * per]
+                task = prog.add_task(f"edge {site}/{cam}", total=len(chunk))
+                ep = EdgeProducer(s, open_store(s.store.url, s.store.ttl_seconds), pub, site_id=site, camera_id=cam)
+                # Both cameras replay their share of the footage as if filmed from now on.
+                ep.run(chunk, start=started, on_frame=lambda n, t=task: prog.update(t, completed=n))
+        console.print("edge done; waiting for the processor to drain")
+        rc = proc.wait(timeout=900)
+        if rc != 0:
+            raise click.ClickException(f"processor exited with {rc}")
+    finally:
+        if proc.poll() is None:
+            proc.terminate()
+            proc.wait(30)
+    ctx.invoke(sink, max_records=None, idle_timeout=5.0, max_seconds=300)
+    from pipeline.analytics.counts import camera_counts
+
+    rows = camera_counts(_warehouse(s), started - timedelta(seconds=s.processor.window_seconds), site)
+    _print_counts(rows, f"{site}: occurrences per camera since {started:%H:%M:%S} UTC")
+    console.print(f"demo finished in {time.monotonic() - t0:.0f} s")
+    if not rows:
+        raise click.ClickException("no occurrences reached ClickHouse")
+
+
+def _progress() -> Progress:
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                    console=console, transient=False)
+
+
+def _mount_optional() -> None:
+    try:
+        from pipeline.privacy.cli import privacy
+    except ImportError:
+        return
+    cli.add_command(privacy)
+
+
+_mount_optional()
+
+
+def main() -> None:
+    cli(prog_name="flowctl")
+
+
+if __name__ == "__main__":
+    main()

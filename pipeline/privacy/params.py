@@ -1,0 +1,237 @@
+"""Versioned, rotatable privacy parameter sets.
+
+Why a separate, frozen data object: every number that decides how a person
+becomes "an occurrence of one of 1,000 groups" (the deployment seed that fixes
+the projection and the hash family, the noise scale, the fictitious-person
+rate) must be written down, versioned and recorded with every output record,
+so an analysis knows which parameters produced the data and a regulator can
+check them. The noise itself is *not* in here: it is drawn from fresh OS
+entropy at run time and is never reproducible from this file.
+
+The file format is JSON. Arrays (the reference statistics used to centre and
+whiten a descriptor before hashing) are stored as base64 float32 so that the
+file stays a single self-contained artifact. Unknown keys are rejected: a typo
+in a hand-edited parameter file must not silently fall back to a default.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import secrets
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+__all__ = ["PrivacyParams", "ReferenceStats", "ParamsError", "SCHEMA_VERSION"]
+
+SCHEMA_VERSION = 1
+DEFAULT_VERSION = "pp-2026.11-default"
+# The default deployment seed is public (it is in the source code). It is fine
+# for development and tests; a production deployment must run `calibrate`
+# (which draws a fresh secret seed) so the hash family is its own.
+DEFAULT_SEED = 20261101
+
+
+class ParamsError(ValueError):
+    """A parameter file is malformed, has unknown keys or inconsistent values."""
+
+
+def _encode_array(a: np.ndarray) -> dict[str, Any]:
+    a32 = np.ascontiguousarray(a, dtype="<f4")
+    return {"shape": list(a32.shape), "dtype": "float32",
+            "b64": base64.b64encode(a32.tobytes()).decode("ascii")}
+
+
+def _decode_array(d: Any) -> np.ndarray:
+    if isinstance(d, np.ndarray):
+        return d.astype(np.float32)
+    if not isinstance(d, dict) or set(d) != {"shape", "dtype", "b64"}:
+        raise ValueError("array must be an object with exactly the keys shape, dtype, b64")
+    if d["dtype"] != "float32":
+        raise ValueError(f"array dtype must be float32, got {d['dtype']!r}")
+    raw = base64.b64decode(d["b64"], validate=True)
+    arr = np.frombuffer(raw, dtype="<f4").astype(np.float32)
+    shape = tuple(int(s) for s in d["shape"])
+    if int(np.prod(shape)) != arr.size:
+        raise ValueError(f"array data has {arr.size} values, shape {shape} needs {int(np.prod(shape))}")
+    return arr.reshape(shape)
+
+
+class ReferenceStats(BaseModel):
+    """Population statistics of the *native* appearance descriptor.
+
+    Real descriptors are not isotropic (colour histograms are non-negative and
+    most of their variance sits in a few directions). Random-direction hashing
+    of such vectors piles most people into a few groups. Centring with the
+    population mean and whitening with the population covariance makes the
+    hashed vectors roughly isotropic, which is what makes the 1,000 groups fill
+    equally. These are aggregate statistics of many people, not of anyone.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid", arbitrary_types_allowed=True)
+
+    input_dim: int = Field(gt=0)
+    mean: np.ndarray
+    whitening: np.ndarray  # (input_dim, input_dim), applied as W @ (x - mean)
+    n_samples: int = Field(ge=0, description="how many descriptors the statistics were fitted on")
+
+    @field_validator("mean", "whitening", mode="before")
+    @classmethod
+    def _arr(cls, v: Any) -> np.ndarray:
+        return _decode_array(v)
+
+    @model_validator(mode="after")
+    def _shapes(self) -> "ReferenceStats":
+        d = self.input_dim
+        if self.mean.shape != (d,):
+            raise ValueError(f"reference mean has shape {self.mean.shape}, expected ({d},)")
+        if self.whitening.shape != (d, d):
+            raise ValueError(f"reference whitening has shape {self.whitening.shape}, expected ({d}, {d})")
+        if not (np.isfinite(self.mean).all() and np.isfinite(self.whitening).all()):
+            raise ValueError("reference statistics contain NaN or infinity")
+        return self
+
+    def to_json_dict(self) -> dict[str, Any]:
+        return {"input_dim": self.input_dim, "mean": _encode_array(self.mean),
+                "whitening": _encode_array(self.whitening), "n_samples": self.n_samples}
+
+
+class PrivacyParams(BaseModel):
+    """One immutable, versioned privacy parameter set.
+
+    Fields are deliberately few and each is documented in docs/PRIVACY.md.
+    Anything derived (the fictitious-person mean used by estimators, the
+    linkage bound) is a property so it can never disagree with its inputs.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid", arbitrary_types_allowed=True)
+
+    schema_version: int = Field(default=SCHEMA_VERSION)
+    version: str = Field(default=DEFAULT_VERSION, min_length=1, max_length=64,
+                         pattern=r"^[A-Za-z0-9._:+-]+$")
+    seed: int = Field(default=DEFAULT_SEED, ge=0, lt=2**128,
+                      description="deployment seed: fixes the projection and the hash family")
+    working_dim: int = Field(default=1024, ge=16, le=8192)
+    n_groups: int = Field(default=1000, ge=2, le=100_000)
+    noise_scale: float = Field(default=0.03, ge=0.0, le=10.0,
+                               description="std of Gaussian noise per coordinate of the unit working vector")
+    same_group_rate: float = Field(default=0.5, gt=0.0, le=1.0,
+                                   description="measured probability that a re-capture lands in the same group")
+    fictitious_floor: int = Field(default=2, ge=0, le=100,
+                                  description="fictitious occurrences added to every group in every (camera, window)")
+    fictitious_ratio: float = Field(default=0.5, ge=0.0, lt=1.0,
+                                    description="ratio r of the geometric number of extra fictitious occurrences per group")
+    demographic_min_count: int = Field(default=3, ge=1, le=1000,
+                                       description="demographic cells below this are pooled or suppressed")
+    reference: ReferenceStats | None = None
+    calibration: dict[str, float | int | str] = Field(
+        default_factory=dict, description="how the figures above were obtained (for the record)")
+
+    @field_validator("schema_version")
+    @classmethod
+    def _schema(cls, v: int) -> int:
+        if v != SCHEMA_VERSION:
+            raise ValueError(f"unsupported schema_version {v}; this code reads version {SCHEMA_VERSION}")
+        return v
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "PrivacyParams":
+        if self.n_groups > self.working_dim:
+            raise ValueError(f"n_groups ({self.n_groups}) cannot exceed working_dim ({self.working_dim}): "
+                             "the hash uses one orthonormal direction per group")
+        return self
+
+    # ---- derived figures used by estimators and by the documentation -------
+
+    @property
+    def fictitious_rate(self) -> float:
+        """Expected fictitious occurrences per group per (camera, window).
+
+        Flow and count estimators subtract ``n_groups * fictitious_rate`` from a
+        (camera, window) total; see :attr:`fictitious_per_window`.
+        """
+        r = self.fictitious_ratio
+        return float(self.fictitious_floor + r / (1.0 - r))
+
+    @property
+    def fictitious_per_window(self) -> float:
+        """Expected fictitious occurrences per (camera, window) over all groups."""
+        return self.n_groups * self.fictitious_rate
+
+    @property
+    def fictitious_variance_per_group(self) -> float:
+        """Variance of the fictitious count of one group in one (camera, window) (for CIs)."""
+        r = self.fictitious_ratio
+        return float(r / (1.0 - r) ** 2)
+
+    @property
+    def linkage_likelihood_ratio_bound(self) -> float:
+        """Upper bound on how much one window's counts can raise the odds that a person was there.
+
+        Follows from the geometric fictitious counts: see pipeline.privacy.fictitious.
+        Infinite when there are no random fictitious persons (ratio 0).
+        """
+        return float("inf") if self.fictitious_ratio == 0 else 1.0 / self.fictitious_ratio
+
+    # ---- construction, persistence -----------------------------------------
+
+    @classmethod
+    def default(cls) -> "PrivacyParams":
+        """Development defaults; work without any file. Not calibrated for any real descriptor."""
+        return cls()
+
+    def with_changes(self, **changes: Any) -> "PrivacyParams":
+        """A validated copy with some fields replaced (the model is frozen)."""
+        data = self.model_dump()
+        data["reference"] = self.reference
+        data.update(changes)
+        return PrivacyParams.model_validate(data)
+
+    def rotated(self, version: str, seed: int | None = None) -> "PrivacyParams":
+        """Same settings, new hash family: a fresh secret seed and a new version string.
+
+        Groups from before and after a rotation are unrelated, so a rotation
+        needs a new version (analyses must not match groups across it).
+        """
+        if version == self.version:
+            raise ParamsError("a rotated parameter set needs a new version string")
+        return self.with_changes(seed=secrets.randbits(127) if seed is None else seed, version=version)
+
+    def to_json_dict(self) -> dict[str, Any]:
+        d = self.model_dump(exclude={"reference"})
+        d["reference"] = None if self.reference is None else self.reference.to_json_dict()
+        return d
+
+    def save(self, path: str | Path) -> None:
+        """Write the parameter set as JSON (atomically: write then rename)."""
+        p = Path(path)
+        p.parent.mkdir(parents=True, exist_ok=True)
+        tmp = p.with_suffix(p.suffix + ".tmp")
+        tmp.write_text(json.dumps(self.to_json_dict(), indent=2, sort_keys=True) + "\n", encoding="utf-8")
+        tmp.replace(p)
+
+    @classmethod
+    def from_json_dict(cls, data: Any, source: str = "parameters") -> "PrivacyParams":
+        if not isinstance(data, dict):
+            raise ParamsError(f"{source}: top level must be a JSON object")
+        unknown = sorted(set(data) - set(cls.model_fields))
+        if unknown:
+            raise ParamsError(f"{source}: unknown key(s) {', '.join(map(repr, unknown))}; "
+                              f"allowed keys are {', '.join(sorted(cls.model_fields))}")
+        try:
+            return cls.model_validate(data)
+        except ValidationError as e:
+            raise ParamsError(f"{source}: invalid privacy parameters:\n{e}") from e
+
+    @classmethod
+    def load(cls, path: str | Path) -> "PrivacyParams":
+        """Read a parameter set written by :meth:`save` or by ``flowctl privacy calibrate``."""
+        p = Path(path)
+        try:
+            data = json.loads(p.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as e:
+            raise ParamsError(f"{p}: not valid JSON: {e}") from e
+        return cls.from_json_dict(data, source=str(p))

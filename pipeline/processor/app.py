@@ -1,0 +1,164 @@
+"""The stream processor as a faust-streaming app: a thin agent that wires the frame-reference
+topic to :class:`FrameProcessor` and :class:`WindowAggregator` and sends what they produce.
+
+CPU-bound work (decrypt, decode, detect, embed) runs in a thread pool so the event loop keeps
+heartbeating and committing. Offsets are committed by faust once an event is acked, i.e. after
+its blob is deleted and its receipt (or dead letter) was handed to the producer.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+import faust
+import numpy as np
+
+from pipeline import serde
+from pipeline.envelope import load_keyring
+from pipeline.framestore import open_store
+from pipeline.privacy import Anonymizer, PrivacyParams, pad_with_fictitious
+from pipeline.processor.frames import DESCRIPTOR_DIM, FrameProcessor, ProcessingError, dead_letter
+from pipeline.processor.windows import ClosedWindow, WindowAggregator
+from pipeline.settings import Settings
+from pipeline.vision.detector import make_detector
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ProcessorStats:
+    frames: int = 0
+    persons: int = 0
+    dead_letters: dict[str, int] = field(default_factory=dict)
+    windows_emitted: int = 0
+    occurrence_records: int = 0
+    last_event: float = field(default_factory=time.monotonic)
+    started: float = field(default_factory=time.monotonic)
+
+
+def load_params(settings: Settings) -> PrivacyParams:
+    p = settings.processor.privacy_params
+    return PrivacyParams.load(p) if p else PrivacyParams.default()
+
+
+def occurrence_records(w: ClosedWindow, params: PrivacyParams, rng: np.random.Generator) -> list[dict]:
+    padded = pad_with_fictitious(dict(w.counts), params, rng)
+    return [{"site_id": w.site_id, "camera_id": w.camera_id, "window_start": w.window_start_ms,
+             "window_seconds": w.window_seconds, "group_id": int(g), "occurrences": int(c),
+             "params_version": params.version}
+            for g, c in sorted(padded.items()) if c > 0]
+
+
+def build_app(settings: Settings, *, max_frames: int | None = None, idle_timeout: float | None = None,
+              max_seconds: float | None = None) -> tuple[faust.App, ProcessorStats]:
+    k = settings.kafka
+    ps = settings.processor
+    app = faust.App(
+        ps.app_id,
+        broker=f"kafka://{k.bootstrap}",
+        value_serializer="raw",
+        key_serializer="raw",
+        store="memory://",
+        web_enabled=False,
+        topic_allow_declare=False,   # topics come from infra/topics.yaml, with their retention
+        topic_disable_leader=True,
+        consumer_auto_offset_reset="earliest",
+        broker_commit_every=50,
+        broker_commit_interval=1.0,
+        producer_acks=-1,
+        stream_wait_empty=False,
+        processing_guarantee="at_least_once",
+    )
+    raw = dict(key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw")
+    frames_topic = app.topic(k.frame_refs_topic, **raw)
+    occ_topic = app.topic(k.occurrences_topic, **raw)
+    rec_topic = app.topic(k.receipts_topic, **raw)
+    dlq_topic = app.topic(k.dead_letter_topic, **raw)
+
+    params = load_params(settings)
+    store = open_store(settings.store.url, settings.store.ttl_seconds)
+    processor = FrameProcessor(store, load_keyring(settings.keys.dir), make_detector(ps.detector),
+                               Anonymizer(params, input_dim=DESCRIPTOR_DIM), settings.store.max_blob_bytes)
+    windows = WindowAggregator(ps.window_seconds, ps.grace_seconds, ps.idle_flush_seconds)
+    pool = ThreadPoolExecutor(max_workers=ps.worker_threads, thread_name_prefix="infer")
+    rng = np.random.default_rng()  # fictitious persons: fresh entropy, never reproducible
+    stats = ProcessorStats()
+    stopping = {"flag": False}
+
+    async def emit_windows(closed: list[ClosedWindow]) -> None:
+        for w in closed:
+            recs = occurrence_records(w, params, rng)
+            key = w.camera_id.encode()
+            for r in recs:
+                await occ_topic.send(key=key, value=serde.encode("GroupOccurrence", r))
+            stats.windows_emitted += 1
+            stats.occurrence_records += len(recs)
+
+    @app.agent(frames_topic)
+    async def process_frames(stream):  # noqa: ANN001 - faust's stream type
+        loop = asyncio.get_running_loop()
+        async for event in stream.events():
+            m = event.message
+            stats.last_event = time.monotonic()
+            try:
+                res = await loop.run_in_executor(pool, processor.process, event.value)
+            except ProcessingError as e:
+                stats.dead_letters[e.reason] = stats.dead_letters.get(e.reason, 0) + 1
+                log.warning("dead letter %s[%d]@%d: %s", m.topic, m.partition, m.offset, e.reason)
+                await dlq_topic.send(key=m.key or b"", value=serde.encode(
+                    "DeadLetter", dead_letter(e, event.value, m.topic, m.partition, m.offset, "processor")))
+                if e.receipt:
+                    await rec_topic.send(key=m.key or b"", value=serde.encode("DeletionReceipt", e.receipt))
+            except Exception as e:  # a bug must not kill the agent silently: dead-letter and go on
+                stats.dead_letters["internal_error"] = stats.dead_letters.get("internal_error", 0) + 1
+                log.exception("internal error on %s[%d]@%d", m.topic, m.partition, m.offset)
+                await dlq_topic.send(key=m.key or b"", value=serde.encode(
+                    "DeadLetter", dead_letter(e, event.value, m.topic, m.partition, m.offset, "processor")))
+            else:
+                windows.add(res.site_id, res.camera_id, res.captured_at_ms, res.groups)
+                stats.persons += res.persons
+                await rec_topic.send(key=res.camera_id.encode(), value=serde.encode("DeletionReceipt", res.receipt))
+            stats.frames += 1
+            await emit_windows(windows.flush_ready())
+
+    @app.timer(interval=1.0)
+    async def housekeeping() -> None:
+        await emit_windows(windows.flush_ready())
+        now = time.monotonic()
+        done = (max_frames is not None and stats.frames >= max_frames) or \
+               (idle_timeout is not None and now - stats.last_event >= idle_timeout) or \
+               (max_seconds is not None and now - stats.started >= max_seconds)
+        if done and not stopping["flag"]:
+            stopping["flag"] = True
+            await emit_windows(windows.flush_all())
+            await app.producer.flush()
+            log.info("bounded run complete: %d frames, %d persons, dead letters %s",
+                     stats.frames, stats.persons, stats.dead_letters)
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    @app.on_before_shutdown.connect
+    async def _flush_on_shutdown(app: faust.App, **kwargs: object) -> None:  # noqa: ARG001
+        # Graceful stop (SIGTERM): emit every open window before leaving.
+        if not stopping["flag"]:
+            stopping["flag"] = True
+            await emit_windows(windows.flush_all())
+            await app.producer.flush()
+
+    return app, stats
+
+
+def run_processor(settings: Settings, *, max_frames: int | None = None, idle_timeout: float | None = None,
+                  max_seconds: float | None = None, loglevel: str = "warning") -> ProcessorStats:
+    app, stats = build_app(settings, max_frames=max_frames, idle_timeout=idle_timeout, max_seconds=max_seconds)
+    worker = faust.Worker(app, loglevel=loglevel, quiet=True, redirect_stdouts=False, override_logging=False)
+    try:
+        worker.execute_from_commandline()
+    except SystemExit as e:
+        if e.code not in (0, None):
+            raise
+    return stats

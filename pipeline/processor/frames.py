@@ -1,0 +1,149 @@
+"""One frame reference in, anonymous groups and a deletion receipt out. Pure logic, no Kafka.
+
+Whatever happens, a blob that was fetched is deleted before this returns, and the plaintext
+and data key go out of scope here: the only things that leave are group ids (already noised
+and hashed by the privacy core), a frame-level receipt, or a payload-free dead-letter reason.
+"""
+from __future__ import annotations
+
+import hashlib
+import time
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import cv2
+import numpy as np
+
+from pipeline import serde
+from pipeline.envelope import EnvelopeError, Keyring, associated_data
+from pipeline.framestore import BlobNotFound, BlobRejected, FrameStore
+from pipeline.vision.descriptor import DIM as DESCRIPTOR_DIM, describe
+from pipeline.vision.detector import Detector
+
+
+class ProcessingError(Exception):
+    """A frame that goes to the dead-letter topic. Message and fields are payload-free."""
+
+    def __init__(self, reason: str, detail: str, ref: dict[str, Any] | None = None,
+                 receipt: dict[str, Any] | None = None) -> None:
+        super().__init__(detail)
+        self.reason = reason
+        self.detail = detail
+        self.ref = ref
+        self.receipt = receipt
+
+
+@dataclass
+class FrameResult:
+    site_id: str
+    camera_id: str
+    captured_at_ms: int
+    groups: list[int]
+    receipt: dict[str, Any]
+    persons: int = 0
+    timings_ms: dict[str, float] = field(default_factory=dict)
+
+
+def _ms(v: Any) -> int:
+    return int(v.timestamp() * 1000) if isinstance(v, datetime) else int(v)
+
+
+class FrameProcessor:
+    def __init__(self, store: FrameStore, keyring: Keyring, detector: Detector, anonymizer: Any,
+                 max_blob_bytes: int, max_pixels: int = 4096 * 4096) -> None:
+        self.store = store
+        self.keyring = keyring
+        self.detector = detector
+        self.anonymizer = anonymizer
+        self.max_blob_bytes = max_blob_bytes
+        self.max_pixels = max_pixels
+
+    def process(self, value: bytes | None, now: float | None = None) -> FrameResult:
+        try:
+            ref = serde.decode("FrameRef", value)
+        except serde.SerdeError as e:
+            raise ProcessingError("malformed_record", str(e)) from None
+        fid = ref["frame_id"]
+        timings: dict[str, float] = {}
+        t0 = time.perf_counter()
+        deleted = False
+        try:
+            try:
+                if ref["blob_size"] > self.max_blob_bytes:
+                    raise ProcessingError("oversized_frame", f"blob_size {ref['blob_size']} exceeds {self.max_blob_bytes}", ref)
+                now_s = time.time() if now is None else now
+                if _ms(ref["expires_at"]) < now_s * 1000:
+                    raise ProcessingError("expired_frame", "frame reference is past its expiry", ref)
+                blob = self.store.get(ref["blob_uri"], fid, self.max_blob_bytes)
+            except BlobNotFound as e:
+                raise ProcessingError("missing_blob", str(e), ref) from None
+            except BlobRejected as e:
+                raise ProcessingError(e.reason, str(e), ref) from None
+            if hashlib.sha256(blob).hexdigest() != ref["blob_sha256"]:
+                raise ProcessingError("tampered_ciphertext", "blob hash does not match the reference", ref)
+            aad = associated_data(fid, ref["site_id"], ref["camera_id"], _ms(ref["captured_at"]))
+            try:
+                plain = self.keyring.open(ref["key_id"], ref["wrapped_key"], ref["nonce"], blob, aad)
+            except EnvelopeError as e:
+                raise ProcessingError(e.reason, str(e), ref) from None
+            del blob
+            # The blob is no longer needed: delete before the (slow) inference, not after.
+            deleted = self.store.delete(ref["blob_uri"], fid)
+            timings["fetch_decrypt"] = (time.perf_counter() - t0) * 1000
+            image = cv2.imdecode(np.frombuffer(plain, dtype=np.uint8), cv2.IMREAD_COLOR)
+            del plain
+            if image is None:
+                raise ProcessingError("undecodable_image", "decrypted payload is not a decodable image", ref)
+            if image.shape[0] * image.shape[1] > self.max_pixels:
+                raise ProcessingError("oversized_frame", f"image {image.shape[1]}x{image.shape[0]} exceeds the pixel limit", ref)
+            t1 = time.perf_counter()
+            boxes = self.detector.detect(image)
+            timings["detect"] = (time.perf_counter() - t1) * 1000
+            t2 = time.perf_counter()
+            emb = describe(image, boxes)
+            del image
+            groups = [int(g) for g in self.anonymizer.assign_groups(emb)] if len(boxes) else []
+            del emb
+            timings["anonymise"] = (time.perf_counter() - t2) * 1000
+        except ProcessingError as e:
+            e.receipt = self._delete_and_receipt(ref, already=deleted)
+            raise
+        except Exception:
+            self._delete_and_receipt(ref, already=deleted)
+            raise
+        receipt = self._receipt(ref, "DELETED" if deleted else "ALREADY_ABSENT")
+        return FrameResult(ref["site_id"], ref["camera_id"], _ms(ref["captured_at"]), groups, receipt,
+                           persons=len(groups), timings_ms=timings)
+
+    def _delete_and_receipt(self, ref: dict[str, Any], already: bool) -> dict[str, Any] | None:
+        if already:
+            return self._receipt(ref, "DELETED")
+        try:
+            existed = self.store.delete(ref["blob_uri"], ref["frame_id"])
+        except BlobRejected:
+            return None  # a foreign URI: never touch it, and there is no blob of ours to vouch for
+        return self._receipt(ref, "DELETED" if existed else "ALREADY_ABSENT")
+
+    @staticmethod
+    def _receipt(ref: dict[str, Any], outcome: str) -> dict[str, Any]:
+        return {"frame_id": ref["frame_id"], "site_id": ref["site_id"], "camera_id": ref["camera_id"],
+                "captured_at": _ms(ref["captured_at"]), "deleted_at": int(time.time() * 1000),
+                "outcome": outcome, "deleted_by": "processor"}
+
+
+def dead_letter(err: Exception, value: bytes | None, topic: str, partition: int, offset: int, stage: str) -> dict[str, Any]:
+    """A payload-free description of a failed record."""
+    reason = getattr(err, "reason", "internal_error")
+    ref = getattr(err, "ref", None) or {}
+    detail = getattr(err, "detail", None) or type(err).__name__
+    return {
+        "source_topic": topic, "source_partition": int(partition), "source_offset": int(offset),
+        "failed_at": int(time.time() * 1000), "stage": stage, "reason": reason,
+        "error_class": type(err).__name__, "detail": str(detail)[:300],
+        "payload_size": len(value or b""), "payload_sha256": hashlib.sha256(value or b"").hexdigest(),
+        "site_id": ref.get("site_id"), "camera_id": ref.get("camera_id"), "frame_id": ref.get("frame_id"),
+    }
+
+
+__all__ = ["FrameProcessor", "FrameResult", "ProcessingError", "dead_letter", "DESCRIPTOR_DIM"]

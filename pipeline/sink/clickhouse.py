@@ -1,0 +1,111 @@
+"""ClickHouse access behind one small interface, so migrations and queries run unchanged on a
+real server (clickhouse-driver, native protocol) and on the embedded current engine (chdb).
+"""
+from __future__ import annotations
+
+import csv
+import io
+from typing import Any, Protocol, Sequence
+
+from clickhouse_driver import Client
+from clickhouse_driver.errors import Error as DriverError
+
+from pipeline.settings import ClickHouseSettings
+
+
+class WarehouseError(RuntimeError):
+    pass
+
+
+class Warehouse(Protocol):
+    database: str
+
+    def execute(self, sql: str, params: dict[str, Any] | None = None) -> None: ...
+    def rows(self, sql: str, params: dict[str, Any] | None = None) -> list[tuple]: ...
+    def insert(self, table: str, columns: Sequence[str], data: list[list[Any]]) -> int: ...
+    def server_version(self) -> str: ...
+
+
+class ServerWarehouse:
+    """A ClickHouse server over the native protocol."""
+
+    def __init__(self, cfg: ClickHouseSettings, database: str | None = None) -> None:
+        self.database = database or cfg.database
+        self.client = Client(host=cfg.host, port=cfg.port, user=cfg.user,
+                             password=cfg.password.get_secret_value(), connect_timeout=5,
+                             send_receive_timeout=60, settings={"use_numpy": False})
+        self._where = f"{cfg.host}:{cfg.port}"
+
+    def execute(self, sql: str, params: dict[str, Any] | None = None) -> None:
+        self.rows(sql, params)
+
+    def rows(self, sql: str, params: dict[str, Any] | None = None) -> list[tuple]:
+        try:
+            return self.client.execute(sql, params)
+        except (DriverError, OSError, EOFError) as e:
+            raise WarehouseError(f"ClickHouse at {self._where}: {type(e).__name__}: {str(e).splitlines()[0][:500]}") from e
+
+    def insert(self, table: str, columns: Sequence[str], data: list[list[Any]]) -> int:
+        """Columnar batch insert; returns rows written."""
+        sql = f"INSERT INTO {self.database}.{table} ({', '.join(columns)}) VALUES"
+        try:
+            return self.client.execute(sql, data, columnar=True, types_check=True) or 0
+        except (DriverError, OSError, EOFError) as e:
+            raise WarehouseError(f"insert into {table}: {type(e).__name__}: {str(e).splitlines()[0][:500]}") from e
+
+    def server_version(self) -> str:
+        return str(self.rows("SELECT version()")[0][0])
+
+    def close(self) -> None:
+        self.client.disconnect()
+
+
+class ChdbWarehouse:
+    """The current ClickHouse engine embedded via chdb: keeps the SQL honest on modern releases."""
+
+    def __init__(self, path: str, database: str = "flow") -> None:
+        from chdb import session  # optional: only the test extra installs chdb
+
+        self.database = database
+        self.sess = session.Session(path)
+
+    def execute(self, sql: str, params: dict[str, Any] | None = None) -> None:
+        self.rows(sql, params)
+
+    def rows(self, sql: str, params: dict[str, Any] | None = None) -> list[tuple]:
+        if params:
+            sql = substitute(sql, params)
+        try:
+            out = str(self.sess.query(sql, "TabSeparated"))
+        except Exception as e:
+            raise WarehouseError(f"chdb: {str(e).splitlines()[0][:500]}") from e
+        return [tuple(r) for r in csv.reader(io.StringIO(out), delimiter="\t")] if out.strip() else []
+
+    def insert(self, table: str, columns: Sequence[str], data: list[list[Any]]) -> int:
+        """Columnar data, as for the server; sent as a VALUES literal."""
+        n = len(data[0]) if data else 0
+        if n == 0:
+            return 0
+        values = ", ".join("(" + ", ".join(quote(col[i]) for col in data) + ")" for i in range(n))
+        self.execute(f"INSERT INTO {self.database}.{table} ({', '.join(columns)}) VALUES {values}")
+        return n
+
+    def server_version(self) -> str:
+        return self.rows("SELECT version()")[0][0]
+
+    def close(self) -> None:
+        self.sess.close()
+
+
+def quote(v: Any) -> str:
+    if isinstance(v, bool):
+        return "1" if v else "0"
+    if isinstance(v, (int, float)):
+        return repr(v)
+    s = str(v).replace("\\", "\\\\").replace("'", "\\'")
+    return f"'{s}'"
+
+
+def substitute(sql: str, params: dict[str, Any]) -> str:
+    """clickhouse-driver's %(name)s substitution, for engines without server-side parameters."""
+    return sql % {k: quote(v) for k, v in params.items()}

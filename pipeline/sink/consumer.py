@@ -1,0 +1,196 @@
+"""Kafka → ClickHouse sink.
+
+Delivery is at-least-once on Kafka's side; exactly-once in the warehouse comes from storing
+each row's source partition/offset with it. On (re)assignment the sink resumes each partition
+after the highest offset already in ClickHouse, so a crash between insert and commit does not
+count anything twice. Offsets are committed only after an insert succeeded.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any, Callable
+
+from confluent_kafka import OFFSET_INVALID, Consumer, KafkaError, Message, Producer, TopicPartition
+
+from pipeline import serde
+from pipeline.processor.frames import dead_letter
+from pipeline.settings import Settings
+from pipeline.sink.clickhouse import ServerWarehouse, WarehouseError
+
+log = logging.getLogger(__name__)
+
+
+def _ms(v: Any) -> int:
+    return int(v.timestamp() * 1000) if isinstance(v, datetime) else int(v)
+
+
+def _dt(v: Any) -> datetime:
+    return datetime.fromtimestamp(_ms(v) / 1000, tz=timezone.utc).replace(microsecond=0)
+
+
+@dataclass(frozen=True)
+class TableSpec:
+    record: str
+    table: str
+    columns: tuple[str, ...]
+    row: Callable[[dict[str, Any]], list[Any]]
+
+
+OCCURRENCES = TableSpec("GroupOccurrence", "group_occurrences",
+    ("site_id", "camera_id", "window_start", "window_seconds", "group_id", "occurrences", "params_version"),
+    lambda r: [r["site_id"], r["camera_id"], _dt(r["window_start"]), r["window_seconds"], r["group_id"],
+               r["occurrences"], r["params_version"]])
+DEMOGRAPHICS = TableSpec("DemographicCount", "demographic_counts",
+    ("site_id", "camera_id", "window_start", "window_seconds", "age_band", "gender", "persons", "params_version"),
+    lambda r: [r["site_id"], r["camera_id"], _dt(r["window_start"]), r["window_seconds"], r["age_band"],
+               r["gender"], r["persons"], r["params_version"]])
+RECEIPTS = TableSpec("DeletionReceipt", "deletion_receipts",
+    ("frame_id", "site_id", "camera_id", "captured_at", "captured_at_ms", "deleted_at_ms", "latency_ms",
+     "outcome", "deleted_by"),
+    lambda r: [r["frame_id"], r["site_id"], r["camera_id"], _dt(r["captured_at"]), _ms(r["captured_at"]),
+               _ms(r["deleted_at"]), _ms(r["deleted_at"]) - _ms(r["captured_at"]), r["outcome"], r["deleted_by"]])
+
+
+@dataclass
+class SinkStats:
+    consumed: int = 0
+    inserted: dict[str, int] = field(default_factory=dict)
+    dead_letters: int = 0
+    batches: int = 0
+    resumed_from_warehouse: dict[str, int] = field(default_factory=dict)
+
+
+class ClickHouseSink:
+    def __init__(self, settings: Settings, warehouse: ServerWarehouse, *, group_id: str | None = None) -> None:
+        self.s = settings
+        self.wh = warehouse
+        k = settings.kafka
+        self.specs: dict[str, TableSpec] = {k.occurrences_topic: OCCURRENCES, k.demographics_topic: DEMOGRAPHICS,
+                                            k.receipts_topic: RECEIPTS}
+        self.consumer = Consumer({
+            "bootstrap.servers": k.bootstrap,
+            "group.id": group_id or settings.sink.group_id,
+            "enable.auto.commit": False,
+            "auto.offset.reset": "earliest",
+            "isolation.level": "read_committed",
+            "session.timeout.ms": 30000,
+        })
+        self.dlq = Producer({"bootstrap.servers": k.bootstrap, "enable.idempotence": True, "acks": "all"})
+        self.stats = SinkStats()
+        self._buf: dict[str, list[list[Any]]] = {}
+        self._next: dict[tuple[str, int], int] = {}  # offsets to commit after the next insert
+        self._buffered = 0
+        self._since = time.monotonic()
+
+    # -- resume from the warehouse ----------------------------------------------------------
+    def _stored_offsets(self, topic: str) -> dict[int, int]:
+        spec = self.specs[topic]
+        rows = self.wh.rows(f"SELECT kafka_partition, max(kafka_offset) FROM {self.wh.database}.{spec.table} "
+                            f"GROUP BY kafka_partition")
+        return {int(p): int(o) for p, o in rows}
+
+    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        committed = {(tp.topic, tp.partition): tp.offset for tp in consumer.committed(partitions, timeout=30)}
+        stored: dict[str, dict[int, int]] = {}
+        for tp in partitions:
+            if tp.topic not in stored:
+                stored[tp.topic] = self._stored_offsets(tp.topic)
+            after = stored[tp.topic].get(tp.partition)
+            c = committed.get((tp.topic, tp.partition), OFFSET_INVALID)
+            if after is not None and (c < 0 or c <= after):
+                tp.offset = after + 1
+                self.stats.resumed_from_warehouse[f"{tp.topic}[{tp.partition}]"] = after + 1
+            elif c >= 0:
+                tp.offset = c
+        consumer.assign(partitions)
+
+    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self.flush()
+
+    # -- batching ---------------------------------------------------------------------------
+    def _handle(self, msg: Message) -> None:
+        topic, part, off = msg.topic(), msg.partition(), msg.offset()
+        spec = self.specs[topic]
+        try:
+            rec = serde.decode(spec.record, msg.value())
+            row = spec.row(rec) + [part, off]
+        except (serde.SerdeError, KeyError, TypeError, ValueError) as e:
+            self.stats.dead_letters += 1
+            log.warning("dead letter %s[%d]@%d: %s", topic, part, off, getattr(e, "reason", type(e).__name__))
+            dl = dead_letter(e, msg.value(), topic, part, off, "sink")
+            self.dlq.produce(self.s.kafka.dead_letter_topic, value=serde.encode("DeadLetter", dl))
+            self.dlq.poll(0)
+            row = None
+        if row is not None:
+            self._buf.setdefault(topic, []).append(row)
+            self._buffered += 1
+        self._next[(topic, part)] = off + 1
+
+    def flush(self) -> None:
+        if not self._next:
+            return
+        for topic, rows in self._buf.items():
+            if not rows:
+                continue
+            spec = self.specs[topic]
+            cols = list(spec.columns) + ["kafka_partition", "kafka_offset"]
+            columnar = [list(c) for c in zip(*rows)]
+            self._insert_with_retry(spec.table, cols, columnar)
+            self.stats.inserted[spec.table] = self.stats.inserted.get(spec.table, 0) + len(rows)
+        self.dlq.flush(10)
+        offsets = [TopicPartition(t, p, o) for (t, p), o in self._next.items()]
+        self.consumer.commit(offsets=offsets, asynchronous=False)
+        self.stats.batches += 1
+        self._buf.clear()
+        self._next.clear()
+        self._buffered = 0
+        self._since = time.monotonic()
+
+    def _insert_with_retry(self, table: str, cols: list[str], columnar: list[list[Any]], attempts: int = 5) -> None:
+        delay = 0.5
+        for i in range(attempts):
+            try:
+                self.wh.insert(table, cols, columnar)
+                return
+            except WarehouseError as e:
+                if i == attempts - 1:
+                    raise
+                log.warning("insert into %s failed (%s); retrying in %.1f s", table, e, delay)
+                time.sleep(delay)
+                delay *= 2
+
+    # -- main loop --------------------------------------------------------------------------
+    def run(self, *, max_records: int | None = None, idle_timeout: float | None = None,
+            max_seconds: float | None = None, on_progress: Callable[[SinkStats], None] | None = None) -> SinkStats:
+        self.consumer.subscribe(list(self.specs), on_assign=self._on_assign, on_revoke=self._on_revoke)
+        started = last = time.monotonic()
+        try:
+            while True:
+                msgs = self.consumer.consume(num_messages=500, timeout=0.5)
+                now = time.monotonic()
+                for m in msgs:
+                    if m.error():
+                        if m.error().code() != KafkaError._PARTITION_EOF:
+                            log.error("consumer error: %s", m.error().str())
+                        continue
+                    self._handle(m)
+                    self.stats.consumed += 1
+                    last = now
+                if self._buffered >= self.s.sink.batch_max_rows or (self._next and now - self._since >= self.s.sink.batch_max_seconds):
+                    self.flush()
+                    if on_progress:
+                        on_progress(self.stats)
+                if max_records is not None and self.stats.consumed >= max_records:
+                    break
+                if idle_timeout is not None and now - last >= idle_timeout:
+                    break
+                if max_seconds is not None and now - started >= max_seconds:
+                    break
+            self.flush()
+        finally:
+            self.consumer.close()
+            self.dlq.flush(10)
+        return self.stats

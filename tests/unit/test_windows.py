@@ -1,0 +1,37 @@
+from pipeline.processor.windows import WindowAggregator
+
+W = 60_000
+
+
+def test_window_closes_after_watermark_passes_end_plus_grace():
+    agg = WindowAggregator(60, 5, idle_flush_seconds=1e9)
+    agg.add("s", "c", 10_000, [1, 2, 2], now=0)
+    agg.add("s", "c", 50_000, [2], now=0)
+    assert agg.flush_ready(now=0) == []
+    agg.add("s", "c", W + 4_000, [7], now=0)          # within grace: first window stays open
+    assert agg.flush_ready(now=0) == []
+    agg.add("s", "c", W + 5_000, [], now=0)
+    closed = agg.flush_ready(now=0)
+    assert len(closed) == 1 and closed[0].window_start_ms == 0
+    assert dict(closed[0].counts) == {1: 1, 2: 3} and closed[0].frames == 2
+
+
+def test_cameras_are_independent_and_idle_flush():
+    agg = WindowAggregator(60, 0, idle_flush_seconds=10)
+    agg.add("s", "a", 1_000, [1], now=0)
+    agg.add("s", "b", 5 * W, [2], now=5)
+    assert agg.flush_ready(now=6) == []                 # b's watermark does not close a's window
+    closed = agg.flush_ready(now=10)
+    assert [(w.camera_id, dict(w.counts)) for w in closed] == [("a", {1: 1})]
+    assert [w.camera_id for w in agg.flush_all()] == ["b"]
+    assert agg.open_windows == 0
+
+
+def test_late_frame_opens_a_new_fragment():
+    agg = WindowAggregator(60, 0, idle_flush_seconds=1e9)
+    agg.add("s", "c", 1_000, [1], now=0)
+    agg.add("s", "c", W, [], now=0)
+    assert len(agg.flush_ready(now=0)) == 1
+    agg.add("s", "c", 2_000, [3], now=0)                # late
+    frag = [w for w in agg.flush_all() if w.window_start_ms == 0]
+    assert len(frag) == 1 and dict(frag[0].counts) == {3: 1}
