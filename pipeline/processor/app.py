@@ -153,9 +153,9 @@ def build_app(settings: Settings, *, max_frames: int | None = None, idle_timeout
 
 
 def run_processor(settings: Settings, *, max_frames: int | None = None, idle_timeout: float | None = None,
-                  max_seconds: float | None = None, loglevel: str = "warning") -> ProcessorStats:
+                  max_seconds: float | None = None, loglevel: str = "info") -> ProcessorStats:
     app, stats = build_app(settings, max_frames=max_frames, idle_timeout=idle_timeout, max_seconds=max_seconds)
-    worker = faust.Worker(app, loglevel=loglevel, quiet=True, redirect_stdouts=False, override_logging=False)
+    worker = faust.Worker(app, loglevel=loglevel, quiet=True, redirect_stdouts=False, override_logging=True)
     try:
         worker.execute_from_commandline()
     except SystemExit as e:

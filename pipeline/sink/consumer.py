@@ -141,13 +141,15 @@ class ClickHouseSink:
             self._insert_with_retry(spec.table, cols, columnar)
             self.stats.inserted[spec.table] = self.stats.inserted.get(spec.table, 0) + len(rows)
         self.dlq.flush(10)
-        offsets = [TopicPartition(t, p, o) for (t, p), o in self._next.items()]
-        self.consumer.commit(offsets=offsets, asynchronous=False)
+        self._commit([TopicPartition(t, p, o) for (t, p), o in self._next.items()])
         self.stats.batches += 1
         self._buf.clear()
         self._next.clear()
         self._buffered = 0
         self._since = time.monotonic()
+
+    def _commit(self, offsets: list[TopicPartition]) -> None:
+        self.consumer.commit(offsets=offsets, asynchronous=False)
 
     def _insert_with_retry(self, table: str, cols: list[str], columnar: list[list[Any]], attempts: int = 5) -> None:
         delay = 0.5

@@ -1,0 +1,91 @@
+import os
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import pytest
+
+from pipeline.envelope import ensure_keypair
+from pipeline.ops.topics import admin_client, apply_policy, policy_for_settings
+from pipeline.settings import REPO_ROOT, Settings, load_settings
+from pipeline.sink.clickhouse import ServerWarehouse
+from pipeline.sink.migrations import migrate
+
+pytestmark = pytest.mark.integration
+
+
+def pytest_collection_modifyitems(items):
+    for it in items:
+        if "tests/integration" in str(it.fspath):
+            it.add_marker(pytest.mark.integration)
+
+
+@pytest.fixture(scope="session")
+def stack():
+    """The real local stack; started by the project's own script, never mocked."""
+    rc = subprocess.call(["bash", str(REPO_ROOT / "infra" / "local" / "stack.sh"), "up"])
+    assert rc == 0, "infra/local/stack.sh up failed"
+    return True
+
+
+@pytest.fixture(scope="session")
+def footage():
+    out = subprocess.check_output(["bash", str(REPO_ROOT / "infra" / "local" / "footage.sh")], text=True).strip()
+    return Path(out)
+
+
+@pytest.fixture()
+def env(stack, tmp_path):
+    """Settings isolated per test: fresh topics, ClickHouse database, keys and frame store."""
+    tag = uuid.uuid4().hex[:8]
+    base = load_settings()
+    s = base.model_copy(update={
+        "kafka": base.kafka.model_copy(update={
+            "frame_refs_topic": f"t{tag}.frames.refs",
+            "occurrences_topic": f"t{tag}.flow.group-occurrences",
+            "demographics_topic": f"t{tag}.flow.demographic-counts",
+            "receipts_topic": f"t{tag}.ops.deletion-receipts",
+            "dead_letter_topic": f"t{tag}.ops.dead-letters",
+        }),
+        "clickhouse": base.clickhouse.model_copy(update={"database": f"test_{tag}"}),
+        "store": base.store.model_copy(update={"url": (tmp_path / "frames").as_uri()}),
+        "keys": base.keys.model_copy(update={"dir": tmp_path / "keys"}),
+        "processor": base.processor.model_copy(update={"app_id": f"proc-{tag}", "window_seconds": 10,
+                                                        "idle_flush_seconds": 2.0}),
+        "sink": base.sink.model_copy(update={"group_id": f"sink-{tag}", "batch_max_seconds": 0.5}),
+    })
+    ensure_keypair(s.keys.dir)
+    apply_policy(admin_client(s.kafka.bootstrap), policy_for_settings(s))
+    wh = ServerWarehouse(s.clickhouse)
+    migrate(wh)
+    yield s
+    wh.execute(f"DROP DATABASE IF EXISTS {s.clickhouse.database}")
+    admin = admin_client(s.kafka.bootstrap)
+    futs = admin.delete_topics([t.name for t in policy_for_settings(s).topics], operation_timeout=30)
+    for f in futs.values():
+        try:
+            f.result()
+        except Exception:
+            pass
+
+
+def settings_env(s: Settings) -> dict[str, str]:
+    """The same settings as FLOW_* environment variables, for flowctl subprocesses."""
+    e = dict(os.environ)
+    for section in ("kafka", "clickhouse", "store", "keys", "processor", "sink", "edge"):
+        for k, v in getattr(s, section).model_dump().items():
+            if v is None:
+                continue
+            if hasattr(v, "get_secret_value"):
+                v = v.get_secret_value()
+            e[f"FLOW_{section.upper()}__{k.upper()}"] = str(v)
+    return e
+
+
+def flowctl(s: Settings, *args: str, timeout: float = 300, check: bool = True) -> subprocess.CompletedProcess:
+    p = subprocess.run([sys.executable, "-m", "pipeline.cli", *args], env=settings_env(s), capture_output=True,
+                       text=True, timeout=timeout, cwd=REPO_ROOT)
+    if check and p.returncode != 0:
+        raise AssertionError(f"flowctl {' '.join(args)} exited {p.returncode}\nstdout:\n{p.stdout}\nstderr:\n{p.stderr}")
+    return p
