@@ -21,41 +21,117 @@ from __future__ import annotations
 import logging
 import secrets
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 
 from pipeline.privacy.anonymizer import Anonymizer
 from pipeline.privacy.lsh import GroupHash
+from pipeline.privacy.noise import add_noise
 from pipeline.privacy.params import PrivacyParams, ReferenceStats
 from pipeline.privacy.seeding import DOMAIN_CALIBRATION, seeded_rng
 
 __all__ = ["fit_reference", "same_group_rate", "choose_noise_scale", "fictitious_ratio_for",
-           "synthetic_pairs", "calibrate", "CalibrationResult"]
+           "synthetic_pairs", "calibrate", "CalibrationResult", "fit_offsets", "choose_dims"]
 
 log = logging.getLogger(__name__)
 
 
-def fit_reference(embeddings: np.ndarray, shrinkage: float = 0.05) -> ReferenceStats:
-    """Mean and ZCA whitening ``(C + shrinkage * mean_eig * I)^(-1/2)`` of sample descriptors.
-
-    Shrinkage keeps near-empty directions (e.g. the sum-to-one constraint of a
-    histogram, rare colour bins) from being blown up into pure measurement noise.
-    """
-    x = np.asarray(embeddings, dtype=np.float64)
-    if x.ndim != 2 or x.shape[0] < 2:
-        raise ValueError(f"need a 2-D array of at least 2 sample descriptors, got shape {x.shape}")
-    if not np.isfinite(x).all():
-        raise ValueError("sample descriptors contain NaN or infinity")
-    mean = x.mean(axis=0)
-    cov = np.cov(x - mean, rowvar=False).reshape(x.shape[1], x.shape[1])
+def _inv_sqrt(cov: np.ndarray, shrinkage: float) -> np.ndarray:
     eig, vec = np.linalg.eigh(cov)
     eig = np.clip(eig, 0.0, None)
-    floor = shrinkage * max(eig.mean(), 1e-30)
-    w = (vec / np.sqrt(eig + floor)) @ vec.T
-    # Scale so the whitened descriptor has unit mean squared norm per dimension (scale is irrelevant
-    # after normalisation, but keeps numbers readable).
-    return ReferenceStats(input_dim=x.shape[1], mean=mean.astype(np.float32), whitening=w.astype(np.float32),
-                          n_samples=int(x.shape[0]))
+    return (vec / np.sqrt(eig + shrinkage * max(eig.mean(), 1e-30))) @ vec.T
+
+
+def _check_samples(x: np.ndarray, what: str) -> np.ndarray:
+    x = np.asarray(x, dtype=np.float64)
+    if x.ndim != 2 or x.shape[0] < 2:
+        raise ValueError(f"{what}: need a 2-D array of at least 2 descriptors, got shape {x.shape}")
+    if not np.isfinite(x).all():
+        raise ValueError(f"{what}: contains NaN or infinity")
+    return x
+
+
+def fit_reference(embeddings: np.ndarray, pairs: tuple[np.ndarray, np.ndarray] | None = None,
+                  dims: int | None = None, shrinkage: float = 0.05) -> ReferenceStats:
+    """Centring and whitening statistics for the native descriptor.
+
+    Without pairs: population whitening ``(C + shrinkage * mean_eig * I)^(-1/2)``
+    (shrinkage keeps near-empty directions, e.g. a histogram's sum-to-one
+    constraint or rare colour bins, from being blown up into pure noise).
+
+    With same-person pairs: a discriminant whitening (the classic metric-learning
+    step of histogram re-identification, as in KISSME/XQDA): directions are
+    ranked by total variance over within-person variance, the ``dims`` most
+    stable ones are kept and scaled to unit population variance. Dropping
+    directions that mostly vary between captures of the same person is what
+    lets a re-capture land in the same group.
+    """
+    x = _check_samples(embeddings, "sample descriptors")
+    mean = x.mean(axis=0)
+    d = x.shape[1]
+    total = np.atleast_2d(np.cov(x - mean, rowvar=False))
+    if pairs is None:
+        w = _inv_sqrt(total, shrinkage)
+        if dims is not None and dims < d:
+            eig, vec = np.linalg.eigh(total)
+            top = vec[:, np.argsort(eig)[::-1][:dims]]
+            w = top.T @ w
+        method = "population-whitening"
+    else:
+        a = _check_samples(pairs[0], "pair descriptors (a)")
+        b = _check_samples(pairs[1], "pair descriptors (b)")
+        if a.shape != b.shape or a.shape[1] != d:
+            raise ValueError(f"pairs must be two arrays of shape (n, {d}), got {a.shape} and {b.shape}")
+        within = np.atleast_2d(np.cov(a - b, rowvar=False)) / 2.0
+        wi = _inv_sqrt(within, shrinkage)
+        lam, vec = np.linalg.eigh(wi @ total @ wi)
+        order = np.argsort(lam)[::-1][: (dims or d)]
+        lam, vec = np.clip(lam[order], 1e-12, None), vec[:, order]
+        w = (vec / np.sqrt(lam)).T @ wi
+        method = "discriminant-whitening"
+    return ReferenceStats(input_dim=d, mean=mean.astype(np.float32), whitening=w.astype(np.float32),
+                         n_samples=int(x.shape[0]), method=method)
+
+
+def fit_offsets(params: PrivacyParams, embeddings: np.ndarray, rng: np.random.Generator,
+                replicas: int = 2, iters: int = 200, candidates: int = 128,
+                progress: Callable[[int, int], None] | None = None) -> np.ndarray:
+    """Per-group offsets that make every group receive the same share of ``embeddings``.
+
+    Semi-discrete balancing of a power diagram: repeatedly lower the offset of
+    groups that receive too many samples and raise the others
+    (``b_j -= eta * log(share_j / target)``). Each sample is hashed with
+    ``replicas`` independent noise draws, because the noise is part of what is
+    being balanced. Only the ``candidates`` best-scoring groups of each sample
+    are kept (the offsets stay small, so the winner is always among them).
+    """
+    p0 = params.with_changes(hash_offsets=None)
+    anon = Anonymizer(p0, embeddings.shape[1])
+    work = anon.working_vectors(embeddings)
+    h = anon._hash
+    idx_parts, val_parts = [], []
+    for _ in range(max(1, replicas if params.noise_scale > 0 else 1)):
+        for lo in range(0, work.shape[0], 8192):
+            s = h.scores(add_noise(work[lo:lo + 8192], params.noise_scale, rng))
+            idx = np.argpartition(-s, candidates, axis=1)[:, :candidates]
+            idx_parts.append(idx.astype(np.int32))
+            val_parts.append(np.take_along_axis(s, idx, axis=1))
+    idx = np.concatenate(idx_parts)
+    val = np.concatenate(val_parts)
+    n, k = idx.shape[0], params.n_groups
+    rows = np.arange(n)
+    beta = np.zeros(k, dtype=np.float32)
+    target = n / k
+    for it in range(iters):
+        win = idx[rows, np.argmax(val + beta[idx], axis=1)]
+        counts = np.bincount(win, minlength=k)
+        eta = 0.08 * (0.985 ** it) + 0.01
+        beta -= np.float32(eta) * np.log((counts + 1.0) / (target + 1.0)).astype(np.float32)
+        beta -= beta.mean()
+        if progress is not None:
+            progress(it + 1, iters)
+    return beta
 
 
 def _groups_with(anon: Anonymizer, params: PrivacyParams, working: np.ndarray, unit_noise: np.ndarray,
@@ -75,8 +151,8 @@ def same_group_rate(anon: Anonymizer, a: np.ndarray, b: np.ndarray, rng: np.rand
 
 
 def choose_noise_scale(params: PrivacyParams, a: np.ndarray, b: np.ndarray, target: float = 0.5,
-                       rng: np.random.Generator | None = None, hi: float = 0.5,
-                       iters: int = 14) -> tuple[float, float, float]:
+                       rng: np.random.Generator | None = None, hi: float = 0.01,
+                       iters: int = 12) -> tuple[float, float, float]:
     """Largest noise scale whose measured same-group rate on pairs (a, b) is >= ``target``.
 
     Returns (noise_scale, rate_at_that_scale, rate_without_noise). Uses common
@@ -141,49 +217,92 @@ def synthetic_pairs(dim: int, n: int, similarity: float, rng: np.random.Generato
     return a.astype(np.float32), b.astype(np.float32)
 
 
+def choose_dims(embeddings: np.ndarray, fit_pairs: tuple[np.ndarray, np.ndarray],
+                eval_pairs: tuple[np.ndarray, np.ndarray], params: PrivacyParams,
+                candidates: tuple[int, ...] = (8, 12, 16, 24, 32, 48, 64, 96, 128),
+                shrinkage: float = 0.05) -> tuple[int, dict[int, float]]:
+    """Number of discriminant directions that maximises the noise-free re-capture rate on held-out pairs.
+
+    Few directions: each is very stable, but 1,000 groups must then be cut from
+    a low-dimensional space. Many: more information, but more unstable
+    directions. The best trade-off depends on the descriptor, so it is measured.
+    """
+    d = embeddings.shape[1]
+    rates: dict[int, float] = {}
+    for k in [c for c in candidates if c <= d] or [d]:
+        ref = fit_reference(embeddings, fit_pairs, dims=k, shrinkage=shrinkage)
+        p = params.with_changes(reference=ref, noise_scale=0.0, hash_offsets=None)
+        anon = Anonymizer(p, d)
+        rates[k] = float(np.mean(anon.assign_groups(eval_pairs[0]) == anon.assign_groups(eval_pairs[1])))
+    best = max(rates, key=lambda k: rates[k])
+    return best, rates
+
+
 @dataclass(frozen=True)
 class CalibrationResult:
     params: PrivacyParams
     rate_without_noise: float
     target_met: bool
+    dims_tried: dict[int, float]
 
 
 def calibrate(embeddings: np.ndarray, *, version: str, pairs: tuple[np.ndarray, np.ndarray] | None = None,
               base: PrivacyParams | None = None, target_rate: float = 0.5, linkage_prior: float = 0.2,
               max_posterior: float = 1 / 3, assumed_similarity: float = 0.85, shrinkage: float = 0.05,
-              seed: int | None = None, n_synthetic: int = 4000) -> CalibrationResult:
-    """Fit reference statistics, noise scale and fictitious ratio; return a new parameter set.
+              dims: int | None = None, seed: int | None = None, n_synthetic: int = 4000,
+              offset_iters: int = 200) -> CalibrationResult:
+    """Fit reference statistics, hash offsets, noise scale and fictitious ratio; return a new parameter set.
 
-    ``embeddings``: sample descriptors of many different people (reference statistics).
-    ``pairs``: measured same-person descriptor pairs (two arrays, row i of each is
-    the same person, different captures). Without them, pairs are synthesised in
-    the whitened space with cosine similarity ``assumed_similarity`` (an assumption
-    recorded in the output).
+    ``embeddings``: sample descriptors of many different people (reference
+    statistics and group balancing; tens of thousands are needed for the
+    balance to generalise to 1,000 groups).
+    ``pairs``: measured same-person descriptor pairs (row i of both arrays is
+    the same person at two different cameras). Half are used to fit, half to
+    measure. Without them, pairs are synthesised in the whitened space with
+    cosine similarity ``assumed_similarity`` - an assumption recorded in the output.
     """
     base = base or PrivacyParams.default()
-    ref = fit_reference(embeddings, shrinkage)
-    params = base.with_changes(reference=ref, version=version,
-                               seed=secrets.randbits(127) if seed is None else seed)
+    x = _check_samples(embeddings, "sample descriptors").astype(np.float32)
+    params = base.with_changes(version=version, seed=secrets.randbits(127) if seed is None else seed,
+                               reference=None, hash_offsets=None, noise_scale=0.0)
     rng = seeded_rng(params.seed, DOMAIN_CALIBRATION)
-    if pairs is None:
-        # Synthesise in the whitened space and map back, so the pairs go through the real pipeline.
-        wa, wb = synthetic_pairs(ref.input_dim, n_synthetic, assumed_similarity, rng)
-        inv = np.linalg.pinv(ref.whitening.astype(np.float64))
-        a = (wa @ inv.T + ref.mean).astype(np.float32)
-        b = (wb @ inv.T + ref.mean).astype(np.float32)
-        source = f"synthetic pairs, assumed same-person cosine {assumed_similarity}"
+    dims_tried: dict[int, float] = {}
+    if pairs is not None:
+        a, b = (np.asarray(v, dtype=np.float32) for v in pairs)
+        if a.shape != b.shape or a.ndim != 2 or a.shape[1] != x.shape[1] or a.shape[0] < 20:
+            raise ValueError(f"pairs must be two arrays of the same shape (n >= 20, {x.shape[1]}), "
+                             f"got {a.shape} and {b.shape}")
+        perm = rng.permutation(a.shape[0])
+        half = a.shape[0] // 2
+        fit_pairs = (a[perm[:half]], b[perm[:half]])
+        eval_pairs = (a[perm[half:]], b[perm[half:]])
+        if dims is None:
+            dims, dims_tried = choose_dims(x, fit_pairs, eval_pairs, params, shrinkage=shrinkage)
+        ref = fit_reference(x, fit_pairs, dims=dims, shrinkage=shrinkage)
+        source = f"{a.shape[0]} measured same-person pairs (half fit, half measured)"
     else:
-        a, b = pairs
-        source = f"{len(a)} measured same-person pairs"
-    scale, rate, r0 = choose_noise_scale(params, a, b, target=target_rate, rng=rng)
+        ref = fit_reference(x, None, dims=dims, shrinkage=shrinkage)
+        wa, wb = synthetic_pairs(ref.reduced_dim, n_synthetic, assumed_similarity, rng)
+        inv = np.linalg.pinv(ref.whitening.astype(np.float64))
+        eval_pairs = ((wa @ inv.T + ref.mean).astype(np.float32), (wb @ inv.T + ref.mean).astype(np.float32))
+        source = f"synthetic pairs, assumed same-person cosine {assumed_similarity} (no measured pairs)"
+    params = params.with_changes(reference=ref)
+    # Round 1: balance without noise, find the noise for the target rate.
+    params = params.with_changes(hash_offsets=fit_offsets(params, x, rng, iters=offset_iters))
+    scale, rate, r0 = choose_noise_scale(params, *eval_pairs, target=target_rate, rng=rng)
+    if scale > 0:
+        # Round 2: the noise changes the distribution being balanced; rebalance and re-solve.
+        p_s = params.with_changes(noise_scale=scale)
+        params = params.with_changes(hash_offsets=fit_offsets(p_s, x, rng, iters=offset_iters))
+        scale, rate, _ = choose_noise_scale(params, *eval_pairs, target=target_rate, rng=rng)
     ratio = fictitious_ratio_for(linkage_prior, max_posterior)
     params = params.with_changes(
-        noise_scale=round(scale, 6), same_group_rate=round(rate, 4), fictitious_ratio=round(ratio, 6),
+        noise_scale=round(scale, 7), same_group_rate=round(max(rate, 1e-4), 4), fictitious_ratio=round(ratio, 6),
         calibration={"pairs": source, "target_same_group_rate": target_rate,
-                     "same_group_rate_without_noise": round(r0, 4),
+                     "same_group_rate_without_noise": round(r0, 4), "reduced_dim": ref.reduced_dim,
                      "linkage_prior": linkage_prior, "max_posterior": round(max_posterior, 6),
-                     "whitening_shrinkage": shrinkage, "reference_samples": int(len(embeddings))})
-    met = rate >= target_rate - 0.05
-    log.info("calibrated %s: noise_scale %.4f, same-group rate %.3f (without noise %.3f), fictitious ratio %.3f",
-             version, scale, rate, r0, ratio)
-    return CalibrationResult(params, r0, met)
+                     "whitening_shrinkage": shrinkage, "reference_samples": int(x.shape[0])})
+    met = abs(rate - target_rate) <= 0.05
+    log.info("calibrated %s: %d dims, noise_scale %.5f, same-group rate %.3f (without noise %.3f), "
+             "fictitious ratio %.3f", version, ref.reduced_dim, scale, rate, r0, ratio)
+    return CalibrationResult(params, r0, met, dims_tried)

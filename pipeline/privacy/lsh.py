@@ -13,7 +13,12 @@ seeded Haar-random rotation. Why this family:
   inside the ``signal_rank``-dimensional subspace the projection spans, so each
   direction's score is divided by its own standard deviation ``s_j`` (signal
   share of that direction plus the isotropic noise), which restores the
-  symmetry to first order.
+  symmetry to first order;
+* real descriptors are clustered (many people wear black, blue jeans...), so
+  even whitened they are not uniform on the sphere and a few cones would
+  collect most people. Per-group offsets ``b_j`` fitted on sample descriptors
+  (``argmax_j <c_j, z>/s_j + b_j``, a power diagram) move the cell borders
+  until every group receives the same share; see calibration.fit_offsets.
 """
 
 from __future__ import annotations
@@ -38,6 +43,8 @@ class GroupHash:
         score_var = signal_energy / float(signal_rank) + float(params.noise_scale) ** 2
         self.inv_std = (1.0 / np.sqrt(np.maximum(score_var, 1e-30))).astype(np.float32)
         self.n_groups = params.n_groups
+        self.offsets = (np.zeros(params.n_groups, dtype=np.float32) if params.hash_offsets is None
+                        else params.hash_offsets.astype(np.float32))
 
     def scores(self, z: np.ndarray) -> np.ndarray:
         """Standardised projection scores, (n, n_groups)."""
@@ -47,4 +54,4 @@ class GroupHash:
         """Group index per row of the (noisy) working vectors ``z``."""
         if z.shape[0] == 0:
             return np.zeros(0, dtype=np.int64)
-        return np.argmax(self.scores(z), axis=1).astype(np.int64)
+        return np.argmax(self.scores(z) + self.offsets, axis=1).astype(np.int64)

@@ -75,8 +75,15 @@ class ReferenceStats(BaseModel):
 
     input_dim: int = Field(gt=0)
     mean: np.ndarray
-    whitening: np.ndarray  # (input_dim, input_dim), applied as W @ (x - mean)
+    # (reduced_dim, input_dim), applied as W @ (x - mean). Square for plain whitening; fewer rows
+    # when calibration kept only the directions that are stable across captures of one person.
+    whitening: np.ndarray
     n_samples: int = Field(ge=0, description="how many descriptors the statistics were fitted on")
+    method: str = Field(default="population-whitening", pattern=r"^[a-z-]+$")
+
+    @property
+    def reduced_dim(self) -> int:
+        return int(self.whitening.shape[0])
 
     @field_validator("mean", "whitening", mode="before")
     @classmethod
@@ -88,15 +95,15 @@ class ReferenceStats(BaseModel):
         d = self.input_dim
         if self.mean.shape != (d,):
             raise ValueError(f"reference mean has shape {self.mean.shape}, expected ({d},)")
-        if self.whitening.shape != (d, d):
-            raise ValueError(f"reference whitening has shape {self.whitening.shape}, expected ({d}, {d})")
+        if self.whitening.ndim != 2 or self.whitening.shape[1] != d or not 1 <= self.whitening.shape[0] <= d:
+            raise ValueError(f"reference whitening has shape {self.whitening.shape}, expected (k, {d}) with 1 <= k <= {d}")
         if not (np.isfinite(self.mean).all() and np.isfinite(self.whitening).all()):
             raise ValueError("reference statistics contain NaN or infinity")
         return self
 
     def to_json_dict(self) -> dict[str, Any]:
         return {"input_dim": self.input_dim, "mean": _encode_array(self.mean),
-                "whitening": _encode_array(self.whitening), "n_samples": self.n_samples}
+                "whitening": _encode_array(self.whitening), "n_samples": self.n_samples, "method": self.method}
 
 
 class PrivacyParams(BaseModel):
@@ -127,8 +134,15 @@ class PrivacyParams(BaseModel):
     demographic_min_count: int = Field(default=3, ge=1, le=1000,
                                        description="demographic cells below this are pooled or suppressed")
     reference: ReferenceStats | None = None
+    hash_offsets: np.ndarray | None = Field(
+        default=None, description="per-group offsets fitted so groups fill equally (tied to seed and reference)")
     calibration: dict[str, float | int | str] = Field(
         default_factory=dict, description="how the figures above were obtained (for the record)")
+
+    @field_validator("hash_offsets", mode="before")
+    @classmethod
+    def _offsets(cls, v: Any) -> np.ndarray | None:
+        return None if v is None else _decode_array(v)
 
     @field_validator("schema_version")
     @classmethod
@@ -142,6 +156,11 @@ class PrivacyParams(BaseModel):
         if self.n_groups > self.working_dim:
             raise ValueError(f"n_groups ({self.n_groups}) cannot exceed working_dim ({self.working_dim}): "
                              "the hash uses one orthonormal direction per group")
+        if self.hash_offsets is not None:
+            if self.hash_offsets.shape != (self.n_groups,):
+                raise ValueError(f"hash_offsets has shape {self.hash_offsets.shape}, expected ({self.n_groups},)")
+            if not np.isfinite(self.hash_offsets).all():
+                raise ValueError("hash_offsets contain NaN or infinity")
         return self
 
     # ---- derived figures used by estimators and by the documentation -------
@@ -185,8 +204,7 @@ class PrivacyParams(BaseModel):
 
     def with_changes(self, **changes: Any) -> "PrivacyParams":
         """A validated copy with some fields replaced (the model is frozen)."""
-        data = self.model_dump()
-        data["reference"] = self.reference
+        data = {name: getattr(self, name) for name in type(self).model_fields}
         data.update(changes)
         return PrivacyParams.model_validate(data)
 
@@ -198,11 +216,14 @@ class PrivacyParams(BaseModel):
         """
         if version == self.version:
             raise ParamsError("a rotated parameter set needs a new version string")
-        return self.with_changes(seed=secrets.randbits(127) if seed is None else seed, version=version)
+        # The offsets balance the groups of *this* hash family; they are meaningless for a new one.
+        return self.with_changes(seed=secrets.randbits(127) if seed is None else seed, version=version,
+                                 hash_offsets=None)
 
     def to_json_dict(self) -> dict[str, Any]:
-        d = self.model_dump(exclude={"reference"})
+        d = self.model_dump(exclude={"reference", "hash_offsets"})
         d["reference"] = None if self.reference is None else self.reference.to_json_dict()
+        d["hash_offsets"] = None if self.hash_offsets is None else _encode_array(self.hash_offsets)
         return d
 
     def save(self, path: str | Path) -> None:

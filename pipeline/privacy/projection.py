@@ -57,6 +57,7 @@ class Projector:
         if ref is not None and ref.input_dim != self.input_dim:
             raise ValueError(f"parameter set {params.version} was calibrated for {ref.input_dim}-dim descriptors, "
                              f"got input_dim={self.input_dim}; run `flowctl privacy calibrate` for this model")
+        self.reduced_dim = self.input_dim if ref is None else ref.reduced_dim
         if ref is None:
             log.warning("privacy parameters %s have no reference statistics: descriptors are only centred "
                         "per vector; groups will not fill equally for non-isotropic descriptors", params.version)
@@ -65,14 +66,14 @@ class Projector:
         else:
             self._mean = ref.mean.astype(np.float32)
             self._whitening = ref.whitening.astype(np.float32)
-        rng = seeded_rng(params.seed, DOMAIN_PROJECTION, self.input_dim, self.working_dim)
-        # (working_dim, input_dim): orthonormal columns if input_dim <= working_dim, else orthonormal rows.
-        self.matrix = random_partial_isometry(rng, self.working_dim, self.input_dim).astype(np.float32)
+        rng = seeded_rng(params.seed, DOMAIN_PROJECTION, self.reduced_dim, self.working_dim)
+        # (working_dim, reduced_dim): orthonormal columns if reduced_dim <= working_dim, else orthonormal rows.
+        self.matrix = random_partial_isometry(rng, self.working_dim, self.reduced_dim).astype(np.float32)
         # Rank of the projected signal: the working vector lives in this many dimensions.
-        self.signal_rank = min(self.input_dim, self.working_dim)
+        self.signal_rank = min(self.reduced_dim, self.working_dim)
 
     def standardise(self, x: np.ndarray) -> np.ndarray:
-        """Centre and whiten in the native space (rows are descriptors)."""
+        """Centre and whiten (and possibly reduce) in the native space: (n, input_dim) -> (n, reduced_dim)."""
         if self._mean is None:
             return x - x.mean(axis=1, keepdims=True)
         return (x - self._mean) @ self._whitening.T

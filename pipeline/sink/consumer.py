@@ -140,6 +140,9 @@ class ClickHouseSink:
             columnar = [list(c) for c in zip(*rows)]
             self._insert_with_retry(spec.table, cols, columnar)
             self.stats.inserted[spec.table] = self.stats.inserted.get(spec.table, 0) + len(rows)
+            # Inserted: never insert these rows again, even if the commit below fails (a later
+            # flush retries only the commit; a restart resumes from the offsets in ClickHouse).
+            self._buf[topic] = []
         self.dlq.flush(10)
         self._commit([TopicPartition(t, p, o) for (t, p), o in self._next.items()])
         self.stats.batches += 1

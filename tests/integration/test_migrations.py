@@ -1,0 +1,67 @@
+"""The same migrations on the Debian ClickHouse 18.16 server and on a current engine (chdb)."""
+import uuid
+
+import pytest
+
+from pipeline.sink.clickhouse import ChdbWarehouse, ServerWarehouse
+from pipeline.sink.migrations import MIGRATIONS_DIR, MigrationError, discover, migrate
+from pipeline.settings import load_settings
+
+pytestmark = pytest.mark.integration
+
+TABLES = {"group_occurrences", "demographic_counts", "deletion_receipts", "schema_migrations", "camera_hourly_occurrences"}
+
+
+@pytest.fixture(params=["server-18.16", "chdb-current"])
+def warehouse(request, stack, tmp_path):
+    db = f"mig_{uuid.uuid4().hex[:8]}"
+    if request.param == "server-18.16":
+        wh = ServerWarehouse(load_settings().clickhouse, database=db)
+        assert wh.server_version().startswith("18.16")
+    else:
+        wh = ChdbWarehouse(str(tmp_path / "chdb"), db)
+        assert int(wh.server_version().split(".")[0]) >= 24
+    yield wh
+    wh.execute(f"DROP DATABASE IF EXISTS {db}")
+
+
+def test_migrations_apply_once_and_record_themselves(warehouse):
+    names = [f"{m.version:04d}_{m.name}" for m in discover()]
+    assert migrate(warehouse) == names
+    assert migrate(warehouse) == []
+    tables = {r[0] for r in warehouse.rows(f"SHOW TABLES FROM {warehouse.database}")}
+    assert TABLES <= tables
+    recorded = warehouse.rows(f"SELECT version, name FROM {warehouse.database}.schema_migrations ORDER BY version")
+    assert [f"{int(v):04d}_{n}" for v, n in recorded] == names
+
+
+def test_edited_migration_is_refused(warehouse, tmp_path):
+    d = tmp_path / "mig"
+    d.mkdir()
+    for p in MIGRATIONS_DIR.glob("*.sql"):
+        (d / p.name).write_text(p.read_text())
+    migrate(warehouse, d)
+    first = sorted(d.glob("*.sql"))[0]
+    first.write_text(first.read_text() + "\n-- edited\n")
+    with pytest.raises(MigrationError, match="edited after it was applied"):
+        migrate(warehouse, d)
+
+
+def test_queries_agree_on_both_engines(warehouse):
+    from datetime import datetime, timezone
+
+    from pipeline.analytics.counts import camera_counts
+
+    migrate(warehouse)
+    ts = datetime(2026, 1, 1, 10, 0, tzinfo=timezone.utc)
+    cols = ["site_id", "camera_id", "window_start", "window_seconds", "group_id", "occurrences", "params_version",
+            "kafka_partition", "kafka_offset"]
+    data = [["s", "s", "s"], ["a", "a", "b"], [ts, ts, ts], [60, 60, 60], [1, 2, 1], [2, 3, 4], ["v", "v", "v"],
+            [0, 0, 0], [1, 2, 3]]
+    if isinstance(warehouse, ChdbWarehouse):
+        data[2] = [ts.strftime("%Y-%m-%d %H:%M:%S")] * 3
+    warehouse.insert("group_occurrences", cols, data)
+    assert camera_counts(warehouse) == [("s", "a", 1, 5), ("s", "b", 1, 4)]
+    assert camera_counts(warehouse, site_id="x") == []
+    hourly = warehouse.rows(f"SELECT camera_id, occurrences FROM {warehouse.database}.camera_hourly_occurrences ORDER BY camera_id")
+    assert [(str(a), int(b)) for a, b in hourly] == [("a", 5), ("b", 4)]
