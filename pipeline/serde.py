@@ -18,7 +18,9 @@ from typing import Any
 import fastavro
 from fastavro.schema import fingerprint, parse_schema, to_parsing_canonical_form
 
-SCHEMA_DIR = Path(__file__).resolve().parent.parent / "schemas" / "avro"
+from pipeline.settings import REPO_ROOT
+
+SCHEMA_DIR = REPO_ROOT / "schemas" / "avro"
 MAGIC = b"\xc3\x01"
 HEADER_LEN = 10
 

@@ -16,7 +16,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+# Where schemas/, infra/ and .var/ live: the checkout, or FLOW_HOME for an installed package.
+REPO_ROOT = Path(os.environ.get("FLOW_HOME") or Path(__file__).resolve().parent.parent)
 
 
 class ConfigError(ValueError):
