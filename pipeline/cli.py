@@ -295,8 +295,10 @@ def query_sql(ctx: click.Context, statement: str) -> None:
 @click.option("--site", default="demo-site")
 @click.option("--cameras", default="entrance,plaza", help="Comma-separated camera ids; the footage is split among them.")
 @click.option("--max-frames", type=click.IntRange(min=1), default=None, help="Frames per camera.")
+@click.option("--speed", type=click.FloatRange(min=0.1, max=20), default=2.0, show_default=True,
+              help="Replay speed of the footage relative to real time.")
 @click.pass_context
-def demo(ctx: click.Context, source: str | None, site: str, cameras: str, max_frames: int | None) -> None:
+def demo(ctx: click.Context, source: str | None, site: str, cameras: str, max_frames: int | None, speed: float) -> None:
     """The main job end to end: stack up, topics, keys, migrations, edge → processor → sink, counts."""
     s = _settings(ctx)
     t0 = time.monotonic()
@@ -316,16 +318,30 @@ def demo(ctx: click.Context, source: str | None, site: str, cameras: str, max_fr
         from pipeline.envelope import load_public_key
         from pipeline.framestore import open_store
 
+        import threading
+
         pub = load_public_key(s.keys.dir)
         frames = list(open_source(source, s.edge.sample_fps, s.edge.max_width, s.edge.max_height))
         per = max_frames or max(1, len(frames) // len(cams))
+        errors: list[str] = []
         with _progress() as prog:
-            for i, cam in enumerate(cams):
+            def feed(i: int, cam: str) -> None:
                 chunk = frames[i * per:(i + 1) * per]
+                t0 = chunk[0].offset_seconds if chunk else 0.0
+                chunk = [type(f)(f.offset_seconds - t0, f.image) for f in chunk]
                 task = prog.add_task(f"edge {site}/{cam}", total=len(chunk))
                 ep = EdgeProducer(s, open_store(s.store.url, s.store.ttl_seconds), pub, site_id=site, camera_id=cam)
-                # Both cameras replay their share of the footage as if filmed from now on.
-                ep.run(chunk, start=started, on_frame=lambda n, t=task: prog.update(t, completed=n))
+                # Each camera replays its share of the footage as a live camera would, sped up.
+                st = ep.run(chunk, realtime=True, speed=speed, start=started,
+                            on_frame=lambda n: prog.update(task, completed=n))
+                errors.extend(st.errors)
+            threads = [threading.Thread(target=feed, args=(i, c)) for i, c in enumerate(cams)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+        if errors:
+            raise click.ClickException(f"edge errors: {errors[:3]}")
         console.print("edge done; waiting for the processor to drain")
         rc = proc.wait(timeout=900)
         if rc != 0:

@@ -45,6 +45,10 @@ class Sealed:
     key_id: str
 
 
+def new_data_key() -> bytes:
+    return AESGCM.generate_key(bit_length=256)
+
+
 class Sealer:
     """Edge side: encrypts frames for one recipient public key."""
 
@@ -55,7 +59,7 @@ class Sealer:
         self.key_id = key_id_of(recipient_public_key)
 
     def seal(self, plaintext: bytes, aad: bytes) -> Sealed:
-        data_key = bytearray(AESGCM.generate_key(bit_length=256))
+        data_key = bytearray(new_data_key())
         try:
             nonce = os.urandom(NONCE_BYTES)
             ct = AESGCM(bytes(data_key)).encrypt(nonce, plaintext, aad)

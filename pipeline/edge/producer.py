@@ -136,7 +136,9 @@ class EdgeProducer:
 
     # -- a whole source ------------------------------------------------------------------------
     def run(self, frames: Iterable[SampledFrame], *, max_frames: int | None = None, realtime: bool = False,
-            start: datetime | None = None, on_frame: Callable[[int], None] | None = None) -> EdgeStats:
+            speed: float = 1.0, start: datetime | None = None,
+            on_frame: Callable[[int], None] | None = None) -> EdgeStats:
+        """Send a whole source. ``realtime`` paces frames at media time divided by ``speed``."""
         start = start or datetime.now(timezone.utc)
         t0 = time.monotonic()
         with Sweeper(self.store, self.s.store.sweep_interval_seconds, self.on_swept):
@@ -144,7 +146,7 @@ class EdgeProducer:
                 if max_frames is not None and i >= max_frames:
                     break
                 if realtime:
-                    delay = fr.offset_seconds - (time.monotonic() - t0)
+                    delay = fr.offset_seconds / speed - (time.monotonic() - t0)
                     if delay > 0:
                         time.sleep(delay)
                 captured = datetime.fromtimestamp(start.timestamp() + fr.offset_seconds, tz=timezone.utc)
@@ -154,4 +156,5 @@ class EdgeProducer:
             remaining = self.producer.flush(30)
             if remaining:
                 self.stats.errors.append(f"{remaining} frame references still undelivered after 30 s")
+        self.producer.flush(10)  # receipts the sweeper produced while stopping
         return self.stats

@@ -32,7 +32,7 @@ from pipeline.privacy.params import PrivacyParams, ReferenceStats
 from pipeline.privacy.seeding import DOMAIN_CALIBRATION, seeded_rng
 
 __all__ = ["fit_reference", "same_group_rate", "choose_noise_scale", "fictitious_ratio_for",
-           "synthetic_pairs", "calibrate", "CalibrationResult", "fit_offsets", "choose_dims"]
+           "synthetic_pairs", "calibrate", "CalibrationResult", "fit_offsets", "fit_all_offsets", "choose_dims"]
 
 log = logging.getLogger(__name__)
 
@@ -106,7 +106,7 @@ def fit_offsets(params: PrivacyParams, embeddings: np.ndarray, rng: np.random.Ge
     being balanced. Only the ``candidates`` best-scoring groups of each sample
     are kept (the offsets stay small, so the winner is always among them).
     """
-    p0 = params.with_changes(hash_offsets=None)
+    p0 = params.with_changes(hash_offsets=None, strata=(), stratum_offsets=None)
     anon = Anonymizer(p0, embeddings.shape[1])
     work = anon.working_vectors(embeddings)
     h = anon._hash
@@ -246,7 +246,30 @@ class CalibrationResult:
     dims_tried: dict[int, float]
 
 
+MIN_STRATUM_SAMPLES_PER_GROUP = 10
+
+
+def fit_all_offsets(params: PrivacyParams, x: np.ndarray, labels: np.ndarray | None, rng: np.random.Generator,
+                    iters: int = 200) -> PrivacyParams:
+    """Pooled offsets on all samples, plus per-stratum offsets for every stratum with enough samples."""
+    pooled = fit_offsets(params, x, rng, iters=iters)
+    if labels is None:
+        return params.with_changes(hash_offsets=pooled, strata=(), stratum_offsets=None)
+    names, rows = [], []
+    for name in sorted({str(v) for v in labels if isinstance(v, str) and v != "unknown"}):
+        sel = labels == name
+        if sel.sum() < MIN_STRATUM_SAMPLES_PER_GROUP * params.n_groups:
+            log.warning("stratum %r has only %d samples (< %d): it uses the pooled offsets", name, int(sel.sum()),
+                        MIN_STRATUM_SAMPLES_PER_GROUP * params.n_groups)
+            continue
+        names.append(name)
+        rows.append(fit_offsets(params, x[sel], rng, iters=iters))
+    return params.with_changes(hash_offsets=pooled, strata=tuple(names),
+                               stratum_offsets=np.stack(rows) if rows else None)
+
+
 def calibrate(embeddings: np.ndarray, *, version: str, pairs: tuple[np.ndarray, np.ndarray] | None = None,
+              strata_labels: np.ndarray | None = None,
               base: PrivacyParams | None = None, target_rate: float = 0.5, linkage_prior: float = 0.2,
               max_posterior: float = 1 / 3, assumed_similarity: float = 0.85, shrinkage: float = 0.05,
               dims: int | None = None, seed: int | None = None, n_synthetic: int = 4000,
@@ -260,11 +283,19 @@ def calibrate(embeddings: np.ndarray, *, version: str, pairs: tuple[np.ndarray, 
     the same person at two different cameras). Half are used to fit, half to
     measure. Without them, pairs are synthesised in the whitened space with
     cosine similarity ``assumed_similarity`` - an assumption recorded in the output.
+    ``strata_labels``: the demographic model's guess (e.g. "female"/"male") for
+    each sample descriptor; each stratum then gets offsets that make groups
+    fill equally within it, so group ids do not reveal the guess.
     """
     base = base or PrivacyParams.default()
     x = _check_samples(embeddings, "sample descriptors").astype(np.float32)
+    labels = None
+    if strata_labels is not None:
+        labels = np.asarray([str(v) if v is not None else "unknown" for v in strata_labels], dtype=object)
+        if labels.shape[0] != x.shape[0]:
+            raise ValueError(f"strata_labels has {labels.shape[0]} labels for {x.shape[0]} descriptors")
     params = base.with_changes(version=version, seed=secrets.randbits(127) if seed is None else seed,
-                               reference=None, hash_offsets=None, noise_scale=0.0)
+                               reference=None, hash_offsets=None, strata=(), stratum_offsets=None, noise_scale=0.0)
     rng = seeded_rng(params.seed, DOMAIN_CALIBRATION)
     dims_tried: dict[int, float] = {}
     if pairs is not None:
@@ -288,12 +319,12 @@ def calibrate(embeddings: np.ndarray, *, version: str, pairs: tuple[np.ndarray, 
         source = f"synthetic pairs, assumed same-person cosine {assumed_similarity} (no measured pairs)"
     params = params.with_changes(reference=ref)
     # Round 1: balance without noise, find the noise for the target rate.
-    params = params.with_changes(hash_offsets=fit_offsets(params, x, rng, iters=offset_iters))
+    # (The same-group rate is measured with the pooled offsets; per-stratum offsets differ little.)
+    params = fit_all_offsets(params, x, labels, rng, iters=offset_iters)
     scale, rate, r0 = choose_noise_scale(params, *eval_pairs, target=target_rate, rng=rng)
     if scale > 0:
         # Round 2: the noise changes the distribution being balanced; rebalance and re-solve.
-        p_s = params.with_changes(noise_scale=scale)
-        params = params.with_changes(hash_offsets=fit_offsets(p_s, x, rng, iters=offset_iters))
+        params = fit_all_offsets(params.with_changes(noise_scale=scale), x, labels, rng, iters=offset_iters)
         scale, rate, _ = choose_noise_scale(params, *eval_pairs, target=target_rate, rng=rng)
     ratio = fictitious_ratio_for(linkage_prior, max_posterior)
     params = params.with_changes(
@@ -301,7 +332,8 @@ def calibrate(embeddings: np.ndarray, *, version: str, pairs: tuple[np.ndarray, 
         calibration={"pairs": source, "target_same_group_rate": target_rate,
                      "same_group_rate_without_noise": round(r0, 4), "reduced_dim": ref.reduced_dim,
                      "linkage_prior": linkage_prior, "max_posterior": round(max_posterior, 6),
-                     "whitening_shrinkage": shrinkage, "reference_samples": int(x.shape[0])})
+                     "whitening_shrinkage": shrinkage, "reference_samples": int(x.shape[0]),
+                     "strata": ",".join(params.strata) or "none"})
     met = abs(rate - target_rate) <= 0.05
     log.info("calibrated %s: %d dims, noise_scale %.5f, same-group rate %.3f (without noise %.3f), "
              "fictitious ratio %.3f", version, ref.reduced_dim, scale, rate, r0, ratio)

@@ -18,7 +18,14 @@ seeded Haar-random rotation. Why this family:
   even whitened they are not uniform on the sphere and a few cones would
   collect most people. Per-group offsets ``b_j`` fitted on sample descriptors
   (``argmax_j <c_j, z>/s_j + b_j``, a power diagram) move the cell borders
-  until every group receives the same share; see calibration.fit_offsets.
+  until every group receives the same share; see calibration.fit_offsets;
+* appearance is correlated with gender (clothing colours), so cells of
+  appearance space are not gender-neutral and a group id would betray a
+  person's likely gender. When the parameter set has demographic *strata*,
+  each stratum has its own offsets, fitted so that every group receives the
+  same share *of that stratum*; then P(group | stratum) is the same for all
+  strata and the group id carries (up to estimation error) no information
+  about the stratum.
 """
 
 from __future__ import annotations
@@ -43,15 +50,23 @@ class GroupHash:
         score_var = signal_energy / float(signal_rank) + float(params.noise_scale) ** 2
         self.inv_std = (1.0 / np.sqrt(np.maximum(score_var, 1e-30))).astype(np.float32)
         self.n_groups = params.n_groups
-        self.offsets = (np.zeros(params.n_groups, dtype=np.float32) if params.hash_offsets is None
-                        else params.hash_offsets.astype(np.float32))
+        pooled = (np.zeros(params.n_groups, dtype=np.float32) if params.hash_offsets is None
+                  else params.hash_offsets.astype(np.float32))
+        # Row 0: pooled offsets (no or unknown stratum); rows 1..: one per stratum.
+        rows = [pooled] + ([] if params.stratum_offsets is None else list(params.stratum_offsets.astype(np.float32)))
+        self.offset_table = np.stack(rows)
+        self.offsets = pooled
 
     def scores(self, z: np.ndarray) -> np.ndarray:
         """Standardised projection scores, (n, n_groups)."""
         return (z @ self.directions.T) * self.inv_std
 
-    def __call__(self, z: np.ndarray) -> np.ndarray:
-        """Group index per row of the (noisy) working vectors ``z``."""
+    def __call__(self, z: np.ndarray, offset_rows: np.ndarray | None = None) -> np.ndarray:
+        """Group index per row of the (noisy) working vectors ``z``.
+
+        ``offset_rows[i]`` selects the offsets for row i (0 = pooled, s + 1 = stratum s).
+        """
         if z.shape[0] == 0:
             return np.zeros(0, dtype=np.int64)
-        return np.argmax(self.scores(z) + self.offsets, axis=1).astype(np.int64)
+        off = self.offsets if offset_rows is None else self.offset_table[offset_rows]
+        return np.argmax(self.scores(z) + off, axis=1).astype(np.int64)

@@ -136,10 +136,14 @@ class PrivacyParams(BaseModel):
     reference: ReferenceStats | None = None
     hash_offsets: np.ndarray | None = Field(
         default=None, description="per-group offsets fitted so groups fill equally (tied to seed and reference)")
+    strata: tuple[str, ...] = Field(
+        default=(), description="demographic strata (e.g. gender guesses) with their own offsets")
+    stratum_offsets: np.ndarray | None = Field(
+        default=None, description="(len(strata), n_groups): offsets making groups fill equally *within* each stratum")
     calibration: dict[str, float | int | str] = Field(
         default_factory=dict, description="how the figures above were obtained (for the record)")
 
-    @field_validator("hash_offsets", mode="before")
+    @field_validator("hash_offsets", "stratum_offsets", mode="before")
     @classmethod
     def _offsets(cls, v: Any) -> np.ndarray | None:
         return None if v is None else _decode_array(v)
@@ -161,6 +165,16 @@ class PrivacyParams(BaseModel):
                 raise ValueError(f"hash_offsets has shape {self.hash_offsets.shape}, expected ({self.n_groups},)")
             if not np.isfinite(self.hash_offsets).all():
                 raise ValueError("hash_offsets contain NaN or infinity")
+        if len(set(self.strata)) != len(self.strata):
+            raise ValueError("strata labels must be unique")
+        if self.strata and self.stratum_offsets is None:
+            raise ValueError("strata given without stratum_offsets")
+        if self.stratum_offsets is not None:
+            if self.stratum_offsets.shape != (len(self.strata), self.n_groups):
+                raise ValueError(f"stratum_offsets has shape {self.stratum_offsets.shape}, "
+                                 f"expected ({len(self.strata)}, {self.n_groups})")
+            if not np.isfinite(self.stratum_offsets).all():
+                raise ValueError("stratum_offsets contain NaN or infinity")
         return self
 
     # ---- derived figures used by estimators and by the documentation -------
@@ -218,12 +232,15 @@ class PrivacyParams(BaseModel):
             raise ParamsError("a rotated parameter set needs a new version string")
         # The offsets balance the groups of *this* hash family; they are meaningless for a new one.
         return self.with_changes(seed=secrets.randbits(127) if seed is None else seed, version=version,
-                                 hash_offsets=None)
+                                 hash_offsets=None, strata=(), stratum_offsets=None)
 
     def to_json_dict(self) -> dict[str, Any]:
-        d = self.model_dump(exclude={"reference", "hash_offsets"})
+        d = self.model_dump(exclude={"reference", "hash_offsets", "stratum_offsets"})
+        d["strata"] = list(self.strata)
         d["reference"] = None if self.reference is None else self.reference.to_json_dict()
-        d["hash_offsets"] = None if self.hash_offsets is None else _encode_array(self.hash_offsets)
+        for name in ("hash_offsets", "stratum_offsets"):
+            arr = getattr(self, name)
+            d[name] = None if arr is None else _encode_array(arr)
         return d
 
     def save(self, path: str | Path) -> None:

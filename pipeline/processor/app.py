@@ -153,7 +153,7 @@ def build_app(settings: Settings, *, max_frames: int | None = None, idle_timeout
 
 
 def run_processor(settings: Settings, *, max_frames: int | None = None, idle_timeout: float | None = None,
-                  max_seconds: float | None = None, loglevel: str = "info") -> ProcessorStats:
+                  max_seconds: float | None = None, loglevel: str = "warning") -> ProcessorStats:
     app, stats = build_app(settings, max_frames=max_frames, idle_timeout=idle_timeout, max_seconds=max_seconds)
     worker = faust.Worker(app, loglevel=loglevel, quiet=True, redirect_stdouts=False, override_logging=True)
     try:

@@ -48,8 +48,18 @@ def read_all(s, topic, timeout=10.0):
     return out
 
 
-def test_frames_flow_end_to_end_and_leave_nothing_personal(env, footage):
+def test_frames_flow_end_to_end_and_leave_nothing_personal(env, footage, monkeypatch):
     s = env
+    import pipeline.envelope as envelope
+
+    data_keys = []
+    real_new_key = envelope.new_data_key
+
+    def record_key():
+        k = real_new_key()
+        data_keys.append(k)
+        return k
+    monkeypatch.setattr(envelope, "new_data_key", record_key)
     store = RecordingStore(open_store(s.store.url, s.store.ttl_seconds))
     ep = EdgeProducer(s, store, load_public_key(s.keys.dir), site_id="e2e-site", camera_id="cam-a")
     wrapped_keys, nonces = [], []
@@ -95,6 +105,9 @@ def test_frames_flow_end_to_end_and_leave_nothing_personal(env, footage):
     dump = "".join(str(r) for t in ("group_occurrences", "deletion_receipts", "demographic_counts")
                    for r in wh.rows(f"SELECT * FROM {db}.{t}"))
     logs = proc.stdout + proc.stderr
-    for secret in wrapped_keys[:5] + nonces[:5] + [b[:32] for b in store.blobs[:5]]:
+    assert len(data_keys) == N_FRAMES
+    dead_raw = b"".join(m.value() for m in dead)
+    for secret in data_keys + wrapped_keys[:5] + nonces[:5] + [b[:32] for b in store.blobs[:5]]:
+        assert secret not in dead_raw
         for form in (secret.hex(), base64.b64encode(secret).decode(), repr(secret)[2:-1]):
             assert form not in dump and form not in logs

@@ -65,3 +65,22 @@ def test_queries_agree_on_both_engines(warehouse):
     assert camera_counts(warehouse, site_id="x") == []
     hourly = warehouse.rows(f"SELECT camera_id, occurrences FROM {warehouse.database}.camera_hourly_occurrences ORDER BY camera_id")
     assert [(str(a), int(b)) for a, b in hourly] == [("a", 5), ("b", 4)]
+
+
+ALLOWED_COLUMNS = {
+    "site_id", "camera_id", "window_start", "window_seconds", "group_id", "occurrences", "params_version",
+    "kafka_partition", "kafka_offset", "ingested_at", "age_band", "gender", "persons", "frame_id", "captured_at",
+    "captured_at_ms", "deleted_at_ms", "latency_ms", "outcome", "deleted_by", "version", "name", "checksum",
+    "applied_at", "hour", "windows",
+}
+
+
+def test_warehouse_has_no_column_that_could_hold_personal_data(warehouse):
+    """Privacy by schema: every column is on an allow-list of aggregate/frame-level fields, and no
+    column can hold a vector (embedding), a blob or a per-person time."""
+    migrate(warehouse)
+    cols = warehouse.rows(f"SELECT table, name, type FROM system.columns WHERE database = '{warehouse.database}'")
+    assert cols
+    for table, name, typ in cols:
+        assert name in ALLOWED_COLUMNS, f"{table}.{name} is not on the privacy allow-list"
+        assert "Array" not in typ and "Float" not in typ, f"{table}.{name} has type {typ}"

@@ -58,7 +58,10 @@ def test_misconfigured_raw_topic_is_a_violation_and_apply_repairs_it(env):
 def test_undeclared_topic_is_reported(env):
     admin = admin_client(env.kafka.bootstrap)
     rogue = env.kafka.frame_refs_topic + ".copy"
-    admin.create_topics([NewTopic(rogue, 1, -1)])["" + rogue].result(timeout=10)
+    admin.create_topics([NewTopic(rogue, 1, -1)])[rogue].result(timeout=10)
+    deadline = time.monotonic() + 15
+    while rogue not in admin.list_topics(timeout=10).topics and time.monotonic() < deadline:
+        time.sleep(0.2)
     try:
         rep = audit(admin, policy_for_settings(env))
         assert any(f.topic == rogue and f.severity == "violation" and "undeclared" in f.message for f in rep.findings)

@@ -55,6 +55,8 @@ class EvalConfig:
     linkage_targets: int = 400
     adversary_samples: int = 200
     linkage_prior: float = 0.2
+    stratify_gender: bool = True       # give the anonymiser the demographic model's gender guess
+    gender_guess_error: float = 0.05   # assumed error rate of that guess (independent per capture)
     params: PrivacyParams | None = None  # evaluate this parameter set instead of calibrating one
 
 
@@ -70,6 +72,19 @@ def _cross_camera_pairs(model: AppearanceModel, people: People, cams: Any, n_cam
     c1 = rng.integers(0, n_cams, len(people))
     c2 = (c1 + rng.integers(1, n_cams, len(people))) % n_cams
     return model.capture(people, c1, cams, rng), model.capture(people, c2, cams, rng)
+
+
+def _gender_guess(gender: np.ndarray, cfg: EvalConfig, rng: np.random.Generator) -> np.ndarray | None:
+    """The demographic model's per-capture gender guess (truth flipped with the assumed error rate)."""
+    if not cfg.stratify_gender:
+        return None
+    flip = rng.random(gender.shape[0]) < cfg.gender_guess_error
+    return np.array(["female", "male"], dtype=object)[np.where(flip, 1 - gender, gender)]
+
+
+def _groups(anon: Anonymizer, desc: np.ndarray, guess: np.ndarray | None, rng: np.random.Generator) -> np.ndarray:
+    work = anon.working_vectors(desc)
+    return anon.groups_of_working(work, rng, offset_rows=anon.stratum_rows(guess, desc.shape[0]))
 
 
 def run_evaluation(cfg: EvalConfig, progress: ProgressFactory | None = None) -> EvalResult:
@@ -89,7 +104,8 @@ def run_evaluation(cfg: EvalConfig, progress: ProgressFactory | None = None) -> 
             ref_x = model.capture(ref_people, rng.integers(0, site.n_cameras, len(ref_people)), cams, rng)
             pair_people = model.people(cfg.calibration_pairs, rng)
             pairs = _cross_camera_pairs(model, pair_people, cams, site.n_cameras, rng)
-            cal = calibrate(ref_x, version="pp-eval-simulated", pairs=pairs, seed=cfg.seed)
+            cal = calibrate(ref_x, version="pp-eval-simulated", pairs=pairs, seed=cfg.seed,
+                            strata_labels=_gender_guess(ref_people.gender, cfg, rng))
             adv(1)
         params = cal.params
         figures["calibration"] = {"dims_tried": cal.dims_tried, "rate_without_noise": cal.rate_without_noise}
@@ -108,7 +124,8 @@ def run_evaluation(cfg: EvalConfig, progress: ProgressFactory | None = None) -> 
         desc = model.capture(people.subset(passes.person), passes.camera, cams, rng)
         adv(1)
         work = anon.working_vectors(desc)
-        groups = anon.groups_of_working(work, rng)
+        guess = _gender_guess(people.gender[passes.person], cfg, rng)
+        groups = anon.groups_of_working(work, rng, offset_rows=anon.stratum_rows(guess, len(passes)))
         adv(1)
     nC, nW = site.n_cameras, site.n_windows
     real = np.zeros((nC, nW, K), dtype=np.int64)
@@ -130,7 +147,7 @@ def run_evaluation(cfg: EvalConfig, progress: ProgressFactory | None = None) -> 
     with prog("group filling + attribute inference: capture + anonymise", 2) as adv:
         pop = model.people(cfg.attribute_people, rng)
         pop_cam = rng.integers(0, nC, len(pop))
-        pop_groups = anon.groups_of_working(anon.working_vectors(model.capture(pop, pop_cam, cams, rng)), rng)
+        pop_groups = _groups(anon, model.capture(pop, pop_cam, cams, rng), _gender_guess(pop.gender, cfg, rng), rng)
         adv(1)
         figures["filling"] = M.filling_stats(pop_groups, K)
         arrays["filling_counts"] = np.bincount(pop_groups, minlength=K)
@@ -264,7 +281,7 @@ def _linkage(cfg: EvalConfig, model: AppearanceModel, cams: Any, people: People,
                 continue
             sim = model.capture(people.subset(np.full(cfg.adversary_samples, t)),
                                 rng.integers(0, nC, cfg.adversary_samples), cams, rng)
-            g = anon.groups_of_working(anon.working_vectors(sim), rng)
+            g = _groups(anon, sim, _gender_guess(np.full(cfg.adversary_samples, people.gender[t]), cfg, rng), rng)
             dist = (np.bincount(g, minlength=K) + 1.0 / K) / (g.size + 1.0)
             top_share.append(dist.max())
             i = rng.choice(mine)
