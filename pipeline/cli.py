@@ -258,11 +258,19 @@ def query() -> None:
     """Read results from ClickHouse."""
 
 
-def _print_counts(rows: list[tuple], title: str) -> None:
-    t = Table("site", "camera", "windows", "occurrences", title=title)
-    for r in rows:
-        t.add_row(*(str(x) for x in r))
+def _print_counts(rows: list[tuple], title: str, settings: Settings) -> None:
+    """Occurrences include fictitious persons; the estimate subtracts their known expectation."""
+    from pipeline.processor.app import load_params
+
+    params = load_params(settings)
+    t = Table("site", "camera", "windows", "occurrences", "est. persons (± 1 sd)", title=title)
+    for site, cam, windows, occ in rows:
+        est = occ - windows * params.fictitious_per_window
+        sd = (windows * params.n_groups * params.fictitious_variance_per_group) ** 0.5
+        t.add_row(site, cam, str(windows), str(occ), f"{est:.0f} ± {sd:.0f}")
     out.print(t)
+    out.print(f"[dim]occurrences include {params.fictitious_per_window:.0f} expected fictitious persons per camera "
+              f"and window (privacy parameters {params.version})[/dim]")
 
 
 @query.command("counts")
@@ -274,7 +282,7 @@ def query_counts(ctx: click.Context, site: str | None, since_minutes: int | None
     from pipeline.analytics.counts import camera_counts
 
     since = datetime.now(timezone.utc) - timedelta(minutes=since_minutes) if since_minutes else None
-    _print_counts(camera_counts(_warehouse(_settings(ctx)), since, site), "per-camera occurrences")
+    _print_counts(camera_counts(_warehouse(_settings(ctx)), since, site), "per-camera occurrences", _settings(ctx))
 
 
 @query.command("sql")
@@ -354,7 +362,7 @@ def demo(ctx: click.Context, source: str | None, site: str, cameras: str, max_fr
     from pipeline.analytics.counts import camera_counts
 
     rows = camera_counts(_warehouse(s), started - timedelta(seconds=s.processor.window_seconds), site)
-    _print_counts(rows, f"{site}: occurrences per camera since {started:%H:%M:%S} UTC")
+    _print_counts(rows, f"{site}: occurrences per camera since {started:%H:%M:%S} UTC", s)
     console.print(f"demo finished in {time.monotonic() - t0:.0f} s")
     if not rows:
         raise click.ClickException("no occurrences reached ClickHouse")
@@ -365,19 +373,22 @@ def _progress() -> Progress:
                     console=console, transient=False)
 
 
-def _mount_optional() -> None:
-    try:
-        from pipeline.privacy.cli import privacy
-    except ImportError:
-        return
-    cli.add_command(privacy)
+from pipeline.privacy.cli import privacy  # noqa: E402  (mounted as `flowctl privacy`)
 
-
-_mount_optional()
+cli.add_command(privacy)
 
 
 def main() -> None:
-    cli(prog_name="flowctl")
+    from confluent_kafka import KafkaException
+
+    from pipeline.sink.clickhouse import WarehouseError
+
+    try:
+        cli(prog_name="flowctl")
+    except (WarehouseError, KafkaException, ConfigError) as e:
+        # Expected operational failures: one readable line, no traceback.
+        console.print(f"[red]error:[/red] {e}")
+        sys.exit(1)
 
 
 if __name__ == "__main__":

@@ -85,9 +85,18 @@ up() {
   write_config
   port_open "$CH_TCP_PORT" && die "port $CH_TCP_PORT is taken by another process; set FLOW_CLICKHOUSE_PORT"
   log "starting clickhouse ($BIN) on 127.0.0.1:$CH_TCP_PORT"
-  (cd "$CVAR" && nohup "$BIN" --config-file="$CVAR/config.xml" >"$CVAR/stdout.log" 2>&1 & echo $! > "$PIDF")
+  rm -f "$PIDF"
+  # exec: the server replaces the subshell, so no shell lingers holding the caller's pipes
+  (cd "$CVAR" && exec "$BIN" --config-file="$CVAR/config.xml" --pidfile="$PIDF") </dev/null >"$CVAR/stdout.log" 2>&1 &
+  echo $! > "$PIDF"
   wait_port "$CH_TCP_PORT" 60 clickhouse "$CVAR/stdout.log"
   log "clickhouse up"
+}
+
+stray() {  # a server of ours whose pid file was lost
+  local p; p="$(pgrep -f -- "--config-file=$CVAR/config.xml" || true)"
+  [ -n "$p" ] && { kill $p 2>/dev/null || true; sleep 2; kill -9 $p 2>/dev/null || true; log "stopped stray clickhouse $p"; }
+  return 0
 }
 
 status() {
@@ -97,9 +106,9 @@ status() {
 
 case "${1:-}" in
   up) up ;;
-  down) stop_pid "$PIDF" clickhouse ;;
+  down) stop_pid "$PIDF" clickhouse; stray ;;
   status) status ;;
-  reset) stop_pid "$PIDF" clickhouse; rm -rf "$CVAR"; log "clickhouse data removed" ;;
+  reset) stop_pid "$PIDF" clickhouse; stray; rm -rf "$CVAR"; log "clickhouse data removed" ;;
   install) install_server ;;
   *) die "usage: $0 up|down|status|reset|install" ;;
 esac

@@ -76,7 +76,7 @@ up() {
   log "starting kafka $KAFKA_VERSION on 127.0.0.1:$KAFKA_PORT"
   nohup java -Xms256m -Xmx1g -XX:+UseG1GC -Djava.awt.headless=true \
     -Dkafka.logs.dir="$KVAR" -Dlog4j.configuration="file:$KVAR/log4j.properties" \
-    -cp "$LIBS/*" kafka.Kafka "$KVAR/server.properties" >"$KVAR/stdout.log" 2>&1 &
+    -cp "$LIBS/*" kafka.Kafka "$KVAR/server.properties" </dev/null >"$KVAR/stdout.log" 2>&1 &
   echo $! > "$PIDF"
   wait_port "$KAFKA_PORT" 90 kafka "$KVAR/stdout.log"
   log "kafka up"

@@ -26,7 +26,6 @@ from typing import Callable
 import numpy as np
 
 from pipeline.privacy.anonymizer import Anonymizer
-from pipeline.privacy.lsh import GroupHash
 from pipeline.privacy.noise import add_noise
 from pipeline.privacy.params import PrivacyParams, ReferenceStats
 from pipeline.privacy.seeding import DOMAIN_CALIBRATION, seeded_rng
@@ -95,7 +94,7 @@ def fit_reference(embeddings: np.ndarray, pairs: tuple[np.ndarray, np.ndarray] |
 
 
 def fit_offsets(params: PrivacyParams, embeddings: np.ndarray, rng: np.random.Generator,
-                replicas: int = 2, iters: int = 200, candidates: int = 128,
+                replicas: int = 2, iters: int = 300, candidates: int = 256,
                 progress: Callable[[int, int], None] | None = None) -> np.ndarray:
     """Per-group offsets that make every group receive the same share of ``embeddings``.
 
@@ -110,6 +109,7 @@ def fit_offsets(params: PrivacyParams, embeddings: np.ndarray, rng: np.random.Ge
     anon = Anonymizer(p0, embeddings.shape[1])
     work = anon.working_vectors(embeddings)
     h = anon._hash
+    candidates = min(candidates, params.n_groups - 1)
     idx_parts, val_parts = [], []
     for _ in range(max(1, replicas if params.noise_scale > 0 else 1)):
         for lo in range(0, work.shape[0], 8192):
@@ -131,13 +131,20 @@ def fit_offsets(params: PrivacyParams, embeddings: np.ndarray, rng: np.random.Ge
         beta -= beta.mean()
         if progress is not None:
             progress(it + 1, iters)
+    # The candidate shortcut is only valid if every winner is among the candidates: check exactly.
+    full = np.concatenate([np.argmax(h.scores(add_noise(work[lo:lo + 8192], params.noise_scale, rng)) + beta, axis=1)
+                           for lo in range(0, work.shape[0], 8192)])
+    share = np.bincount(full, minlength=k) / (full.size / k)
+    if share.max() > 1.5 or share.min() < 0.5:
+        log.warning("group balancing did not converge on the calibration sample (largest group %.1fx, "
+                    "smallest %.1fx the mean)", share.max(), share.min())
     return beta
 
 
-def _groups_with(anon: Anonymizer, params: PrivacyParams, working: np.ndarray, unit_noise: np.ndarray,
-                 scale: float) -> np.ndarray:
-    h = GroupHash(params.with_changes(noise_scale=scale), anon._project.matrix, anon._project.signal_rank)
-    return h(working + unit_noise * np.float32(scale))
+def _groups_with(anon: Anonymizer, working: np.ndarray, unit_noise: np.ndarray,
+                 scale: float, rows: np.ndarray | None = None) -> np.ndarray:
+    h = anon._hash.with_noise_scale(scale)
+    return h(working + unit_noise * np.float32(scale), rows)
 
 
 def same_group_rate(anon: Anonymizer, a: np.ndarray, b: np.ndarray, rng: np.random.Generator,
@@ -152,7 +159,8 @@ def same_group_rate(anon: Anonymizer, a: np.ndarray, b: np.ndarray, rng: np.rand
 
 def choose_noise_scale(params: PrivacyParams, a: np.ndarray, b: np.ndarray, target: float = 0.5,
                        rng: np.random.Generator | None = None, hi: float = 0.01,
-                       iters: int = 12) -> tuple[float, float, float]:
+                       iters: int = 12, strata: tuple[np.ndarray, np.ndarray] | None = None
+                       ) -> tuple[float, float, float]:
     """Largest noise scale whose measured same-group rate on pairs (a, b) is >= ``target``.
 
     Returns (noise_scale, rate_at_that_scale, rate_without_noise). Uses common
@@ -166,9 +174,11 @@ def choose_noise_scale(params: PrivacyParams, a: np.ndarray, b: np.ndarray, targ
     wa, wb = anon.working_vectors(a), anon.working_vectors(b)
     na = rng.standard_normal(wa.shape, dtype=np.float32)
     nb = rng.standard_normal(wb.shape, dtype=np.float32)
+    ra, rb = (None, None) if strata is None else (anon.stratum_rows(strata[0], len(a)),
+                                                  anon.stratum_rows(strata[1], len(b)))
 
     def rate(s: float) -> float:
-        return float(np.mean(_groups_with(anon, params, wa, na, s) == _groups_with(anon, params, wb, nb, s)))
+        return float(np.mean(_groups_with(anon, wa, na, s, ra) == _groups_with(anon, wb, nb, s, rb)))
 
     r0 = rate(0.0)
     if r0 < target:
@@ -247,10 +257,11 @@ class CalibrationResult:
 
 
 MIN_STRATUM_SAMPLES_PER_GROUP = 10
+CALIBRATION_STAGES = ("dims", "offsets", "noise", "rebalance")
 
 
 def fit_all_offsets(params: PrivacyParams, x: np.ndarray, labels: np.ndarray | None, rng: np.random.Generator,
-                    iters: int = 200) -> PrivacyParams:
+                    iters: int = 300) -> PrivacyParams:
     """Pooled offsets on all samples, plus per-stratum offsets for every stratum with enough samples."""
     pooled = fit_offsets(params, x, rng, iters=iters)
     if labels is None:
@@ -270,10 +281,11 @@ def fit_all_offsets(params: PrivacyParams, x: np.ndarray, labels: np.ndarray | N
 
 def calibrate(embeddings: np.ndarray, *, version: str, pairs: tuple[np.ndarray, np.ndarray] | None = None,
               strata_labels: np.ndarray | None = None,
+              pair_strata: tuple[np.ndarray, np.ndarray] | None = None,
               base: PrivacyParams | None = None, target_rate: float = 0.5, linkage_prior: float = 0.2,
               max_posterior: float = 1 / 3, assumed_similarity: float = 0.85, shrinkage: float = 0.05,
               dims: int | None = None, seed: int | None = None, n_synthetic: int = 4000,
-              offset_iters: int = 200) -> CalibrationResult:
+              offset_iters: int = 300, on_stage: Callable[[str], None] | None = None) -> CalibrationResult:
     """Fit reference statistics, hash offsets, noise scale and fictitious ratio; return a new parameter set.
 
     ``embeddings``: sample descriptors of many different people (reference
@@ -286,7 +298,11 @@ def calibrate(embeddings: np.ndarray, *, version: str, pairs: tuple[np.ndarray, 
     ``strata_labels``: the demographic model's guess (e.g. "female"/"male") for
     each sample descriptor; each stratum then gets offsets that make groups
     fill equally within it, so group ids do not reveal the guess.
+    ``pair_strata``: the guesses for the two sides of each pair, so that the
+    same-group rate is measured the way the processor will assign groups.
+    ``on_stage`` is called after each of the CALIBRATION_STAGES (for progress bars).
     """
+    stage = on_stage or (lambda name: None)
     base = base or PrivacyParams.default()
     x = _check_samples(embeddings, "sample descriptors").astype(np.float32)
     labels = None
@@ -307,8 +323,12 @@ def calibrate(embeddings: np.ndarray, *, version: str, pairs: tuple[np.ndarray, 
         half = a.shape[0] // 2
         fit_pairs = (a[perm[:half]], b[perm[:half]])
         eval_pairs = (a[perm[half:]], b[perm[half:]])
+        eval_strata = None if pair_strata is None else tuple(
+            [str(v) if v is not None else "unknown" for v in np.asarray(side, dtype=object)[perm[half:]]]
+            for side in pair_strata)
         if dims is None:
             dims, dims_tried = choose_dims(x, fit_pairs, eval_pairs, params, shrinkage=shrinkage)
+        stage("dims")
         ref = fit_reference(x, fit_pairs, dims=dims, shrinkage=shrinkage)
         source = f"{a.shape[0]} measured same-person pairs (half fit, half measured)"
     else:
@@ -317,15 +337,20 @@ def calibrate(embeddings: np.ndarray, *, version: str, pairs: tuple[np.ndarray, 
         inv = np.linalg.pinv(ref.whitening.astype(np.float64))
         eval_pairs = ((wa @ inv.T + ref.mean).astype(np.float32), (wb @ inv.T + ref.mean).astype(np.float32))
         source = f"synthetic pairs, assumed same-person cosine {assumed_similarity} (no measured pairs)"
+        eval_strata = None
+        stage("dims")
     params = params.with_changes(reference=ref)
     # Round 1: balance without noise, find the noise for the target rate.
     # (The same-group rate is measured with the pooled offsets; per-stratum offsets differ little.)
     params = fit_all_offsets(params, x, labels, rng, iters=offset_iters)
-    scale, rate, r0 = choose_noise_scale(params, *eval_pairs, target=target_rate, rng=rng)
+    stage("offsets")
+    scale, rate, r0 = choose_noise_scale(params, *eval_pairs, target=target_rate, rng=rng, strata=eval_strata)
+    stage("noise")
     if scale > 0:
         # Round 2: the noise changes the distribution being balanced; rebalance and re-solve.
         params = fit_all_offsets(params.with_changes(noise_scale=scale), x, labels, rng, iters=offset_iters)
-        scale, rate, _ = choose_noise_scale(params, *eval_pairs, target=target_rate, rng=rng)
+        scale, rate, _ = choose_noise_scale(params, *eval_pairs, target=target_rate, rng=rng, strata=eval_strata)
+    stage("rebalance")
     ratio = fictitious_ratio_for(linkage_prior, max_posterior)
     params = params.with_changes(
         noise_scale=round(scale, 7), same_group_rate=round(max(rate, 1e-4), 4), fictitious_ratio=round(ratio, 6),

@@ -46,9 +46,9 @@ class GroupHash:
         # (n_groups, working_dim) with orthonormal rows.
         self.directions = random_partial_isometry(rng, params.n_groups, params.working_dim).astype(np.float32)
         # Share of each direction lying in the signal subspace, and the resulting score std.
-        signal_energy = np.sum((self.directions.astype(np.float64) @ projection.astype(np.float64)) ** 2, axis=1)
-        score_var = signal_energy / float(signal_rank) + float(params.noise_scale) ** 2
-        self.inv_std = (1.0 / np.sqrt(np.maximum(score_var, 1e-30))).astype(np.float32)
+        self._signal_var = np.sum((self.directions.astype(np.float64) @ projection.astype(np.float64)) ** 2,
+                                  axis=1) / float(signal_rank)
+        self.inv_std = self._inv_std(params.noise_scale)
         self.n_groups = params.n_groups
         pooled = (np.zeros(params.n_groups, dtype=np.float32) if params.hash_offsets is None
                   else params.hash_offsets.astype(np.float32))
@@ -56,6 +56,17 @@ class GroupHash:
         rows = [pooled] + ([] if params.stratum_offsets is None else list(params.stratum_offsets.astype(np.float32)))
         self.offset_table = np.stack(rows)
         self.offsets = pooled
+
+    def _inv_std(self, noise_scale: float) -> np.ndarray:
+        score_var = self._signal_var + float(noise_scale) ** 2
+        return (1.0 / np.sqrt(np.maximum(score_var, 1e-30))).astype(np.float32)
+
+    def with_noise_scale(self, noise_scale: float) -> "GroupHash":
+        """The same family standardised for another noise scale (calibration tries many)."""
+        other = object.__new__(GroupHash)
+        other.__dict__.update(self.__dict__)
+        other.inv_std = self._inv_std(noise_scale)
+        return other
 
     def scores(self, z: np.ndarray) -> np.ndarray:
         """Standardised projection scores, (n, n_groups)."""

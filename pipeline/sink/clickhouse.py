@@ -43,7 +43,7 @@ class ServerWarehouse:
         try:
             return self.client.execute(sql, params)
         except (DriverError, OSError, EOFError) as e:
-            raise WarehouseError(f"ClickHouse at {self._where}: {type(e).__name__}: {str(e).splitlines()[0][:500]}") from e
+            raise WarehouseError(f"ClickHouse at {self._where}: {_brief(e)}") from e
 
     def insert(self, table: str, columns: Sequence[str], data: list[list[Any]]) -> int:
         """Columnar batch insert; returns rows written."""
@@ -51,7 +51,7 @@ class ServerWarehouse:
         try:
             return self.client.execute(sql, data, columnar=True, types_check=True) or 0
         except (DriverError, OSError, EOFError) as e:
-            raise WarehouseError(f"insert into {table}: {type(e).__name__}: {str(e).splitlines()[0][:500]}") from e
+            raise WarehouseError(f"insert into {table} at {self._where}: {_brief(e)}") from e
 
     def server_version(self) -> str:
         return str(self.rows("SELECT version()")[0][0])
@@ -95,6 +95,15 @@ class ChdbWarehouse:
 
     def close(self) -> None:
         self.sess.close()
+
+
+def _brief(e: BaseException) -> str:
+    """The server's own message (DB::Exception line), without its stack trace."""
+    lines = [l.strip() for l in str(e).splitlines() if l.strip()]
+    msg = next((l for l in lines if "Exception" in l), lines[0] if lines else "")
+    if isinstance(e, (OSError, EOFError)) or "Connection refused" in msg:
+        msg += " (is the server up? `flowctl stack up`)"
+    return f"{type(e).__name__}: {msg[:500]}"
 
 
 def quote(v: Any) -> str:

@@ -1,0 +1,1 @@
+"""The privacy evaluation: measures (metrics), the simulated run (run) and the verdict table and plots (report)."""

@@ -17,7 +17,7 @@ from typing import Any, Callable, ContextManager
 import numpy as np
 
 from pipeline.privacy.anonymizer import Anonymizer
-from pipeline.privacy.calibration import calibrate
+from pipeline.privacy.calibration import CALIBRATION_STAGES, calibrate
 from pipeline.privacy.demographics import AGE_BANDS, GENDERS, UNKNOWN, protect_demographic_counts
 from pipeline.privacy.evaluation import metrics as M
 from pipeline.privacy.fictitious import fictitious_counts
@@ -49,7 +49,7 @@ class EvalConfig:
     seed: int = 1
     visitors: int = 6000
     window_minutes: float = 15.0
-    calibration_people: int = 40000
+    calibration_people: int = 80000
     calibration_pairs: int = 4000
     attribute_people: int = 100000
     linkage_targets: int = 400
@@ -99,14 +99,18 @@ def run_evaluation(cfg: EvalConfig, progress: ProgressFactory | None = None) -> 
 
     # ---- calibration day (different people from the evaluation day) ----------------------
     if cfg.params is None:
-        with prog("calibration: simulate + fit", 1) as adv:
+        with prog("calibration: simulate + fit", 1 + len(CALIBRATION_STAGES)) as adv:
             ref_people = model.people(cfg.calibration_people, rng)
             ref_x = model.capture(ref_people, rng.integers(0, site.n_cameras, len(ref_people)), cams, rng)
             pair_people = model.people(cfg.calibration_pairs, rng)
             pairs = _cross_camera_pairs(model, pair_people, cams, site.n_cameras, rng)
-            cal = calibrate(ref_x, version="pp-eval-simulated", pairs=pairs, seed=cfg.seed,
-                            strata_labels=_gender_guess(ref_people.gender, cfg, rng))
+            pair_strata = None
+            if cfg.stratify_gender:
+                pair_strata = (_gender_guess(pair_people.gender, cfg, rng), _gender_guess(pair_people.gender, cfg, rng))
             adv(1)
+            cal = calibrate(ref_x, version="pp-eval-simulated", pairs=pairs, seed=cfg.seed,
+                            strata_labels=_gender_guess(ref_people.gender, cfg, rng), pair_strata=pair_strata,
+                            on_stage=lambda _name: adv(1))
         params = cal.params
         figures["calibration"] = {"dims_tried": cal.dims_tried, "rate_without_noise": cal.rate_without_noise}
     else:
@@ -202,6 +206,7 @@ def run_evaluation(cfg: EvalConfig, progress: ProgressFactory | None = None) -> 
                                                   "pairs": int(mask.sum()), "max_rel_err": float(rel.max())}
         arrays[f"flow_est_{label}"] = est[mask]
     arrays["flow_truth"] = truth[~np.eye(nC, dtype=bool) & (truth >= 50)]
+    figures["tradeoff"] = _tradeoff(params, cfg.linkage_prior, real, truth, (0.0, 0.1, 0.2, 1 / 3, 0.5, 2 / 3), rng)
 
     # ---- demographics: how much small-count suppression hides ------------------------------
     figures["demographics"] = _demographics(people, passes, params, nC, nW)
@@ -312,6 +317,20 @@ def _linkage(cfg: EvalConfig, model: AppearanceModel, cams: Any, people: People,
                                   "advantage": M.best_advantage(rp, ra), "auc": M.auc(rp, ra)},
            "target_top_group_share_median": float(np.median(top_share))}
     return out, {"lr_present": lp, "lr_absent": la, "lr_raw_present": rp, "lr_raw_absent": ra}
+
+
+def _tradeoff(params: PrivacyParams, prior: float, real: np.ndarray, truth: np.ndarray,
+              ratios: tuple[float, ...], rng: np.random.Generator) -> dict[str, list[float]]:
+    """Daily flow error and worst-case linkage posterior for several fictitious ratios r."""
+    mask = ~np.eye(truth.shape[0], dtype=bool) & (truth >= 50)
+    errs, bounds = [], []
+    for r in ratios:
+        p = params.with_changes(fictitious_ratio=r)
+        est = M.flow_estimates(real + fictitious_counts(p, rng, size=real.shape), params.same_group_rate)
+        errs.append(float(np.median(np.abs(est[mask] - truth[mask]) / truth[mask])))
+        lr = p.linkage_likelihood_ratio_bound
+        bounds.append(1.0 if not np.isfinite(lr) else float(prior * lr / (prior * lr + 1 - prior)))
+    return {"ratio": [round(r, 4) for r in ratios], "flow_median_rel_err": errs, "posterior_bound": bounds}
 
 
 def _vector_identifiability(model: AppearanceModel, people: People, passes: Any, work: np.ndarray,

@@ -1,0 +1,1 @@
+"""Simulated people, cameras and crowds with ground truth, for the privacy evaluation only."""

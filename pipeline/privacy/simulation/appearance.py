@@ -1,8 +1,10 @@
 """Simulated people and their appearance descriptors (HSV colour histograms) with ground truth.
 
 Why this model: the production descriptor (for now) is a pair of HSV colour
-histograms (upper and lower body). The evaluation must use descriptors with
-the same awkward properties - non-negative, sparse, strongly anisotropic,
+histograms (upper and lower body). The simulated descriptor has exactly the layout of
+``pipeline.vision.descriptor`` (HSV 8x4x4 histograms of head/shoulders, torso
+and legs, each L1-normalised, the whole L2-normalised: 384 numbers). The
+evaluation must use descriptors with the same awkward properties - non-negative, sparse, strongly anisotropic,
 demographics correlated with appearance, and capture-to-capture variation from
 lighting, white balance, pose/background and resolution - or its figures would
 say nothing about real footage.
@@ -12,7 +14,8 @@ targets; the evaluation prints the resulting raw re-identification quality so
 a reader can judge them):
 
 * Each person wears an upper and a lower garment, each a main colour plus an
-  optional second colour (pattern), and shows some skin/hair in the upper crop.
+  optional second colour (pattern); skin/hair fills 40-70 % of the head part and
+  a little of the torso part.
 * Gender shifts garment hue/saturation preferences; age lowers saturation and
   brightness. These correlations are moderate, so a linear classifier on the
   clean descriptor predicts gender clearly better than chance (printed).
@@ -109,7 +112,7 @@ class AppearanceModel:
     hue_camera_sd: float = 0.02       # camera white balance, fraction of the hue circle
     hue_capture_sd: float = 0.01
     background_share: tuple[float, float] = (0.15, 0.45)  # per-capture uniform range
-    pixels: tuple[int, int] = (300, 3000)  # pixels per body part, log-uniform (distance to camera)
+    pixels: tuple[int, int] = (800, 8000)  # pixels per person crop, log-uniform (distance to camera)
     colour_texture_sd: tuple[float, float, float] = (0.03, 0.08, 0.08)  # spread of one garment colour
     # demographic correlation strength (0 = none); see _draw_colour
     demographic_effect: float = 1.0
@@ -117,7 +120,7 @@ class AppearanceModel:
 
     @property
     def dim(self) -> int:
-        return 2 * self.hue_bins * self.sat_bins * self.val_bins
+        return 3 * self.hue_bins * self.sat_bins * self.val_bins
 
     # ---------------------------------------------------------------- people
 
@@ -201,20 +204,30 @@ class AppearanceModel:
         def lit(c: np.ndarray) -> np.ndarray:
             return np.stack([(c[:, 0] + hue) % 1.0, np.clip(c[:, 1] * sat, 0, 1), np.clip(c[:, 2] * gain, 0, 1)], axis=1)
 
-        parts = []
-        for part, (main, second) in enumerate(((0, 1), (2, 3))):
+        def garment(part: int) -> np.ndarray:
+            main, second = (0, 1) if part == 0 else (2, 3)
             w2 = people.second_weight[:, part][:, None]
-            h = (1 - w2) * self._hist(lit(people.colours[:, main]), tex) + w2 * self._hist(lit(people.colours[:, second]), tex)
-            if part == 0:  # face/hair/arms in the upper crop
-                skin_share = 0.2 if clear else rng.uniform(0.1, 0.3, m)[:, None]
-                h = (1 - skin_share) * h + skin_share * self._hist(lit(people.colours[:, 4]), tex)
-            if not clear:
-                bg = self._hist(lit(cams.background[camera]), np.broadcast_to(np.array([0.08, 0.15, 0.15]), (m, 3)))
-                h = (1 - bg_share[:, None]) * h + bg_share[:, None] * bg
-                npx = np.exp(rng.uniform(np.log(self.pixels[0]), np.log(self.pixels[1]), m))
-                h = rng.poisson(h * npx[:, None]) / npx[:, None]
-            parts.append(h / np.maximum(h.sum(axis=1, keepdims=True), 1e-12))
-        return np.concatenate(parts, axis=1).astype(np.float32)
+            return ((1 - w2) * self._hist(lit(people.colours[:, main]), tex)
+                    + w2 * self._hist(lit(people.colours[:, second]), tex))
+
+        skin = self._hist(lit(people.colours[:, 4]), tex)
+        upper, lower = garment(0), garment(1)
+        # The three body parts of pipeline.vision.descriptor: head/shoulders, torso, legs.
+        head_skin = np.full((m, 1), 0.55) if clear else rng.uniform(0.4, 0.7, m)[:, None]
+        arm_skin = np.full((m, 1), 0.1) if clear else rng.uniform(0.03, 0.2, m)[:, None]
+        parts = [head_skin * skin + (1 - head_skin) * upper, arm_skin * skin + (1 - arm_skin) * upper, lower]
+        if not clear:
+            bg = self._hist(lit(cams.background[camera]), np.broadcast_to(np.array([0.08, 0.15, 0.15]), (m, 3)))
+            npx_all = np.exp(rng.uniform(np.log(self.pixels[0]), np.log(self.pixels[1]), m))
+            for i, share_of_crop in enumerate((0.2, 0.35, 0.45)):
+                h = (1 - bg_share[:, None]) * parts[i] + bg_share[:, None] * bg
+                npx = npx_all[:, None] * share_of_crop
+                parts[i] = rng.poisson(h * npx) / npx
+        parts = [h / np.maximum(h.sum(axis=1, keepdims=True), 1e-12) for h in parts]
+        v = np.concatenate(parts, axis=1)
+        # Like the production descriptor: each part L1-normalised, the whole vector L2-normalised.
+        v = v / np.maximum(np.linalg.norm(v, axis=1, keepdims=True), 1e-12)
+        return v.astype(np.float32)
 
 
 def _choice_rows(p: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:

@@ -1,0 +1,197 @@
+"""``flowctl privacy ...``: calibrate a parameter set, show one, run the evaluation.
+
+Also runnable on its own: ``python -m pipeline.privacy.cli eval``.
+Why a click group: the main CLI mounts it as a sub-command; the commands are
+thin wrappers around the library (calibration, evaluation), so the same code
+runs from tests and notebooks.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import sys
+import time
+from pathlib import Path
+from typing import Callable, Iterator
+
+import click
+import numpy as np
+
+from pipeline.privacy.params import ParamsError, PrivacyParams
+
+__all__ = ["privacy"]
+
+log = logging.getLogger(__name__)
+
+
+@click.group(name="privacy")
+def privacy() -> None:
+    """Privacy core: parameter sets (calibrate, show) and the privacy evaluation (eval)."""
+
+
+def _load_npz(path: Path, required: tuple[str, ...]) -> dict[str, np.ndarray]:
+    with np.load(path, allow_pickle=False) as z:
+        data = {k: z[k] for k in z.files}
+    missing = [k for k in required if k not in data]
+    if missing:
+        raise click.BadParameter(f"{path} lacks array(s) {', '.join(missing)} (has: {', '.join(sorted(data)) or 'none'})")
+    return data
+
+
+@privacy.command()
+@click.option("--embeddings", "emb_path", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="NPZ with 'embeddings' (n, D) of many different people; optional 'strata' (n,) of "
+                   "demographic guesses (e.g. female/male) to keep group ids from revealing them.")
+@click.option("--pairs", "pairs_path", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="NPZ of measured pairs: 'same_a', 'same_b' (n, D), the same person at two cameras; optional "
+                   "'diff_a', 'diff_b' (different people, for the report) and 'same_a_strata', 'same_b_strata'.")
+@click.option("--version", required=True, help="Version string recorded with every output record, e.g. pp-2026.12-siteA.")
+@click.option("--out", "out_path", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="Where to write the parameter JSON.")
+@click.option("--target-rate", default=0.5, show_default=True, help="Re-capture same-group rate to aim for.")
+@click.option("--linkage-prior", default=0.2, show_default=True,
+              help="Adversary's prior that a person was at a camera in a window.")
+@click.option("--max-posterior", default=1 / 3, show_default=True, help="Posterior the adversary may reach at most.")
+@click.option("--assumed-similarity", default=0.85, show_default=True,
+              help="Without --pairs: assumed same-person cosine similarity of whitened descriptors.")
+@click.option("--dims", type=int, default=None, help="Keep this many stable directions (default: measured best).")
+@click.option("--seed", type=int, default=None, help="Deployment seed (default: fresh secret seed = rotation).")
+def calibrate(emb_path: Path | None, pairs_path: Path | None, version: str, out_path: Path, target_rate: float,
+              linkage_prior: float, max_posterior: float, assumed_similarity: float, dims: int | None,
+              seed: int | None) -> None:
+    """Choose noise scale, hash balancing and fictitious-person ratio for the targets; write a parameter set.
+
+    Every run draws a fresh secret seed unless --seed is given, so running it
+    again with a new --version is how parameters are rotated.
+    """
+    from pipeline.privacy.calibration import calibrate as run_calibration
+
+    if emb_path is None and pairs_path is None:
+        raise click.UsageError("give --embeddings, --pairs or both")
+    pairs = strata = pair_strata = diff = None
+    if pairs_path is not None:
+        pz = _load_npz(pairs_path, ("same_a", "same_b"))
+        pairs = (pz["same_a"], pz["same_b"])
+        if "same_a_strata" in pz and "same_b_strata" in pz:
+            pair_strata = (pz["same_a_strata"].astype(str), pz["same_b_strata"].astype(str))
+        if "diff_a" in pz and "diff_b" in pz:
+            diff = (pz["diff_a"], pz["diff_b"])
+    if emb_path is not None:
+        ez = _load_npz(emb_path, ("embeddings",))
+        emb = ez["embeddings"]
+        strata = ez["strata"].astype(str) if "strata" in ez else None
+    else:
+        click.echo("warning: no --embeddings; using the pair descriptors as population sample", err=True)
+        emb = np.concatenate(pairs)
+    try:
+        res = run_calibration(emb, version=version, pairs=pairs, strata_labels=strata, pair_strata=pair_strata,
+                              target_rate=target_rate, linkage_prior=linkage_prior, max_posterior=max_posterior,
+                              assumed_similarity=assumed_similarity, dims=dims, seed=seed)
+    except ValueError as e:
+        raise click.ClickException(str(e)) from e
+    res.params.save(out_path)
+    p = res.params
+    click.echo(f"wrote {out_path}: version {p.version}")
+    click.echo(f"  reduced dims {p.reference.reduced_dim if p.reference else '-'}; strata {list(p.strata) or 'none'}")
+    click.echo(f"  noise_scale {p.noise_scale:.6f}; same-group rate {p.same_group_rate:.3f} "
+               f"(without noise {res.rate_without_noise:.3f}); target {target_rate:.2f}: "
+               f"{'met' if res.target_met else 'NOT met'}")
+    click.echo(f"  fictitious: floor {p.fictitious_floor} + geometric ratio {p.fictitious_ratio:.3f} "
+               f"= {p.fictitious_rate:.2f} per group per window; linkage LR bound {p.linkage_likelihood_ratio_bound:.2f}")
+    if diff is not None:
+        from pipeline.privacy.anonymizer import Anonymizer
+
+        anon = Anonymizer(p, diff[0].shape[1])
+        rate = float(np.mean(anon.assign_groups(diff[0]) == anon.assign_groups(diff[1])))
+        click.echo(f"  different-person same-group rate {rate:.4f} (1/n_groups = {1 / p.n_groups:.4f})")
+
+
+@privacy.command()
+@click.argument("params_path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+def show(params_path: Path) -> None:
+    """Print a parameter set's settings (not its arrays)."""
+    try:
+        p = PrivacyParams.load(params_path)
+    except ParamsError as e:
+        raise click.ClickException(str(e)) from e
+    click.echo(f"version {p.version} (schema {p.schema_version})")
+    click.echo(f"groups {p.n_groups}, working dim {p.working_dim}, noise_scale {p.noise_scale}")
+    click.echo(f"same_group_rate {p.same_group_rate}; fictitious floor {p.fictitious_floor}, ratio "
+               f"{p.fictitious_ratio} -> {p.fictitious_rate:.3f} per group per window "
+               f"({p.fictitious_per_window:.0f} per camera-window)")
+    ref = p.reference
+    click.echo("reference: none (uncalibrated)" if ref is None else
+               f"reference: {ref.method}, {ref.input_dim} -> {ref.reduced_dim} dims, {ref.n_samples} samples")
+    click.echo(f"strata: {list(p.strata) or 'none'}; demographic min count {p.demographic_min_count}")
+    for k, v in sorted(p.calibration.items()):
+        click.echo(f"  calibration.{k}: {v}")
+
+
+@contextlib.contextmanager
+def _rich_progress(console: object) -> Iterator[Callable[[str, int], contextlib.AbstractContextManager]]:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=console, transient=False) as progress:
+
+        @contextlib.contextmanager
+        def task(description: str, total: int) -> Iterator[Callable[[int], None]]:
+            tid = progress.add_task(description, total=total)
+            yield lambda n=1: progress.advance(tid, n)
+            progress.update(tid, completed=total)
+
+        yield task
+
+
+@privacy.command(name="eval")
+@click.option("--out", "out_dir", default="reports/privacy", show_default=True,
+              type=click.Path(file_okay=False, path_type=Path), help="Directory for plots and figures.json.")
+@click.option("--seed", default=1, show_default=True, help="Simulation seed (the people, not the noise).")
+@click.option("--visitors", default=6000, show_default=True, help="Visitors in the simulated day.")
+@click.option("--window-minutes", default=15.0, show_default=True, help="Window length of the counts.")
+@click.option("--params", "params_path", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Evaluate this parameter set (for the 384-dim HSV descriptor of pipeline.vision) instead of calibrating one.")
+@click.option("--no-strata", is_flag=True, help="Do not give the gender guess to the anonymiser (comparison).")
+@click.option("--quick", is_flag=True, help="Smaller samples (about 4x faster, wider error bars).")
+def eval_cmd(out_dir: Path, seed: int, visitors: int, window_minutes: float, params_path: Path | None,
+             no_strata: bool, quick: bool) -> None:
+    """Simulated crowds with ground truth: print the verdict table, write plots and figures.json."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from pipeline.privacy.evaluation.report import verdict_rows, write_json, write_plots
+    from pipeline.privacy.evaluation.run import EvalConfig, run_evaluation
+
+    # Wide enough for the table when the output is a file or a CI log.
+    console = Console() if sys.stdout.isatty() else Console(width=160)
+    cfg = EvalConfig(seed=seed, visitors=visitors, window_minutes=window_minutes, stratify_gender=not no_strata)
+    if quick:
+        cfg.calibration_people, cfg.calibration_pairs = 30000, 2000
+        cfg.attribute_people, cfg.linkage_targets, cfg.visitors = 30000, 150, min(visitors, 3000)
+    if params_path is not None:
+        cfg.params = PrivacyParams.load(params_path)
+    t0 = time.monotonic()
+    with _rich_progress(console) as task:
+        res = run_evaluation(cfg, progress=task)
+    table = Table(title=f"Privacy evaluation - parameters {res.params.version}, simulated day of "
+                        f"{res.figures['day']['visitors']} visitors, {res.figures['day']['cameras']} cameras, "
+                        f"{cfg.window_minutes:g}-min windows")
+    for col in ("measure", "target", "measured", "verdict"):
+        table.add_column(col, overflow="fold")
+    for row in verdict_rows(res):
+        style = {"met": "green", "UNMET": "bold red"}.get(row.verdict, "dim")
+        table.add_row(row.measure, row.target, row.measured, f"[{style}]{row.verdict}[/]")
+    console.print(table)
+    p = res.params
+    console.print(f"parameters: noise_scale {p.noise_scale}, reduced dims "
+                  f"{p.reference.reduced_dim if p.reference else '-'}, strata {list(p.strata) or 'none'}, "
+                  f"fictitious floor {p.fictitious_floor} + ratio {p.fictitious_ratio:.3f}")
+    paths = write_plots(res, out_dir)
+    paths.append(write_json(res, out_dir))
+    console.print(f"wrote {len(paths)} files to {out_dir}/ in {time.monotonic() - t0:.0f} s")
+
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    privacy()
