@@ -1,0 +1,80 @@
+"""Per-frame cost of the processor's work (fetch, verify, decrypt, detect, describe, anonymise,
+delete) on real footage, without Kafka: the upper bound a worker core can reach.
+
+    .venv/bin/python bench/processor_throughput.py [--frames 60] [--runs 3]
+
+Prints the median and p95 per stage and frames/second, as medians over runs.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import statistics
+import subprocess
+import tempfile
+import time
+import uuid
+from datetime import datetime, timezone
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from pipeline import serde
+from pipeline.edge.sources import open_source
+from pipeline.envelope import Sealer, associated_data, ensure_keypair, load_keyring, load_public_key
+from pipeline.framestore import LocalDirFrameStore
+from pipeline.privacy import Anonymizer, PrivacyParams
+from pipeline.processor.frames import DESCRIPTOR_DIM, FrameProcessor
+from pipeline.settings import REPO_ROOT
+from pipeline.vision.detector import HogPeopleDetector
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--frames", type=int, default=60)
+    ap.add_argument("--runs", type=int, default=3)
+    args = ap.parse_args()
+    footage = subprocess.check_output(["bash", str(REPO_ROOT / "infra/local/footage.sh")], text=True).strip()
+    images = [f.image for f in open_source(footage, 2.0, 640, 480)][: args.frames]
+    tmp = Path(tempfile.mkdtemp())
+    ensure_keypair(tmp / "keys")
+    store = LocalDirFrameStore(tmp / "frames", ttl_seconds=600)
+    sealer = Sealer(load_public_key(tmp / "keys"))
+    proc = FrameProcessor(store, load_keyring(tmp / "keys"), HogPeopleDetector(),
+                          Anonymizer(PrivacyParams.default(), input_dim=DESCRIPTOR_DIM), 4_000_000)
+    fps_runs, stage_runs, persons = [], {}, 0
+    for run in range(args.runs):
+        refs = []
+        for img in images:
+            ok, jpeg = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, 80])
+            fid, cap = str(uuid.uuid4()), int(time.time() * 1000)
+            sealed = sealer.seal(jpeg.tobytes(), associated_data(fid, "b", "c", cap))
+            uri = store.put(fid, sealed.ciphertext)
+
+            refs.append(serde.encode("FrameRef", dict(
+                frame_id=fid, site_id="b", camera_id="c", captured_at=cap, expires_at=cap + 600_000, blob_uri=uri,
+                blob_sha256=hashlib.sha256(sealed.ciphertext).hexdigest(), blob_size=len(sealed.ciphertext),
+                nonce=sealed.nonce, key_id=sealed.key_id, wrapped_key=sealed.wrapped_key, width=img.shape[1],
+                height=img.shape[0])))
+        t0 = time.perf_counter()
+        per_stage: dict[str, list[float]] = {}
+        persons = 0
+        for v in refs:
+            r = proc.process(v)
+            persons += r.persons
+            for k, ms in r.timings_ms.items():
+                per_stage.setdefault(k, []).append(ms)
+        elapsed = time.perf_counter() - t0
+        fps_runs.append(len(refs) / elapsed)
+        for k, xs in per_stage.items():
+            stage_runs.setdefault(k, []).append((statistics.median(xs), float(np.percentile(xs, 95))))
+    print(f"frames per run: {len(images)} (vtest.avi at 2 fps, 640x480), runs: {args.runs}, persons/run: {persons}")
+    print(f"{'stage':<16}{'median ms':>12}{'p95 ms':>10}")
+    for k, vals in stage_runs.items():
+        print(f"{k:<16}{statistics.median(v[0] for v in vals):>12.1f}{statistics.median(v[1] for v in vals):>10.1f}")
+    print(f"throughput: {statistics.median(fps_runs):.1f} frames/s on one worker thread (median of {args.runs} runs)")
+
+
+if __name__ == "__main__":
+    main()
