@@ -251,6 +251,66 @@ def store_sweep(ctx: click.Context, loop: bool) -> None:
         time.sleep(s.store.sweep_interval_seconds)
 
 
+# --- SRE: exporter and receipts audit ----------------------------------------------------------
+
+@cli.command()
+@click.option("--once", is_flag=True, help="Print one scrape in Prometheus text format and exit.")
+@click.option("--port", type=click.IntRange(1, 65535), default=None, help="Default: exporter.port.")
+@click.option("--max-seconds", type=click.FloatRange(min=1), default=None)
+@click.pass_context
+def exporter(ctx: click.Context, once: bool, port: int | None, max_seconds: float | None) -> None:
+    """Prometheus exporter: raw-record and blob ages against policy, processor lag."""
+    from prometheus_client import CollectorRegistry, generate_latest, start_http_server
+
+    from pipeline.framestore import open_store
+    from pipeline.ops.exporter import PipelineCollector
+    from pipeline.ops.topics import admin_client, policy_for_settings
+
+    s = _settings(ctx)
+    reg = CollectorRegistry()
+    reg.register(PipelineCollector(admin_client(s.kafka.bootstrap), s.kafka.bootstrap, policy_for_settings(s),
+                                   open_store(s.store.url, s.store.ttl_seconds),
+                                   s.exporter.processor_group or s.processor.app_id,
+                                   s.exporter.retention_check_interval_ms))
+    if once:
+        out.print(generate_latest(reg).decode(), end="", markup=False, highlight=False, soft_wrap=True)
+        return
+    port = port or s.exporter.port
+    start_http_server(port, addr=s.exporter.addr, registry=reg)
+    console.print(f"exporter on http://{s.exporter.addr}:{port}/metrics")
+    t0 = time.monotonic()
+    while max_seconds is None or time.monotonic() - t0 < max_seconds:
+        time.sleep(0.5)
+
+
+@cli.group("audit")
+def audit_group() -> None:
+    """Retention audits over the warehouse."""
+
+
+@audit_group.command("receipts")
+@click.option("--hours", type=click.IntRange(min=1), default=24, show_default=True)
+@click.pass_context
+def audit_receipts(ctx: click.Context, hours: int) -> None:
+    """Capture-to-deletion latency per site and camera; exit 1 if a frame outlived its TTL without a receipt."""
+    wh = _warehouse(_settings(ctx))
+    db = wh.database
+    lat = wh.rows(f"SELECT site_id, camera_id, sum(frames), max(p50_ms), max(p95_ms), max(p99_ms), max(max_ms), "
+                  f"sum(swept) FROM {db}.deletion_latency WHERE hour >= now() - {int(hours) * 3600} "
+                  f"GROUP BY site_id, camera_id ORDER BY site_id, camera_id")
+    t = Table("site", "camera", "frames", "p50 ms*", "p95 ms*", "p99 ms*", "max ms", "swept",
+              title=f"capture-to-deletion latency, last {hours} h (*worst hour)")
+    for r in lat:
+        t.add_row(*(f"{x:.0f}" if isinstance(x, float) else str(x) for x in r))
+    out.print(t)
+    missing = wh.rows(f"SELECT site_id, camera_id, count() FROM {db}.missing_receipts GROUP BY site_id, camera_id")
+    if missing:
+        for site, cam, n in missing:
+            out.print(f"[red]{n} frame(s) at {site}/{cam} passed their TTL with no deletion receipt[/red]")
+        sys.exit(1)
+    out.print("every issued frame past its TTL has a deletion receipt")
+
+
 # --- queries -----------------------------------------------------------------------------------
 
 @cli.group()

@@ -24,7 +24,7 @@ SCHEMA_DIR = REPO_ROOT / "schemas" / "avro"
 MAGIC = b"\xc3\x01"
 HEADER_LEN = 10
 
-RECORD_NAMES = ("FrameRef", "GroupOccurrence", "DemographicCount", "DeletionReceipt", "DeadLetter")
+RECORD_NAMES = ("FrameRef", "GroupOccurrence", "DemographicCount", "DeletionReceipt", "DeadLetter", "FrameIssued")
 
 
 class SerdeError(ValueError):

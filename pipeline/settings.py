@@ -37,6 +37,7 @@ class KafkaSettings(_Section):
     demographics_topic: str = "flow.demographic-counts"
     receipts_topic: str = "ops.deletion-receipts"
     dead_letter_topic: str = "ops.dead-letters"
+    ledger_topic: str = "ops.frame-ledger"
 
 
 class ClickHouseSettings(_Section):
@@ -88,6 +89,19 @@ class ProcessorSettings(_Section):
     detector: str = "hog"
     privacy_params: Path | None = None
     worker_threads: int = Field(1, ge=1, le=64)
+    # Prometheus /metrics of the worker itself (0 = off). Labels never carry personal data.
+    metrics_port: int = Field(0, ge=0, le=65535)
+    metrics_addr: str = "127.0.0.1"
+
+
+class ExporterSettings(_Section):
+    """The SRE exporter: raw-topic record ages, consumer lag, frame-store ages."""
+
+    port: int = Field(9464, ge=1, le=65535)
+    addr: str = "127.0.0.1"
+    processor_group: str | None = None  # default: processor.app_id
+    # Alert margin on top of retention + segment roll + retention check interval.
+    retention_check_interval_ms: int = Field(1000, ge=0)
 
 
 class SinkSettings(_Section):
@@ -108,6 +122,7 @@ class Settings(BaseSettings):
     edge: EdgeSettings = EdgeSettings()
     processor: ProcessorSettings = ProcessorSettings()
     sink: SinkSettings = SinkSettings()
+    exporter: ExporterSettings = ExporterSettings()
     log_level: str = "INFO"
 
     @classmethod

@@ -98,6 +98,10 @@ class EdgeProducer:
         value = serde.encode("FrameRef", ref)
         self.producer.produce(self.s.kafka.frame_refs_topic, key=self.camera_id.encode(), value=value,
                               on_delivery=self._make_callback(frame_id, uri))
+        # The ledger entry lets the retention audit find frames that never got a receipt.
+        self.producer.produce(self.s.kafka.ledger_topic, key=self.camera_id.encode(), value=serde.encode(
+            "FrameIssued", {"frame_id": frame_id, "site_id": self.site_id, "camera_id": self.camera_id,
+                            "captured_at": cap_ms, "expires_at": ref["expires_at"]}))
         self.producer.poll(0)
         return frame_id
 

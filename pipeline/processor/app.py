@@ -20,6 +20,7 @@ import numpy as np
 
 from pipeline import serde
 from pipeline.envelope import load_keyring
+from pipeline.ops import metrics as m_
 from pipeline.framestore import open_store
 from pipeline.privacy import Anonymizer, PrivacyParams, pad_with_fictitious
 from pipeline.processor.frames import DESCRIPTOR_DIM, FrameProcessor, ProcessingError, dead_letter
@@ -98,6 +99,8 @@ def build_app(settings: Settings, *, max_frames: int | None = None, idle_timeout
                 await occ_topic.send(key=key, value=serde.encode("GroupOccurrence", r))
             stats.windows_emitted += 1
             stats.occurrence_records += len(recs)
+            m_.WINDOWS.inc()
+        m_.OPEN_WINDOWS.set(windows.open_windows)
 
     @app.agent(frames_topic)
     async def process_frames(stream):  # noqa: ANN001 - faust's stream type
@@ -105,10 +108,13 @@ def build_app(settings: Settings, *, max_frames: int | None = None, idle_timeout
         async for event in stream.events():
             m = event.message
             stats.last_event = time.monotonic()
+            m_.LAST_EVENT.set_to_current_time()
             try:
                 res = await loop.run_in_executor(pool, processor.process, event.value)
             except ProcessingError as e:
                 stats.dead_letters[e.reason] = stats.dead_letters.get(e.reason, 0) + 1
+                m_.FRAMES.labels("dead_letter").inc()
+                m_.DEAD_LETTERS.labels("processor", e.reason).inc()
                 log.warning("dead letter %s[%d]@%d: %s", m.topic, m.partition, m.offset, e.reason)
                 await dlq_topic.send(key=m.key or b"", value=serde.encode(
                     "DeadLetter", dead_letter(e, event.value, m.topic, m.partition, m.offset, "processor")))
@@ -116,12 +122,20 @@ def build_app(settings: Settings, *, max_frames: int | None = None, idle_timeout
                     await rec_topic.send(key=m.key or b"", value=serde.encode("DeletionReceipt", e.receipt))
             except Exception as e:  # a bug must not kill the agent silently: dead-letter and go on
                 stats.dead_letters["internal_error"] = stats.dead_letters.get("internal_error", 0) + 1
+                m_.FRAMES.labels("dead_letter").inc()
+                m_.DEAD_LETTERS.labels("processor", "internal_error").inc()
                 log.exception("internal error on %s[%d]@%d", m.topic, m.partition, m.offset)
                 await dlq_topic.send(key=m.key or b"", value=serde.encode(
                     "DeadLetter", dead_letter(e, event.value, m.topic, m.partition, m.offset, "processor")))
             else:
                 windows.add(res.site_id, res.camera_id, res.captured_at_ms, res.groups)
                 stats.persons += res.persons
+                m_.FRAMES.labels("processed").inc()
+                m_.PERSONS.inc(res.persons)
+                if res.receipt["outcome"] == "DELETED":
+                    m_.DELETION_LATENCY.observe(max(0.0, (res.receipt["deleted_at"] - res.captured_at_ms) / 1000))
+                for stage, ms in res.timings_ms.items():
+                    m_.STAGE_SECONDS.labels(stage).observe(ms / 1000)
                 await rec_topic.send(key=res.camera_id.encode(), value=serde.encode("DeletionReceipt", res.receipt))
             stats.frames += 1
             await emit_windows(windows.flush_ready())
@@ -155,6 +169,10 @@ def build_app(settings: Settings, *, max_frames: int | None = None, idle_timeout
 def run_processor(settings: Settings, *, max_frames: int | None = None, idle_timeout: float | None = None,
                   max_seconds: float | None = None, loglevel: str = "warning") -> ProcessorStats:
     app, stats = build_app(settings, max_frames=max_frames, idle_timeout=idle_timeout, max_seconds=max_seconds)
+    if settings.processor.metrics_port:
+        from prometheus_client import start_http_server
+
+        start_http_server(settings.processor.metrics_port, addr=settings.processor.metrics_addr)
     worker = faust.Worker(app, loglevel=loglevel, quiet=True, redirect_stdouts=False, override_logging=True)
     try:
         worker.execute_from_commandline()

@@ -53,6 +53,11 @@ RECEIPTS = TableSpec("DeletionReceipt", "deletion_receipts",
     lambda r: [r["frame_id"], r["site_id"], r["camera_id"], _dt(r["captured_at"]), _ms(r["captured_at"]),
                _ms(r["deleted_at"]), _ms(r["deleted_at"]) - _ms(r["captured_at"]), r["outcome"], r["deleted_by"]])
 
+LEDGER = TableSpec("FrameIssued", "frame_ledger",
+    ("frame_id", "site_id", "camera_id", "captured_at", "captured_at_ms", "expires_at_ms"),
+    lambda r: [r["frame_id"], r["site_id"], r["camera_id"], _dt(r["captured_at"]), _ms(r["captured_at"]),
+               _ms(r["expires_at"])])
+
 
 @dataclass
 class SinkStats:
@@ -69,7 +74,7 @@ class ClickHouseSink:
         self.wh = warehouse
         k = settings.kafka
         self.specs: dict[str, TableSpec] = {k.occurrences_topic: OCCURRENCES, k.demographics_topic: DEMOGRAPHICS,
-                                            k.receipts_topic: RECEIPTS}
+                                            k.receipts_topic: RECEIPTS, k.ledger_topic: LEDGER}
         self.consumer = Consumer({
             "bootstrap.servers": k.bootstrap,
             "group.id": group_id or settings.sink.group_id,
