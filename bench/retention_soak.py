@@ -56,8 +56,13 @@ def main() -> None:
                                    store, "nobody"))
 
     def frames():
-        while True:  # loop the footage for as long as the soak runs
-            yield from open_source(footage, a.fps, 640, 480)
+        base = 0.0
+        while True:  # loop the footage for as long as the soak runs, keeping media time monotonic
+            last = 0.0
+            for f in open_source(footage, a.fps, 640, 480):
+                last = f.offset_seconds
+                yield type(f)(base + f.offset_seconds, f.image)
+            base += last + 1.0 / a.fps
 
     ep = EdgeProducer(s, store, load_public_key(s.keys.dir), site_id="soak", camera_id="cam")
     n = int(a.seconds * a.fps)

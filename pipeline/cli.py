@@ -240,10 +240,23 @@ def store_sweep(ctx: click.Context, loop: bool) -> None:
     """Delete blobs older than the TTL (cron-able; edges also sweep on their own)."""
     from pipeline.framestore import open_store
 
+    from pipeline import serde
+    from pipeline.edge.producer import kafka_producer
+
     s = _settings(ctx)
     st = open_store(s.store.url, s.store.ttl_seconds)
+    producer = kafka_producer(s)
     while True:
-        n = len(st.sweep())
+        swept = st.sweep()
+        n = len(swept)
+        # Receipts keep the audit whole. This sweeper does not know a blob's camera or exact capture
+        # time (the edge's own sweeper does): it reports the latest possible capture time.
+        now_ms = int(time.time() * 1000)
+        for fid in swept:
+            producer.produce(s.kafka.receipts_topic, value=serde.encode("DeletionReceipt", {
+                "frame_id": fid, "site_id": "", "camera_id": "", "deleted_at": now_ms,
+                "captured_at": now_ms - int(s.store.ttl_seconds * 1000), "outcome": "SWEPT", "deleted_by": "sweeper"}))
+        producer.flush(10)
         stats = st.stats()
         console.print(f"swept {n}; {stats.blobs} blob(s) left, oldest {stats.oldest_age_seconds:.1f} s")
         if not loop:
