@@ -153,7 +153,9 @@ class EdgeProducer:
                     delay = fr.offset_seconds / speed - (time.monotonic() - t0)
                     if delay > 0:
                         time.sleep(delay)
-                captured = datetime.fromtimestamp(start.timestamp() + fr.offset_seconds, tz=timezone.utc)
+                # Paced replay behaves like a live camera: the capture time is when the frame is sent.
+                offset = fr.offset_seconds / speed if realtime else fr.offset_seconds
+                captured = datetime.fromtimestamp(start.timestamp() + offset, tz=timezone.utc)
                 self.send(fr.image, captured)
                 if on_frame:
                     on_frame(i + 1)
