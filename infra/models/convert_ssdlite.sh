@@ -7,7 +7,8 @@
 # environment). The converted model is checked against TensorFlow on the same inputs, then
 # its sha256 is printed and compared with models/manifest.yaml.
 #
-#   bash infra/models/convert_ssdlite.sh [OUT.onnx]      (PYTHON=python3.11 to pick the interpreter)
+#   bash infra/models/convert_ssdlite.sh [OUT.onnx]      (PYTHON=python3.11 to pick the interpreter;
+#                                                         FORCE=1 to replace the manifest's file)
 #
 # tf2onnx's output is functionally reproducible but not byte-reproducible (node order and
 # generated names vary between runs), so a fresh conversion has a different sha256 than the
@@ -30,6 +31,11 @@ log() { printf '[convert] %s\n' "$*" >&2; }
 die() { printf '[convert] ERROR: %s\n' "$*" >&2; exit 1; }
 
 command -v "$PY" >/dev/null || die "$PY not found (set PYTHON=python3.11 or similar)"
+if [ -s "$OUT" ] && [ "${FORCE:-0}" != 1 ] \
+   && grep -q "$(sha256sum "$OUT" | cut -d' ' -f1)" "$ROOT/models/manifest.yaml" 2>/dev/null; then
+  die "$OUT is already the model models/manifest.yaml names; a fresh conversion would differ in bytes.
+  Give another output path, or FORCE=1 to replace it (then update the manifest's sha256)."
+fi
 work="$(mktemp -d)"; trap 'rm -rf "$work"' EXIT
 log "throwaway venv in $work ($("$PY" --version))"
 "$PY" -m venv "$work/venv"
