@@ -1,7 +1,7 @@
 """Per-frame cost of the processor's work (fetch, verify, decrypt, detect, describe, anonymise,
 delete) on real footage, without Kafka: the upper bound a worker core can reach.
 
-    .venv/bin/python bench/processor_throughput.py [--frames 60] [--runs 3]
+    .venv/bin/python bench/processor_throughput.py [--frames 60] [--runs 3] [--detector ssdlite]
 
 Prints the median and p95 per stage and frames/second, as medians over runs.
 """
@@ -27,13 +27,14 @@ from pipeline.framestore import LocalDirFrameStore
 from pipeline.privacy import Anonymizer, PrivacyParams
 from pipeline.processor.frames import DESCRIPTOR_DIM, FrameProcessor
 from pipeline.settings import REPO_ROOT
-from pipeline.vision.detector import HogPeopleDetector
+from pipeline.vision.detector import make_detector
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--frames", type=int, default=60)
     ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--detector", default="ssdlite", help="hog, ssdlite or ssdlite-split")
     args = ap.parse_args()
     footage = subprocess.check_output(["bash", str(REPO_ROOT / "infra/local/footage.sh")], text=True).strip()
     images = [f.image for f in open_source(footage, 2.0, 640, 480)][: args.frames]
@@ -41,7 +42,7 @@ def main() -> None:
     ensure_keypair(tmp / "keys")
     store = LocalDirFrameStore(tmp / "frames", ttl_seconds=600)
     sealer = Sealer(load_public_key(tmp / "keys"))
-    proc = FrameProcessor(store, load_keyring(tmp / "keys"), HogPeopleDetector(),
+    proc = FrameProcessor(store, load_keyring(tmp / "keys"), make_detector(args.detector),
                           Anonymizer(PrivacyParams.default(), input_dim=DESCRIPTOR_DIM), 4_000_000)
     fps_runs, stage_runs, persons = [], {}, 0
     for run in range(args.runs):
@@ -69,7 +70,8 @@ def main() -> None:
         fps_runs.append(len(refs) / elapsed)
         for k, xs in per_stage.items():
             stage_runs.setdefault(k, []).append((statistics.median(xs), float(np.percentile(xs, 95))))
-    print(f"frames per run: {len(images)} (vtest.avi at 2 fps, 640x480), runs: {args.runs}, persons/run: {persons}")
+    print(f"detector {args.detector}; frames per run: {len(images)} (vtest.avi at 2 fps, 640x480), "
+          f"runs: {args.runs}, persons/run: {persons}")
     print(f"{'stage':<16}{'median ms':>12}{'p95 ms':>10}")
     for k, vals in stage_runs.items():
         print(f"{k:<16}{statistics.median(v[0] for v in vals):>12.1f}{statistics.median(v[1] for v in vals):>10.1f}")

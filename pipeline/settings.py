@@ -86,7 +86,7 @@ class ProcessorSettings(_Section):
     # went quiet for idle_flush_seconds), so late frames from a slow edge still count.
     grace_seconds: int = Field(5, ge=0, le=600)
     idle_flush_seconds: float = Field(10.0, gt=0, le=3600)
-    detector: str = "hog"
+    detector: str = "ssdlite"
     privacy_params: Path | None = None
     worker_threads: int = Field(1, ge=1, le=64)
     # Prometheus /metrics of the worker itself (0 = off). Labels never carry personal data.
