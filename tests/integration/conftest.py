@@ -35,6 +35,14 @@ def footage():
     return Path(out)
 
 
+def _isolated_topics(s: Settings) -> None:
+    """Every topic a test touches must be its own: the teardown deletes them."""
+    defaults = Settings().kafka
+    for name, value in s.kafka.model_dump().items():
+        if name.endswith("_topic"):
+            assert value != getattr(defaults, name), f"test settings reuse the shared topic {value}"
+
+
 @pytest.fixture()
 def env(stack, tmp_path):
     """Settings isolated per test: fresh topics, ClickHouse database, keys and frame store."""
@@ -47,6 +55,7 @@ def env(stack, tmp_path):
             "demographics_topic": f"t{tag}.flow.demographic-counts",
             "receipts_topic": f"t{tag}.ops.deletion-receipts",
             "dead_letter_topic": f"t{tag}.ops.dead-letters",
+            "ledger_topic": f"t{tag}.ops.frame-ledger",
         }),
         "clickhouse": base.clickhouse.model_copy(update={"database": f"test_{tag}"}),
         "store": base.store.model_copy(update={"url": (tmp_path / "frames").as_uri()}),
@@ -55,6 +64,7 @@ def env(stack, tmp_path):
                                                         "idle_flush_seconds": 2.0}),
         "sink": base.sink.model_copy(update={"group_id": f"sink-{tag}", "batch_max_seconds": 0.5}),
     })
+    _isolated_topics(s)
     ensure_keypair(s.keys.dir)
     apply_policy(admin_client(s.kafka.bootstrap), policy_for_settings(s))
     wh = ServerWarehouse(s.clickhouse)
