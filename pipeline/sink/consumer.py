@@ -105,6 +105,15 @@ class ClickHouseSink:
                 stored[tp.topic] = self._stored_offsets(tp.topic)
             after = stored[tp.topic].get(tp.partition)
             c = committed.get((tp.topic, tp.partition), OFFSET_INVALID)
+            if after is not None:
+                _low, high = consumer.get_watermark_offsets(TopicPartition(tp.topic, tp.partition), timeout=10)
+                if after >= high:
+                    # The warehouse has offsets the topic never reached: it was recreated or
+                    # truncated. Those offsets name other records now; do not skip by them.
+                    log.warning("%s[%d]: warehouse holds offset %d but the topic ends at %d "
+                                "(recreated?); resuming from the committed offset instead",
+                                tp.topic, tp.partition, after, high)
+                    after = None
             if after is not None and (c < 0 or c <= after):
                 tp.offset = after + 1
                 self.stats.resumed_from_warehouse[f"{tp.topic}[{tp.partition}]"] = after + 1

@@ -61,3 +61,4 @@ def test_malformed_records_are_dead_lettered_not_inserted(env):
     assert st.dead_letters == 2 and total(s) == (5, 5)
     reasons = sorted(serde.decode("DeadLetter", m.value())["reason"] for m in read_all(s, s.kafka.dead_letter_topic, 3))
     assert reasons == ["malformed_record", "wrong_record_type"]
+
