@@ -4,7 +4,10 @@ import sys
 import uuid
 from pathlib import Path
 
+import time
+
 import pytest
+from confluent_kafka.admin import AlterConfigOpType, ConfigEntry, ConfigResource
 
 from pipeline.envelope import ensure_keypair
 from pipeline.ops.topics import admin_client, apply_policy, policy_for_settings
@@ -99,3 +102,26 @@ def flowctl(s: Settings, *args: str, timeout: float = 300, check: bool = True) -
     if check and p.returncode != 0:
         raise AssertionError(f"flowctl {' '.join(args)} exited {p.returncode}\nstdout:\n{p.stdout}\nstderr:\n{p.stderr}")
     return p
+
+
+def set_config(admin, topic, **cfg):
+    res = ConfigResource(ConfigResource.Type.TOPIC, topic, incremental_configs=[
+        ConfigEntry(k.replace("_", "."), v, incremental_operation=AlterConfigOpType.SET) for k, v in cfg.items()])
+    for f in admin.incremental_alter_configs([res]).values():
+        f.result(timeout=10)
+    # KRaft publishes config changes asynchronously: wait until the broker reports them
+    want = {k.replace("_", "."): v for k, v in cfg.items()}
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        fut = admin.describe_configs([ConfigResource(ConfigResource.Type.TOPIC, topic)])
+        cur = next(iter(fut.values())).result(timeout=10)
+        if all(cur[k].value == v for k, v in want.items()):
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"broker never reported {want} for {topic}")
+
+
+def shorten_raw_topic(s: Settings, retention_ms: int, segment_ms: int) -> None:
+    """Tighten a test's raw topic (still inside the raw policy) so expiry tests stay short."""
+    set_config(admin_client(s.kafka.bootstrap), s.kafka.frame_refs_topic, retention_ms=str(retention_ms),
+               segment_ms=str(segment_ms))

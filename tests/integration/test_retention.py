@@ -4,13 +4,14 @@ import time
 
 import pytest
 from confluent_kafka import Consumer, TopicPartition
-from confluent_kafka.admin import AlterConfigOpType, ConfigEntry, ConfigResource
 
 from pipeline.edge.producer import EdgeProducer
 from pipeline.edge.sources import open_source
 from pipeline.envelope import load_public_key
 from pipeline.framestore import open_store
-from pipeline.ops.topics import admin_client
+
+
+from tests.integration.conftest import shorten_raw_topic
 
 pytestmark = pytest.mark.integration
 
@@ -28,13 +29,7 @@ def watermarks(s, topic):
 def test_frame_refs_and_blobs_expire_without_a_processor(env, footage):
     s = env.model_copy(update={"store": env.store.model_copy(update={"ttl_seconds": 3.0, "sweep_interval_seconds": 0.5})})
     topic = s.kafka.frame_refs_topic
-    # tighten this test topic further (still inside the raw policy) so the test is short
-    admin = admin_client(s.kafka.bootstrap)
-    res = ConfigResource(ConfigResource.Type.TOPIC, topic, incremental_configs=[
-        ConfigEntry("retention.ms", str(RETENTION_MS), incremental_operation=AlterConfigOpType.SET),
-        ConfigEntry("segment.ms", str(SEGMENT_MS), incremental_operation=AlterConfigOpType.SET)])
-    for f in admin.incremental_alter_configs([res]).values():
-        f.result(timeout=10)
+    shorten_raw_topic(s, RETENTION_MS, SEGMENT_MS)
 
     store = open_store(s.store.url, s.store.ttl_seconds)
     ep = EdgeProducer(s, store, load_public_key(s.keys.dir), site_id="ret", camera_id="cam-r")

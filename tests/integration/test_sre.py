@@ -7,7 +7,6 @@ import time
 import urllib.request
 
 import pytest
-from confluent_kafka.admin import AlterConfigOpType, ConfigEntry, ConfigResource
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -19,7 +18,7 @@ from pipeline.ops.exporter import PipelineCollector
 from pipeline.ops.topics import admin_client, policy_for_settings
 from pipeline.sink.clickhouse import ServerWarehouse
 from pipeline.sink.consumer import ClickHouseSink
-from tests.integration.conftest import flowctl
+from tests.integration.conftest import flowctl, shorten_raw_topic
 
 pytestmark = pytest.mark.integration
 
@@ -41,12 +40,7 @@ def test_without_processors_raw_data_still_expires_within_bounds(env, footage):
     s = env.model_copy(update={"store": env.store.model_copy(update={"ttl_seconds": 3.0, "sweep_interval_seconds": 0.5})})
     topic = s.kafka.frame_refs_topic
     admin = admin_client(s.kafka.bootstrap)
-    res = ConfigResource(ConfigResource.Type.TOPIC, topic, incremental_configs=[
-        ConfigEntry("retention.ms", str(RETENTION_MS), incremental_operation=AlterConfigOpType.SET),
-        ConfigEntry("segment.ms", str(SEGMENT_MS), incremental_operation=AlterConfigOpType.SET)])
-    for f in admin.incremental_alter_configs([res]).values():
-        f.result(timeout=10)
-    time.sleep(1.0)
+    shorten_raw_topic(s, RETENTION_MS, SEGMENT_MS)
     store = open_store(s.store.url, s.store.ttl_seconds)
     pol = policy_for_settings(s)
     col = PipelineCollector(admin, s.kafka.bootstrap, pol, store, s.processor.app_id)

@@ -2,10 +2,10 @@
 import time
 
 import pytest
-from confluent_kafka.admin import AlterConfigOpType, ConfigEntry, ConfigResource, NewTopic
+from confluent_kafka.admin import NewTopic
 
 from pipeline.ops.topics import admin_client, apply_policy, audit, policy_for_settings
-from tests.integration.conftest import flowctl
+from tests.integration.conftest import flowctl, set_config
 
 pytestmark = pytest.mark.integration
 
@@ -13,23 +13,6 @@ pytestmark = pytest.mark.integration
 def _only_ours(report, s):
     names = {t.name for t in policy_for_settings(s).topics}
     return [f for f in report.findings if f.topic in names or f.topic.startswith(s.kafka.frame_refs_topic.split(".")[0])]
-
-
-def set_config(admin, topic, **cfg):
-    res = ConfigResource(ConfigResource.Type.TOPIC, topic, incremental_configs=[
-        ConfigEntry(k.replace("_", "."), v, incremental_operation=AlterConfigOpType.SET) for k, v in cfg.items()])
-    for f in admin.incremental_alter_configs([res]).values():
-        f.result(timeout=10)
-    # KRaft publishes config changes asynchronously: wait until the broker reports them
-    want = {k.replace("_", "."): v for k, v in cfg.items()}
-    deadline = time.monotonic() + 15
-    while time.monotonic() < deadline:
-        fut = admin.describe_configs([ConfigResource(ConfigResource.Type.TOPIC, topic)])
-        cur = next(iter(fut.values())).result(timeout=10)
-        if all(cur[k].value == v for k, v in want.items()):
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"broker never reported {want} for {topic}")
 
 
 def test_apply_is_idempotent_and_topics_match_policy(env):
