@@ -133,11 +133,4 @@ def decode(name: str, data: bytes | None) -> dict[str, Any]:
     return registry().decode(name, data)
 
 
-def header_fingerprint(data: bytes) -> bytes | None:
-    """Fingerprint of the writer schema, or None when the bytes are not single-object encoded."""
-    if len(data) >= HEADER_LEN and data[:2] == MAGIC:
-        return data[2:HEADER_LEN]
-    return None
-
-
-__all__ = ["SerdeError", "Registry", "registry", "encode", "decode", "RECORD_NAMES", "header_fingerprint"]
+__all__ = ["SerdeError", "Registry", "registry", "encode", "decode", "RECORD_NAMES"]

@@ -8,7 +8,6 @@ with their path so a typo never silently falls back to a default.
 from __future__ import annotations
 
 import os
-from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -170,8 +169,3 @@ def load_settings(**overrides: Any) -> Settings:
             loc = ".".join(str(x) for x in err["loc"])
             lines.append(f"  {loc}: {err['msg']}")
         raise ConfigError("invalid settings:\n" + "\n".join(lines)) from None
-
-
-@lru_cache(maxsize=1)
-def get_settings() -> Settings:
-    return load_settings()

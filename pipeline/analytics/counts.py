@@ -1,4 +1,4 @@
-"""First analyst query: occurrences per camera (and per window), straight from ClickHouse."""
+"""First analyst query: occurrences per camera, straight from ClickHouse."""
 from __future__ import annotations
 
 from datetime import datetime
@@ -20,9 +20,3 @@ def camera_counts(wh: Warehouse, since: datetime | None = None, site_id: str | N
            f"GROUP BY site_id, camera_id ORDER BY site_id, camera_id")
     return [(str(a), str(b), int(c), int(d)) for a, b, c, d in wh.rows(sql, params)]
 
-
-def window_counts(wh: Warehouse, site_id: str, camera_id: str, limit: int = 100) -> list[tuple]:
-    sql = (f"SELECT window_start, count() AS groups, sum(occurrences) AS occurrences "
-           f"FROM {wh.database}.group_occurrences WHERE site_id = %(site)s AND camera_id = %(cam)s "
-           f"GROUP BY window_start ORDER BY window_start DESC LIMIT {int(limit)}")
-    return wh.rows(sql, {"site": site_id, "cam": camera_id})

@@ -37,12 +37,6 @@ class Policy:
     max_retention_ms: int
     max_segment_ms: int
 
-    def by_role(self, role: str) -> TopicSpec:
-        for t in self.topics:
-            if t.role == role:
-                return t
-        raise KeyError(role)
-
     def renamed(self, names: dict[str, str]) -> "Policy":
         """Same policy with topics renamed by role (tests use per-test topic names)."""
         return replace(self, topics=tuple(replace(t, name=names.get(t.role, t.name)) for t in self.topics))
