@@ -15,15 +15,6 @@ from pipeline.settings import REPO_ROOT, Settings, load_settings
 from pipeline.sink.clickhouse import ServerWarehouse
 from pipeline.sink.migrations import migrate
 
-pytestmark = pytest.mark.integration
-
-
-def pytest_collection_modifyitems(items):
-    for it in items:
-        if "tests/integration" in str(it.fspath):
-            it.add_marker(pytest.mark.integration)
-
-
 @pytest.fixture(scope="session")
 def stack():
     """The real local stack; started by the project's own script, never mocked."""
