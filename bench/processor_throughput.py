@@ -14,7 +14,6 @@ import subprocess
 import tempfile
 import time
 import uuid
-from datetime import datetime, timezone
 from pathlib import Path
 
 import cv2
@@ -25,7 +24,8 @@ from pipeline.edge.sources import open_source
 from pipeline.envelope import Sealer, associated_data, ensure_keypair, load_keyring, load_public_key
 from pipeline.framestore import LocalDirFrameStore
 from pipeline.privacy import Anonymizer, PrivacyParams
-from pipeline.processor.frames import DESCRIPTOR_DIM, FrameProcessor
+from pipeline.processor.frames import FrameProcessor
+from pipeline.vision.descriptor import DIM as DESCRIPTOR_DIM
 from pipeline.settings import REPO_ROOT
 from pipeline.vision.detector import make_detector
 

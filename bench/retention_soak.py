@@ -13,6 +13,7 @@ import subprocess
 import tempfile
 import threading
 import time
+from dataclasses import replace
 import uuid
 from pathlib import Path
 
@@ -61,7 +62,7 @@ def main() -> None:
             last = 0.0
             for f in open_source(footage, a.fps, 640, 480):
                 last = f.offset_seconds
-                yield type(f)(base + f.offset_seconds, f.image)
+                yield replace(f, offset_seconds=base + f.offset_seconds)
             base += last + 1.0 / a.fps
 
     ep = EdgeProducer(s, store, load_public_key(s.keys.dir), site_id="soak", camera_id="cam")

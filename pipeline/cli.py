@@ -7,6 +7,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -83,18 +84,23 @@ def topics() -> None:
     """Apply and audit the declarative topic policy (infra/topics.yaml)."""
 
 
+def _policy(s: Settings, path: Path | None):
+    from pipeline.ops.topics import DEFAULT_POLICY, PolicyError, policy_for_settings
+
+    try:
+        return policy_for_settings(s, path or DEFAULT_POLICY)
+    except PolicyError as e:
+        raise click.ClickException(str(e)) from None
+
+
 @topics.command("apply")
 @click.option("--policy", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None)
 @click.pass_context
 def topics_apply(ctx: click.Context, policy: Path | None) -> None:
-    from pipeline.ops.topics import DEFAULT_POLICY, PolicyError, admin_client, apply_policy, policy_for_settings
+    from pipeline.ops.topics import admin_client, apply_policy
 
     s = _settings(ctx)
-    try:
-        pol = policy_for_settings(s, policy or DEFAULT_POLICY)
-    except PolicyError as e:
-        raise click.ClickException(str(e)) from None
-    actions = apply_policy(admin_client(s.kafka.bootstrap), pol)
+    actions = apply_policy(admin_client(s.kafka.bootstrap), _policy(s, policy))
     for a in actions:
         console.print(f"  {a}")
     console.print(f"topic policy applied ({len(actions)} change(s))")
@@ -105,14 +111,10 @@ def topics_apply(ctx: click.Context, policy: Path | None) -> None:
 @click.pass_context
 def topics_audit(ctx: click.Context, policy: Path | None) -> None:
     """Exit 1 on any violation (raw topic over its limits, compaction on raw data, undeclared topic)."""
-    from pipeline.ops.topics import DEFAULT_POLICY, PolicyError, admin_client, audit, policy_for_settings
+    from pipeline.ops.topics import admin_client, audit
 
     s = _settings(ctx)
-    try:
-        pol = policy_for_settings(s, policy or DEFAULT_POLICY)
-    except PolicyError as e:
-        raise click.ClickException(str(e)) from None
-    rep = audit(admin_client(s.kafka.bootstrap), pol)
+    rep = audit(admin_client(s.kafka.bootstrap), _policy(s, policy))
     t = Table("topic", "severity", "finding")
     for f in rep.findings:
         t.add_row(f.topic, f.severity, f.message)
@@ -409,7 +411,7 @@ def demo(ctx: click.Context, source: str | None, site: str, cameras: str, max_fr
             def feed(i: int, cam: str) -> None:
                 chunk = frames[i * per:(i + 1) * per]
                 t0 = chunk[0].offset_seconds if chunk else 0.0
-                chunk = [type(f)(f.offset_seconds - t0, f.image) for f in chunk]
+                chunk = [replace(f, offset_seconds=f.offset_seconds - t0) for f in chunk]
                 task = prog.add_task(f"edge {site}/{cam}", total=len(chunk))
                 ep = EdgeProducer(s, open_store(s.store.url, s.store.ttl_seconds), pub, site_id=site, camera_id=cam)
                 # Each camera replays its share of the footage as a live camera would, sped up.

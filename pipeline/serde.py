@@ -120,6 +120,11 @@ def _field_error(e: Exception) -> str:
     return f"{type(e).__name__}"
 
 
+def epoch_ms(v: Any) -> int:
+    """A timestamp-millis field as an int, whether decoded (datetime) or given as millis."""
+    return int(v.timestamp() * 1000) if hasattr(v, "timestamp") else int(v)
+
+
 @lru_cache(maxsize=1)
 def registry() -> Registry:
     return Registry()
@@ -133,4 +138,4 @@ def decode(name: str, data: bytes | None) -> dict[str, Any]:
     return registry().decode(name, data)
 
 
-__all__ = ["SerdeError", "Registry", "registry", "encode", "decode", "RECORD_NAMES"]
+__all__ = ["SerdeError", "Registry", "registry", "encode", "decode", "RECORD_NAMES", "epoch_ms"]

@@ -25,6 +25,7 @@ from pipeline.settings import Settings
 
 log = logging.getLogger(__name__)
 
+
 def kafka_producer(settings: Settings, **extra: object) -> Producer:
     conf = {
         "bootstrap.servers": settings.kafka.bootstrap,
@@ -40,6 +41,7 @@ def kafka_producer(settings: Settings, **extra: object) -> Producer:
     conf.update(extra)
     return Producer(conf)
 
+
 @dataclass
 class EdgeStats:
     frames: int = 0
@@ -48,6 +50,7 @@ class EdgeStats:
     swept: int = 0
     bytes_stored: int = 0
     errors: list[str] = field(default_factory=list)
+
 
 class EdgeProducer:
     def __init__(self, settings: Settings, store: FrameStore, public_key: bytes, *, site_id: str | None = None,

@@ -23,9 +23,10 @@ from pipeline.envelope import load_keyring
 from pipeline.ops import metrics as m_
 from pipeline.framestore import open_store
 from pipeline.privacy import Anonymizer, PrivacyParams, pad_with_fictitious
-from pipeline.processor.frames import DESCRIPTOR_DIM, FrameProcessor, ProcessingError, dead_letter
+from pipeline.processor.frames import FrameProcessor, ProcessingError, dead_letter
 from pipeline.processor.windows import ClosedWindow, WindowAggregator
 from pipeline.settings import Settings
+from pipeline.vision.descriptor import DIM as DESCRIPTOR_DIM
 from pipeline.vision.detector import make_detector
 
 log = logging.getLogger(__name__)

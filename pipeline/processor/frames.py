@@ -9,16 +9,16 @@ from __future__ import annotations
 import hashlib
 import time
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any
 
 import cv2
 import numpy as np
 
 from pipeline import serde
+from pipeline.serde import epoch_ms
 from pipeline.envelope import EnvelopeError, Keyring, associated_data
 from pipeline.framestore import BlobNotFound, BlobRejected, FrameStore
-from pipeline.vision.descriptor import DIM as DESCRIPTOR_DIM, describe
+from pipeline.vision.descriptor import describe
 from pipeline.vision.detector import Detector
 
 
@@ -45,10 +45,6 @@ class FrameResult:
     timings_ms: dict[str, float] = field(default_factory=dict)
 
 
-def _ms(v: Any) -> int:
-    return int(v.timestamp() * 1000) if isinstance(v, datetime) else int(v)
-
-
 class FrameProcessor:
     def __init__(self, store: FrameStore, keyring: Keyring, detector: Detector, anonymizer: Any,
                  max_blob_bytes: int, max_pixels: int = 4096 * 4096) -> None:
@@ -73,7 +69,7 @@ class FrameProcessor:
                 if ref["blob_size"] > self.max_blob_bytes:
                     raise ProcessingError("oversized_frame", f"blob_size {ref['blob_size']} exceeds {self.max_blob_bytes}", ref)
                 now_s = time.time() if now is None else now
-                if _ms(ref["expires_at"]) < now_s * 1000:
+                if epoch_ms(ref["expires_at"]) < now_s * 1000:
                     raise ProcessingError("expired_frame", "frame reference is past its expiry", ref)
                 blob = self.store.get(ref["blob_uri"], fid, self.max_blob_bytes)
             except BlobNotFound as e:
@@ -82,7 +78,7 @@ class FrameProcessor:
                 raise ProcessingError(e.reason, str(e), ref) from None
             if hashlib.sha256(blob).hexdigest() != ref["blob_sha256"]:
                 raise ProcessingError("tampered_ciphertext", "blob hash does not match the reference", ref)
-            aad = associated_data(fid, ref["site_id"], ref["camera_id"], _ms(ref["captured_at"]))
+            aad = associated_data(fid, ref["site_id"], ref["camera_id"], epoch_ms(ref["captured_at"]))
             try:
                 plain = self.keyring.open(ref["key_id"], ref["wrapped_key"], ref["nonce"], blob, aad)
             except EnvelopeError as e:
@@ -113,7 +109,7 @@ class FrameProcessor:
             self._delete_and_receipt(ref, already=deleted)
             raise
         receipt = self._receipt(ref, "DELETED" if deleted else "ALREADY_ABSENT")
-        return FrameResult(ref["site_id"], ref["camera_id"], _ms(ref["captured_at"]), groups, receipt,
+        return FrameResult(ref["site_id"], ref["camera_id"], epoch_ms(ref["captured_at"]), groups, receipt,
                            persons=len(groups), timings_ms=timings)
 
     def _delete_and_receipt(self, ref: dict[str, Any], already: bool) -> dict[str, Any] | None:
@@ -128,7 +124,7 @@ class FrameProcessor:
     @staticmethod
     def _receipt(ref: dict[str, Any], outcome: str) -> dict[str, Any]:
         return {"frame_id": ref["frame_id"], "site_id": ref["site_id"], "camera_id": ref["camera_id"],
-                "captured_at": _ms(ref["captured_at"]), "deleted_at": int(time.time() * 1000),
+                "captured_at": epoch_ms(ref["captured_at"]), "deleted_at": int(time.time() * 1000),
                 "outcome": outcome, "deleted_by": "processor"}
 
 
@@ -146,4 +142,4 @@ def dead_letter(err: Exception, value: bytes | None, topic: str, partition: int,
     }
 
 
-__all__ = ["FrameProcessor", "FrameResult", "ProcessingError", "dead_letter", "DESCRIPTOR_DIM"]
+__all__ = ["FrameProcessor", "FrameResult", "ProcessingError", "dead_letter"]

@@ -16,6 +16,7 @@ from typing import Any, Callable
 from confluent_kafka import OFFSET_INVALID, Consumer, KafkaError, Message, Producer, TopicPartition
 
 from pipeline import serde
+from pipeline.serde import epoch_ms
 from pipeline.processor.frames import dead_letter
 from pipeline.settings import Settings
 from pipeline.sink.clickhouse import ServerWarehouse, WarehouseError
@@ -23,12 +24,8 @@ from pipeline.sink.clickhouse import ServerWarehouse, WarehouseError
 log = logging.getLogger(__name__)
 
 
-def _ms(v: Any) -> int:
-    return int(v.timestamp() * 1000) if isinstance(v, datetime) else int(v)
-
-
 def _dt(v: Any) -> datetime:
-    return datetime.fromtimestamp(_ms(v) / 1000, tz=timezone.utc).replace(microsecond=0)
+    return datetime.fromtimestamp(epoch_ms(v) / 1000, tz=timezone.utc).replace(microsecond=0)
 
 
 @dataclass(frozen=True)
@@ -50,13 +47,13 @@ DEMOGRAPHICS = TableSpec("DemographicCount", "demographic_counts",
 RECEIPTS = TableSpec("DeletionReceipt", "deletion_receipts",
     ("frame_id", "site_id", "camera_id", "captured_at", "captured_at_ms", "deleted_at_ms", "latency_ms",
      "outcome", "deleted_by"),
-    lambda r: [r["frame_id"], r["site_id"], r["camera_id"], _dt(r["captured_at"]), _ms(r["captured_at"]),
-               _ms(r["deleted_at"]), _ms(r["deleted_at"]) - _ms(r["captured_at"]), r["outcome"], r["deleted_by"]])
+    lambda r: [r["frame_id"], r["site_id"], r["camera_id"], _dt(r["captured_at"]), epoch_ms(r["captured_at"]),
+               epoch_ms(r["deleted_at"]), epoch_ms(r["deleted_at"]) - epoch_ms(r["captured_at"]), r["outcome"], r["deleted_by"]])
 
 LEDGER = TableSpec("FrameIssued", "frame_ledger",
     ("frame_id", "site_id", "camera_id", "captured_at", "captured_at_ms", "expires_at_ms"),
-    lambda r: [r["frame_id"], r["site_id"], r["camera_id"], _dt(r["captured_at"]), _ms(r["captured_at"]),
-               _ms(r["expires_at"])])
+    lambda r: [r["frame_id"], r["site_id"], r["camera_id"], _dt(r["captured_at"]), epoch_ms(r["captured_at"]),
+               epoch_ms(r["expires_at"])])
 
 
 @dataclass

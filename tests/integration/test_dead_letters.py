@@ -2,7 +2,6 @@
 the worker goes on to process the good frame behind it, and nothing personal travels along."""
 import hashlib
 import time
-import uuid
 from datetime import datetime, timezone
 
 import pytest
@@ -11,7 +10,7 @@ from confluent_kafka import Producer
 from pipeline import serde
 from pipeline.edge.producer import EdgeProducer
 from pipeline.edge.sources import open_source
-from pipeline.envelope import Sealer, associated_data, ensure_keypair, load_public_key
+from pipeline.envelope import Sealer, ensure_keypair, load_public_key
 from pipeline.framestore import open_store
 from tests.integration.conftest import flowctl
 from tests.integration.test_end_to_end import read_all

@@ -1,6 +1,6 @@
 import pytest
 
-from pipeline.envelope import (EnvelopeError, Keyring, Sealer, associated_data, ensure_keypair, generate_keypair,
+from pipeline.envelope import (EnvelopeError, Sealer, associated_data, ensure_keypair, generate_keypair,
                                load_keyring, load_public_key)
 
 
