@@ -162,9 +162,16 @@ def migrate(ctx: click.Context, chdb_path: str | None) -> None:
     try:
         wh = ChdbWarehouse(chdb_path, s.clickhouse.database) if chdb_path else _warehouse(s)
         done = run(wh)
+        # The estimators need the public figures of the parameter set the processors use.
+        from pipeline.analytics.dimensions import register_params
+        from pipeline.processor.app import load_params
+
+        params = load_params(s)
+        register_params(wh, params)
     except (WarehouseError, MigrationError) as e:
         raise click.ClickException(str(e)) from None
-    console.print(f"ClickHouse {wh.server_version()}: applied {done or 'nothing (up to date)'}")
+    console.print(f"ClickHouse {wh.server_version()}: applied {done or 'nothing (up to date)'}; "
+                  f"privacy parameters {params.version} registered")
 
 
 # --- stages ------------------------------------------------------------------------------------
@@ -451,6 +458,11 @@ def _progress() -> Progress:
 from pipeline.privacy.cli import privacy  # noqa: E402  (mounted as `flowctl privacy`)
 
 cli.add_command(privacy)
+
+from pipeline.analytics.cli import COMMANDS as ANALYST_COMMANDS  # noqa: E402  (flows, od-matrix, transit, ...)
+
+for _cmd in ANALYST_COMMANDS:
+    cli.add_command(_cmd)
 
 
 def main() -> None:

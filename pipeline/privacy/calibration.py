@@ -285,7 +285,8 @@ def calibrate(embeddings: np.ndarray, *, version: str, pairs: tuple[np.ndarray, 
               base: PrivacyParams | None = None, target_rate: float = 0.5, linkage_prior: float = 0.2,
               max_posterior: float = 1 / 3, assumed_similarity: float = 0.85, shrinkage: float = 0.05,
               dims: int | None = None, seed: int | None = None, n_synthetic: int = 4000,
-              offset_iters: int = 300, on_stage: Callable[[str], None] | None = None) -> CalibrationResult:
+              offset_iters: int = 300, on_stage: Callable[[str], None] | None = None,
+              fictitious_ratio: float | None = None) -> CalibrationResult:
     """Fit reference statistics, hash offsets, noise scale and fictitious ratio; return a new parameter set.
 
     ``embeddings``: sample descriptors of many different people (reference
@@ -351,7 +352,8 @@ def calibrate(embeddings: np.ndarray, *, version: str, pairs: tuple[np.ndarray, 
         params = fit_all_offsets(params.with_changes(noise_scale=scale), x, labels, rng, iters=offset_iters)
         scale, rate, _ = choose_noise_scale(params, *eval_pairs, target=target_rate, rng=rng, strata=eval_strata)
     stage("rebalance")
-    ratio = fictitious_ratio_for(linkage_prior, max_posterior)
+    # A given ratio (a profile chosen for utility) wins over the one the linkage target implies.
+    ratio = fictitious_ratio_for(linkage_prior, max_posterior) if fictitious_ratio is None else fictitious_ratio
     params = params.with_changes(
         noise_scale=round(scale, 7), same_group_rate=round(max(rate, 1e-4), 4), fictitious_ratio=round(ratio, 6),
         calibration={"pairs": source, "target_same_group_rate": target_rate,

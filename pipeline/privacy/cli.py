@@ -18,7 +18,7 @@ from typing import Callable, Iterator
 import click
 import numpy as np
 
-from pipeline.privacy.params import ParamsError, PrivacyParams
+from pipeline.privacy.params import PROFILES, ParamsError, PrivacyParams
 
 __all__ = ["privacy"]
 
@@ -57,9 +57,12 @@ def _load_npz(path: Path, required: tuple[str, ...]) -> dict[str, np.ndarray]:
               help="Without --pairs: assumed same-person cosine similarity of whitened descriptors.")
 @click.option("--dims", type=int, default=None, help="Keep this many stable directions (default: measured best).")
 @click.option("--seed", type=int, default=None, help="Deployment seed (default: fresh secret seed = rotation).")
+@click.option("--profile", type=click.Choice(sorted(PROFILES)), default="flow", show_default=True,
+              help="Fictitious persons: 'flow' (about one per camera-window; flows stay estimable) or 'strict' "
+                   "(floor 2 + the ratio the linkage target implies, in every group; flows become unmeasurable).")
 def calibrate(emb_path: Path | None, pairs_path: Path | None, version: str, out_path: Path, target_rate: float,
               linkage_prior: float, max_posterior: float, assumed_similarity: float, dims: int | None,
-              seed: int | None) -> None:
+              seed: int | None, profile: str) -> None:
     """Choose noise scale, hash balancing and fictitious-person ratio for the targets; write a parameter set.
 
     Every run draws a fresh secret seed unless --seed is given, so running it
@@ -87,7 +90,9 @@ def calibrate(emb_path: Path | None, pairs_path: Path | None, version: str, out_
     try:
         res = run_calibration(emb, version=version, pairs=pairs, strata_labels=strata, pair_strata=pair_strata,
                               target_rate=target_rate, linkage_prior=linkage_prior, max_posterior=max_posterior,
-                              assumed_similarity=assumed_similarity, dims=dims, seed=seed)
+                              assumed_similarity=assumed_similarity, dims=dims, seed=seed,
+                              base=PrivacyParams.profile(profile),
+                              fictitious_ratio=PROFILES[profile]["fictitious_ratio"] if profile == "flow" else None)
     except ValueError as e:
         raise click.ClickException(str(e)) from e
     res.params.save(out_path)

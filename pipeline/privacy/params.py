@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-__all__ = ["PrivacyParams", "ReferenceStats", "ParamsError", "SCHEMA_VERSION"]
+__all__ = ["PrivacyParams", "ReferenceStats", "ParamsError", "SCHEMA_VERSION", "PROFILES"]
 
 SCHEMA_VERSION = 1
 DEFAULT_VERSION = "pp-2026.11-default"
@@ -33,6 +33,19 @@ DEFAULT_VERSION = "pp-2026.11-default"
 # for development and tests; a production deployment must run `calibrate`
 # (which draws a fresh secret seed) so the hash family is its own.
 DEFAULT_SEED = 20261101
+
+# Fictitious-person profiles (see docs/PRIVACY.md, "Profiles"). Padding is per (camera, window, group),
+# so its variance multiplies into every flow co-occurrence over 1,000 groups: the strict profile
+# (floor 2, r = 0.5: a linkage bound of 2 per window) adds ~3,000 occurrences per camera-minute
+# and makes camera-to-camera flows unmeasurable; the flow profile adds about one per camera-window
+# (r = 1/1001), hides single occurrences among fictitious ones at roughly a third of real traffic
+# and keeps flows estimable. The default is the flow profile because flows are what the product
+# is for; a controller who needs the per-window linkage bound chooses strict and gives up flows.
+FLOW_FICTITIOUS_RATIO = 1.0 / 1001.0
+PROFILES: dict[str, dict[str, float | int]] = {
+    "flow": {"fictitious_floor": 0, "fictitious_ratio": FLOW_FICTITIOUS_RATIO},
+    "strict": {"fictitious_floor": 2, "fictitious_ratio": 0.5},
+}
 
 
 class ParamsError(ValueError):
@@ -127,9 +140,9 @@ class PrivacyParams(BaseModel):
                                description="std of Gaussian noise per coordinate of the unit working vector")
     same_group_rate: float = Field(default=0.5, gt=0.0, le=1.0,
                                    description="measured probability that a re-capture lands in the same group")
-    fictitious_floor: int = Field(default=2, ge=0, le=100,
+    fictitious_floor: int = Field(default=0, ge=0, le=100,
                                   description="fictitious occurrences added to every group in every (camera, window)")
-    fictitious_ratio: float = Field(default=0.5, ge=0.0, lt=1.0,
+    fictitious_ratio: float = Field(default=FLOW_FICTITIOUS_RATIO, ge=0.0, lt=1.0,
                                     description="ratio r of the geometric number of extra fictitious occurrences per group")
     demographic_min_count: int = Field(default=3, ge=1, le=1000,
                                        description="demographic cells below this are pooled or suppressed")
@@ -215,6 +228,13 @@ class PrivacyParams(BaseModel):
     def default(cls) -> "PrivacyParams":
         """Development defaults; work without any file. Not calibrated for any real descriptor."""
         return cls()
+
+    @classmethod
+    def profile(cls, name: str) -> "PrivacyParams":
+        """Defaults with the fictitious-person settings of a named profile ('flow' or 'strict')."""
+        if name not in PROFILES:
+            raise ParamsError(f"unknown privacy profile {name!r}; choose one of {', '.join(PROFILES)}")
+        return cls.default().with_changes(**PROFILES[name])
 
     def with_changes(self, **changes: Any) -> "PrivacyParams":
         """A validated copy with some fields replaced (the model is frozen)."""

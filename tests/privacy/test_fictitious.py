@@ -10,8 +10,11 @@ from pipeline.privacy.evaluation.metrics import presence_likelihood_ratio, rest_
 from pipeline.privacy.fictitious import fictitious_counts
 
 
+STRICT = PrivacyParams.profile("strict")
+
+
 def test_padding_only_adds_and_respects_the_floor(rng):
-    p = PrivacyParams.default()
+    p = STRICT
     real = {3: 1, 10: 4, 999: 2}
     out = pad_with_fictitious(real, p, rng)
     assert set(out) == set(range(p.n_groups))  # floor 2: every group is published
@@ -22,14 +25,14 @@ def test_padding_only_adds_and_respects_the_floor(rng):
 
 
 def test_a_real_occurrence_is_never_alone_in_its_count(rng):
-    p = PrivacyParams.default()
+    p = STRICT
     for _ in range(20):
         out = pad_with_fictitious({7: 1}, p, rng)
         assert out[7] >= 3
 
 
 def test_without_floor_zero_counts_are_omitted(rng):
-    p = PrivacyParams.default().with_changes(fictitious_floor=0)
+    p = STRICT.with_changes(fictitious_floor=0)
     out = pad_with_fictitious({}, p, rng)
     assert all(v > 0 for v in out.values())
     assert 0 < len(out) < p.n_groups
@@ -43,7 +46,7 @@ def test_mean_and_variance_match_the_recorded_rate(rng):
 
 
 def test_output_does_not_depend_on_default_rng_state():
-    p = PrivacyParams.default()
+    p = STRICT
     a = pad_with_fictitious({}, p)
     b = pad_with_fictitious({}, p)
     assert a != b  # fresh OS entropy each call
@@ -74,3 +77,20 @@ def test_linkage_likelihood_ratio_never_exceeds_bound(rng):
         worst = max(worst, presence_likelihood_ratio(target, counts, pmf))
     assert worst <= p.linkage_likelihood_ratio_bound + 1e-9
     assert worst > 1.0  # and the attack is not vacuous
+
+
+def test_flow_profile_is_the_default_and_adds_about_one_occurrence_per_camera_window(rng):
+    p = PrivacyParams.default()
+    assert (p.fictitious_floor, p.fictitious_ratio) == (0, PrivacyParams.profile("flow").fictitious_ratio)
+    assert p.fictitious_per_window == pytest.approx(1.0)
+    sizes = [sum(pad_with_fictitious({}, p, rng).values()) for _ in range(2000)]
+    assert np.mean(sizes) == pytest.approx(1.0, abs=0.1)
+    padded = pad_with_fictitious({5: 2}, p, rng)
+    assert padded[5] >= 2 and len(padded) < 20  # sparse: a handful of rows, not one per group
+
+
+def test_unknown_profile_is_refused():
+    from pipeline.privacy import ParamsError
+
+    with pytest.raises(ParamsError, match="strict"):
+        PrivacyParams.profile("lenient")

@@ -37,7 +37,7 @@ def test_flow_estimator_recovers_a_known_flow(rng):
 
 
 def test_count_errors_subtract_expected_fictitious():
-    p = PrivacyParams.default()
+    p = PrivacyParams.profile("strict")
     real = np.zeros((1, 1, p.n_groups), dtype=np.int64)
     real[0, 0, :40] = 1
     published = real + 3  # exactly the expected fictitious count per group

@@ -20,10 +20,14 @@ def test_default_works_without_files_and_has_a_version():
     assert p.version == "pp-2026.11-default"
     assert p.n_groups == 1000 and p.working_dim == 1024
     assert 0 < p.same_group_rate <= 1
+    # flow profile: no floor, geometric mean r/(1-r) = 1/1000 per group, one per camera-window
+    assert p.fictitious_rate == pytest.approx(0.001)
+    assert p.fictitious_per_window == pytest.approx(1.0)
+    strict = PrivacyParams.profile("strict")
     # floor 2 + geometric mean r/(1-r) = 1 with r = 0.5
-    assert p.fictitious_rate == pytest.approx(3.0)
-    assert p.fictitious_per_window == pytest.approx(3000.0)
-    assert p.linkage_likelihood_ratio_bound == pytest.approx(2.0)
+    assert strict.fictitious_rate == pytest.approx(3.0)
+    assert strict.fictitious_per_window == pytest.approx(3000.0)
+    assert strict.linkage_likelihood_ratio_bound == pytest.approx(2.0)
 
 
 def test_json_roundtrip_keeps_every_field_and_array(rng):

@@ -1,0 +1,290 @@
+"""Analyst commands: flows, od-matrix, transit, demographics, report; plus the dimension loaders.
+
+Thin on purpose: every number comes from SQL in pipeline.analytics (so clickhouse-client users
+get the same figures), and this module only parses the question and prints the answer.
+"""
+from __future__ import annotations
+
+import json
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any, Callable
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from pipeline.analytics.flows import (CameraRef, FlowEstimate, FlowQuery, FlowQueryError, aggregate, cameras_with_data,
+                                      estimate_flows, flow_sql, render_sql)
+
+out = Console()
+
+
+def _parse_time(value: str, name: str) -> datetime:
+    try:
+        t = datetime.fromisoformat(value)
+    except ValueError as e:
+        raise click.BadParameter(f"{value!r} is not an ISO date or date-time (e.g. 2026-11-02 or "
+                                 f"2026-11-02T09:00)", param_hint=name) from e
+    return t.replace(tzinfo=timezone.utc) if t.tzinfo is None else t.astimezone(timezone.utc)
+
+
+def _warehouse(ctx: click.Context):
+    from pipeline.cli import _settings, _warehouse as wh  # the root CLI owns settings and connections
+
+    return wh(_settings(ctx))
+
+
+def _version(ctx: click.Context, given: str | None) -> str:
+    if given:
+        return given
+    from pipeline.cli import _settings
+    from pipeline.processor.app import load_params
+
+    return load_params(_settings(ctx)).version
+
+
+def question(f: Callable[..., Any]) -> Callable[..., Any]:
+    """Options every flow question shares: parameter set, period, cameras, lag range."""
+    opts = [
+        click.option("--params-version", default=None, help="Privacy parameter set (default: the configured one)."),
+        click.option("--from", "start", required=True, help="Period start (UTC), e.g. 2026-11-02."),
+        click.option("--to", "end", required=True, help="Period end (UTC, exclusive), e.g. 2026-11-09."),
+        click.option("--camera", "cameras", multiple=True,
+                     help="SITE/CAMERA; repeat. Default: every camera with data in the period."),
+        click.option("--site", "sites", multiple=True, help="Only cameras of these sites; repeat."),
+        click.option("--window-seconds", default=60, show_default=True, type=click.IntRange(1, 86400)),
+        click.option("--min-lag", default=0, show_default=True, type=click.IntRange(0),
+                     help="Shortest transit counted, in windows."),
+        click.option("--max-lag", default=30, show_default=True, type=click.IntRange(0),
+                     help="Longest transit counted, in windows (30 = 30 minutes with 60-s windows)."),
+        click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table."),
+        click.option("--show-sql", is_flag=True, help="Print the SQL with its values, to run elsewhere."),
+    ]
+    for o in reversed(opts):
+        f = o(f)
+    return f
+
+
+def _query(ctx: click.Context, params_version: str | None, start: str, end: str, cameras: tuple[str, ...],
+           sites: tuple[str, ...], window_seconds: int, min_lag: int, max_lag: int) -> tuple[Any, FlowQuery]:
+    wh = _warehouse(ctx)
+    version = _version(ctx, params_version)
+    t0, t1 = _parse_time(start, "--from"), _parse_time(end, "--to")
+    if t1 <= t0:
+        raise click.BadParameter(f"{end} is not after --from {start}", param_hint="--to")
+    try:
+        refs = tuple(CameraRef.parse(c) for c in cameras) if cameras else tuple(
+            cameras_with_data(wh, version, t0, t1, sites))
+        if not cameras and len(refs) < 2:
+            raise FlowQueryError(f"fewer than two cameras have data for parameter set {version!r} between "
+                                 f"{t0:%Y-%m-%d %H:%M} and {t1:%Y-%m-%d %H:%M} UTC")
+        return wh, FlowQuery(version, refs, t0, t1, window_seconds, min_lag, max_lag)
+    except FlowQueryError as e:
+        raise click.ClickException(str(e)) from e
+
+
+def _estimates(wh: Any, q: FlowQuery, by_lag: bool, show_sql: bool) -> list[FlowEstimate]:
+    if show_sql:
+        sql, params = flow_sql(wh.database, q, by_lag=by_lag)
+        click.echo(render_sql(sql, params) + ";")
+    try:
+        return estimate_flows(wh, q, by_lag=by_lag)
+    except FlowQueryError as e:
+        raise click.ClickException(str(e)) from e
+
+
+def _fmt(x: float) -> str:
+    return f"{x:,.1f}"
+
+
+def flows_table(estimates: list[FlowEstimate], title: str) -> Table:
+    t = Table("origin", "destination", "flow", "± se", "95% CI", "co-occurrences", "chance", title=title)
+    for e in estimates:
+        lo, hi = e.ci95
+        t.add_row(e.origin, e.destination, _fmt(e.flow), _fmt(e.se), f"[{_fmt(lo)}, {_fmt(hi)}]",
+                  _fmt(e.co_occurrences), _fmt(e.chance))
+    return t
+
+
+def _dump(rows: list[FlowEstimate]) -> None:
+    click.echo(json.dumps([{**e.__dict__, "ci95": list(e.ci95)} for e in rows], indent=2))
+
+
+def _footnote(q: FlowQuery, rows: list[FlowEstimate]) -> None:
+    p = rows[0].same_group_rate if rows else float("nan")
+    out.print(f"[dim]{q.start:%Y-%m-%d %H:%M} to {q.end:%Y-%m-%d %H:%M} UTC; transits of {q.min_lag}-{q.max_lag} "
+              f"windows of {q.window_seconds} s; parameter set {q.params_version} (same-group rate {p:.3f}). "
+              "Flows count pairs of captures (a person seen at A, then at B within the lag range), estimated from "
+              "group co-occurrences minus chance; negative values mean 'no detectable flow'.[/dim]")
+
+
+@click.command("flows")
+@question
+@click.option("--level", type=click.Choice(["camera", "zone", "store", "site"]), default="camera", show_default=True,
+              help="Roll camera pairs up to zones, stores or sites (from the loaded layout).")
+@click.option("--min-flow", type=float, default=None, help="Only rows whose estimate is at least this.")
+@click.pass_context
+def flows(ctx: click.Context, level: str, min_flow: float | None, as_json: bool, show_sql: bool, **kw: Any) -> None:
+    """Estimated flows between every ordered pair of cameras (or zones, stores, sites), with 95% CIs."""
+    wh, q = _query(ctx, **kw)
+    rows = _estimates(wh, q, False, show_sql)
+    if level != "camera":
+        from pipeline.analytics.dimensions import camera_levels
+
+        rows = aggregate(rows, camera_levels(wh, level))
+    if min_flow is not None:
+        rows = [e for e in rows if e.flow >= min_flow]
+    if as_json:
+        return _dump(rows)
+    out.print(flows_table(rows, f"estimated flows ({level} level)"))
+    _footnote(q, rows)
+
+
+@click.command("od-matrix")
+@question
+@click.option("--level", type=click.Choice(["camera", "zone", "store", "site"]), default="camera", show_default=True)
+@click.pass_context
+def od_matrix(ctx: click.Context, level: str, as_json: bool, show_sql: bool, **kw: Any) -> None:
+    """Origin-destination matrix: rows are origins, columns destinations, cells 'flow ± 1.96 se'."""
+    wh, q = _query(ctx, **kw)
+    rows = _estimates(wh, q, False, show_sql)
+    if level != "camera":
+        from pipeline.analytics.dimensions import camera_levels
+
+        rows = aggregate(rows, camera_levels(wh, level))
+    if as_json:
+        return _dump(rows)
+    labels = sorted({e.origin for e in rows} | {e.destination for e in rows})
+    cell = {(e.origin, e.destination): e for e in rows}
+    t = Table("from \\ to", *labels, title=f"origin-destination matrix ({level} level, 95% CI half-width)")
+    for a in labels:
+        t.add_row(a, *[("—" if (a, b) not in cell else f"{cell[a, b].flow:,.0f} ± {1.96 * cell[a, b].se:,.0f}")
+                       for b in labels])
+    out.print(t)
+    _footnote(q, rows)
+
+
+@click.command("transit")
+@question
+@click.option("--origin", required=True, help="SITE/CAMERA the transit starts at.")
+@click.option("--destination", required=True, help="SITE/CAMERA it ends at.")
+@click.pass_context
+def transit(ctx: click.Context, origin: str, destination: str, as_json: bool, show_sql: bool, **kw: Any) -> None:
+    """Transit-time distribution from origin to destination: estimated flow per lag, with 95% CIs."""
+    kw["cameras"] = (origin, destination)
+    wh, q = _query(ctx, **kw)
+    rows = [e for e in _estimates(wh, q, True, show_sql)
+            if e.origin == CameraRef.parse(origin).key and e.destination == CameraRef.parse(destination).key]
+    if as_json:
+        return _dump(rows)
+    t = Table("lag (windows)", "minutes", "flow", "± se", "95% CI", title=f"transit {origin} -> {destination}")
+    for e in rows:
+        lo, hi = e.ci95
+        t.add_row(str(e.lag), f"{(e.lag or 0) * q.window_seconds / 60:g}", _fmt(e.flow), _fmt(e.se),
+                  f"[{_fmt(lo)}, {_fmt(hi)}]")
+    out.print(t)
+    total = sum(e.flow for e in rows)
+    if total > 0:
+        mean = sum((e.lag or 0) * max(e.flow, 0) for e in rows) / sum(max(e.flow, 0) for e in rows)
+        out.print(f"estimated total {total:,.1f}; mean transit ≈ {mean * q.window_seconds / 60:.1f} min "
+                  f"(negative lags clipped to 0 for the mean)")
+    _footnote(q, rows)
+
+
+@click.command("demographics")
+@click.option("--params-version", default=None)
+@click.option("--from", "start", required=True)
+@click.option("--to", "end", required=True)
+@click.option("--site", "sites", multiple=True)
+@click.option("--by", type=click.Choice(["camera", "hour", "total"]), default="camera", show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def demographics(ctx: click.Context, params_version: str | None, start: str, end: str, sites: tuple[str, ...],
+                 by: str, as_json: bool) -> None:
+    """Persons per age band and gender (protected counts: cells below the minimum are pooled or suppressed)."""
+    from pipeline.analytics.queries import demographics_hourly
+
+    wh = _warehouse(ctx)
+    rows = demographics_hourly(wh, _version(ctx, params_version), _parse_time(start, "--from"),
+                               _parse_time(end, "--to"), sites)
+    agg: dict[tuple[str, str, str], int] = {}
+    for r in rows:
+        k = {"camera": f"{r.site_id}/{r.camera_id}", "hour": f"{r.hour:%Y-%m-%d %H:00}", "total": "all"}[by]
+        agg[(k, r.age_band, r.gender)] = agg.get((k, r.age_band, r.gender), 0) + int(r.persons)
+    if as_json:
+        click.echo(json.dumps([{"key": k, "age_band": a, "gender": g, "persons": n}
+                               for (k, a, g), n in sorted(agg.items())], indent=2))
+        return
+    t = Table(by, "age band", "gender", "persons", title="demographics (protected counts)")
+    for (k, a, g), n in sorted(agg.items()):
+        t.add_row(k, a, g, f"{n:,}")
+    out.print(t)
+
+
+@click.command("report")
+@question
+@click.option("--level", type=click.Choice(["camera", "zone", "store", "site"]), default="camera", show_default=True)
+@click.option("--out", "out_path", type=click.Path(dir_okay=False, path_type=Path), default=Path("flow-report.html"),
+              show_default=True)
+@click.pass_context
+def report(ctx: click.Context, level: str, out_path: Path, as_json: bool, show_sql: bool, **kw: Any) -> None:
+    """Self-contained HTML report: footfall, OD heatmap, transit histograms, demographics, with the SQL used."""
+    from pipeline.analytics.report import build_report
+
+    wh, q = _query(ctx, **kw)
+    data = build_report(wh, q.params_version, q.start, q.end, cameras=q.cameras, min_lag=q.min_lag,
+                        max_lag=q.max_lag, window_seconds=q.window_seconds, level=level, out_path=out_path)
+    out.print(flows_table(data.flows, "estimated flows in the report"))
+    out.print(f"report written to [bold]{out_path.resolve()}[/bold] (open it in a browser)")
+
+
+@click.group("layout")
+def layout() -> None:
+    """Camera layout (names, zones, stores) used to roll flows up."""
+
+
+@layout.command("load")
+@click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.pass_context
+def layout_load(ctx: click.Context, path: Path) -> None:
+    """Load a site layout YAML (sites: [{site_id, cameras: [{camera_id, name, zone, store}]}])."""
+    from pipeline.analytics.dimensions import LayoutError, load_layout, read_layout
+
+    try:
+        n = load_layout(_warehouse(ctx), read_layout(path))
+    except LayoutError as e:
+        raise click.ClickException(str(e)) from e
+    out.print(f"loaded {n} cameras from {path}")
+
+
+@click.group("params")
+def params_group() -> None:
+    """The public figures of privacy parameter sets, as the estimators need them."""
+
+
+@params_group.command("register")
+@click.option("--params", "path", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="Parameter JSON (default: the processor's configured set).")
+@click.pass_context
+def params_register(ctx: click.Context, path: Path | None) -> None:
+    """Record a parameter set's same-group rate, group count and fictitious rate in ClickHouse."""
+    from pipeline.analytics.dimensions import register_params
+    from pipeline.privacy import ParamsError, PrivacyParams
+
+    try:
+        if path is not None:
+            p = PrivacyParams.load(path)
+        else:
+            from pipeline.cli import _settings
+            from pipeline.processor.app import load_params
+
+            p = load_params(_settings(ctx))
+    except ParamsError as e:
+        raise click.ClickException(str(e)) from e
+    register_params(_warehouse(ctx), p)
+    out.print(f"registered {p.version}: {p.n_groups} groups, same-group rate {p.same_group_rate}, "
+              f"{p.fictitious_per_window:g} fictitious persons per camera-window")
+
+
+COMMANDS = (flows, od_matrix, transit, demographics, report, layout, params_group)

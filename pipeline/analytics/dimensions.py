@@ -1,0 +1,95 @@
+"""What the estimators need besides the occurrences: the camera layout and the privacy figures.
+
+The layout file is the site team's own description of its cameras (name, zone, store), so
+analysts can roll camera flows up to zones, stores and sites. The privacy figures are the
+public part of a parameter set (same-group rate, group count, fictitious-person rate); the
+seed and reference statistics never leave the processors.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from pipeline.privacy import PrivacyParams
+from pipeline.sink.clickhouse import Warehouse
+
+_ID = r"^[A-Za-z0-9._-]{1,64}$"
+
+
+class LayoutError(ValueError):
+    pass
+
+
+class CameraLayout(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    camera_id: str = Field(pattern=_ID)
+    name: str = ""
+    zone: str = ""
+    store: str = ""
+
+
+class SiteLayout(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    site_id: str = Field(pattern=_ID)
+    cameras: list[CameraLayout] = Field(min_length=1)
+
+
+class Layout(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    sites: list[SiteLayout] = Field(min_length=1)
+
+
+def read_layout(path: Path | str) -> Layout:
+    p = Path(path)
+    try:
+        data: Any = yaml.safe_load(p.read_text(encoding="utf-8"))
+        layout = Layout.model_validate(data)
+    except OSError as e:
+        raise LayoutError(f"{p}: cannot read layout file ({e.strerror})") from e
+    except yaml.YAMLError as e:
+        raise LayoutError(f"{p}: not valid YAML ({e})") from e
+    except ValidationError as e:
+        first = e.errors()[0]
+        where = ".".join(str(x) for x in first["loc"])
+        raise LayoutError(f"{p}: {where}: {first['msg']} (expected sites: [{{site_id, cameras: [{{camera_id, "
+                          f"name, zone, store}}]}}])") from e
+    seen = set()
+    for s in layout.sites:
+        for c in s.cameras:
+            if (s.site_id, c.camera_id) in seen:
+                raise LayoutError(f"{p}: camera {s.site_id}/{c.camera_id} is listed twice")
+            seen.add((s.site_id, c.camera_id))
+    return layout
+
+
+def load_layout(wh: Warehouse, layout: Layout) -> int:
+    rows = [(s.site_id, c.camera_id, c.name, c.zone, c.store) for s in layout.sites for c in s.cameras]
+    cols = ["site_id", "camera_id", "name", "zone", "store"]
+    return wh.insert("cameras", cols, [list(col) for col in zip(*rows)]) or len(rows)
+
+
+def camera_levels(wh: Warehouse, level: str) -> dict[str, str]:
+    """camera key (site/camera) -> label at ``level`` (camera, zone, store or site)."""
+    if level not in ("camera", "zone", "store", "site"):
+        raise LayoutError(f"level must be camera, zone, store or site, not {level!r}")
+    if level == "camera":
+        return {}
+    rows = wh.rows(f"SELECT site_id, camera_id, argMax(zone, loaded_at), argMax(store, loaded_at) "
+                   f"FROM {wh.database}.cameras GROUP BY site_id, camera_id")
+    out = {}
+    for site, cam, zone, store in rows:
+        label = {"site": site, "zone": zone, "store": store}[level]
+        out[f"{site}/{cam}"] = f"{site}/{label}" if level != "site" and label else (site if level == "site"
+                                                                                      else f"{site}/{cam}")
+    return out
+
+
+def register_params(wh: Warehouse, params: PrivacyParams) -> None:
+    cols = ["params_version", "n_groups", "same_group_rate", "fictitious_floor", "fictitious_ratio",
+            "fictitious_per_group", "fictitious_variance_per_group"]
+    row = [params.version, params.n_groups, float(params.same_group_rate), params.fictitious_floor,
+           float(params.fictitious_ratio), float(params.fictitious_rate), float(params.fictitious_variance_per_group)]
+    wh.insert("privacy_params", cols, [[v] for v in row])
