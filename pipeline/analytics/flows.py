@@ -149,28 +149,28 @@ def flow_sql(db: str, q: FlowQuery, *, by_lag: bool = False) -> tuple[str, dict[
     b_side = (f"SELECT cam_b, group_id, ws{lag_col}, sum(nb) AS nstar FROM ({b_shift}) "
               f"WHERE ws >= %(t_from)s AND ws < %(t_to)s GROUP BY cam_b, group_id, ws{lag_col}")
     pair = "cam_a, cam_b" + lag_col
-    s = (f"SELECT {pair}, sum(na * nstar) AS s FROM ({a_side}) ALL INNER JOIN ({b_side}) USING (group_id, ws) "
+    s = (f"SELECT {pair}, sum(na * nstar) AS s FROM ({a_side}) AS a ALL INNER JOIN ({b_side}) AS b USING (group_id, ws) "
          f"WHERE cam_a != cam_b GROUP BY {pair}")
     wa = f"SELECT cam_a, ws, sum(na) AS n_a, sum(na * na) AS q_a FROM ({a_side}) GROUP BY cam_a, ws"
     wb = (f"SELECT cam_b, ws{lag_col}, sum(nstar) AS n_b, sum(nstar * nstar) AS q_b FROM ({b_side}) "
           f"GROUP BY cam_b, ws{lag_col}")
     windows = (f"SELECT {pair}, sum(n_a * n_b) AS nn, sum(q_a * q_b) AS qq, sum(n_a * n_a * n_b * n_b) AS nn2 "
-               f"FROM ({wa}) ALL INNER JOIN ({wb}) USING ws WHERE cam_a != cam_b GROUP BY {pair}")
+               f"FROM ({wa}) AS wa ALL INNER JOIN ({wb}) AS wb USING ws WHERE cam_a != cam_b GROUP BY {pair}")
     ga = (f"SELECT concat(site_id, '/', camera_id) AS cam_a, group_id, sum(occurrences) AS ga {base} AND {period} "
           f"GROUP BY cam_a, group_id")
     gb = ga.replace("AS cam_a", "AS cam_b").replace("AS ga", "AS gb").replace("GROUP BY cam_a", "GROUP BY cam_b")
     kappa = (f"SELECT cam_a, cam_b, sum(ga * gb) / (any(ta) * any(tb)) AS kappa FROM "
-             f"(SELECT cam_a, group_id, ga, ta FROM ({ga}) ANY LEFT JOIN "
-             f"(SELECT cam_a, sum(ga) AS ta FROM ({ga}) GROUP BY cam_a) USING cam_a) "
+             f"(SELECT cam_a, group_id, ga, ta FROM ({ga}) AS ga1 ANY LEFT JOIN "
+             f"(SELECT cam_a, sum(ga) AS ta FROM ({ga}) AS ga2 GROUP BY cam_a) AS ta USING cam_a) AS ka "
              f"ALL INNER JOIN "
-             f"(SELECT cam_b, group_id, gb, tb FROM ({gb}) ANY LEFT JOIN "
-             f"(SELECT cam_b, sum(gb) AS tb FROM ({gb}) GROUP BY cam_b) USING cam_b) "
+             f"(SELECT cam_b, group_id, gb, tb FROM ({gb}) AS gb1 ANY LEFT JOIN "
+             f"(SELECT cam_b, sum(gb) AS tb FROM ({gb}) AS gb2 GROUP BY cam_b) AS tb USING cam_b) AS kb "
              f"USING group_id WHERE cam_a != cam_b GROUP BY cam_a, cam_b")
     p = (f"(SELECT argMax(same_group_rate, registered_at) FROM {db}.privacy_params "
          f"WHERE params_version = %(version)s)")
     joined = (f"SELECT {pair}, s, nn, qq, nn2, kappa FROM "
-              f"(SELECT {pair}, s, nn, qq, nn2 FROM ({windows}) ANY LEFT JOIN ({s}) USING ({pair})) "
-              f"ANY LEFT JOIN ({kappa}) USING (cam_a, cam_b)")
+              f"(SELECT {pair}, s, nn, qq, nn2 FROM ({windows}) AS w ANY LEFT JOIN ({s}) AS sq USING ({pair})) AS wj "
+              f"ANY LEFT JOIN ({kappa}) AS k USING (cam_a, cam_b)")
     sql = (f"SELECT {pair}, s, chance, kappa, p, (s - chance) / (p - kappa) AS flow, "
            f"sqrt(greatest(var0, 0) / pow(p - kappa, 2) + greatest((s - chance) / (p - kappa), 0) * (1 - p) / p) AS se "
            f"FROM (SELECT {pair}, s, kappa * nn AS chance, kappa, {p} AS p, "
