@@ -445,9 +445,38 @@ def demo(ctx: click.Context, source: str | None, site: str, cameras: str, max_fr
 
     rows = camera_counts(_warehouse(s), started - timedelta(seconds=s.processor.window_seconds), site)
     _print_counts(rows, f"{site}: occurrences per camera since {started:%H:%M:%S} UTC", s)
-    console.print(f"demo finished in {time.monotonic() - t0:.0f} s")
     if not rows:
         raise click.ClickException("no occurrences reached ClickHouse")
+    _demo_reports(ctx, s, site, cams, started)
+    console.print(f"demo finished in {time.monotonic() - t0:.0f} s")
+
+
+def _demo_reports(ctx: click.Context, s: Settings, site: str, cams: list[str], started: datetime) -> None:
+    """The analyst's view of the run: one report on the footage just processed (minutes of two
+    cameras, so its flows are noise and say so through their intervals) and one on a simulated
+    week of the reference scenario (two sites, six cameras), where flows are measurable."""
+    from pipeline.analytics.report import build_report
+    from pipeline.processor.app import load_params
+    from pipeline.simulator.cli import run as simulate_run
+    from pipeline.simulator.scenario import load_scenario
+    from pipeline.sink.clickhouse import ServerWarehouse
+
+    reports = REPO_ROOT / ".var" / "reports"
+    w = s.processor.window_seconds
+    footage = build_report(_warehouse(s), load_params(s).version, started - timedelta(seconds=w),
+                           datetime.now(timezone.utc) + timedelta(seconds=w),
+                           cameras=[f"{site}/{c}" for c in cams], window_seconds=w,
+                           out_path=reports / "footage-report.html")
+    console.print(f"footage report: {footage.out_path} ({len(footage.flows)} camera pairs)")
+    ctx.invoke(simulate_run, scenario="reference", days=None, mode=None, target="clickhouse", database="flow_sim",
+               replace=True, append=False, truth_path=reports / "reference-truth.json", params_path=None, seed=None,
+               calibrate=False)
+    sc = load_scenario("reference")
+    t_start = datetime(sc.start.year, sc.start.month, sc.start.day, tzinfo=timezone.utc)
+    week = build_report(ServerWarehouse(s.clickhouse, database="flow_sim"), load_params(s).version, t_start,
+                        t_start + timedelta(days=sc.days), window_seconds=sc.window_seconds, level="camera",
+                        out_path=reports / "flow-report.html")
+    console.print(f"[bold]flow report[/bold] (simulated week, {len(week.cameras)} cameras): {week.out_path}")
 
 
 def _progress() -> Progress:
@@ -458,6 +487,10 @@ def _progress() -> Progress:
 from pipeline.privacy.cli import privacy  # noqa: E402  (mounted as `flowctl privacy`)
 
 cli.add_command(privacy)
+
+from pipeline.simulator.cli import simulate_group  # noqa: E402  (mounted as `flowctl simulate`)
+
+cli.add_command(simulate_group)
 
 from pipeline.analytics.cli import COMMANDS as ANALYST_COMMANDS  # noqa: E402  (flows, od-matrix, transit, ...)
 

@@ -45,6 +45,9 @@ class ClickHouseSettings(_Section):
     database: str = "flow"
     user: str = "default"
     password: SecretStr = SecretStr("")
+    # Flow estimates join a week of a site's group counts against itself at every lag; 18.16's
+    # default per-query limit (~3.7 GiB here) is too small for seven days of six cameras.
+    max_query_memory_gb: float = Field(8.0, gt=0, le=1024)
 
     @field_validator("database")
     @classmethod

@@ -33,7 +33,9 @@ class ServerWarehouse:
         self.database = database or cfg.database
         self.client = Client(host=cfg.host, port=cfg.port, user=cfg.user,
                              password=cfg.password.get_secret_value(), connect_timeout=5,
-                             send_receive_timeout=60, settings={"use_numpy": False})
+                             send_receive_timeout=300,
+                             settings={"use_numpy": False,
+                                       "max_memory_usage": int(cfg.max_query_memory_gb * 2**30)})
         self._where = f"{cfg.host}:{cfg.port}"
 
     def execute(self, sql: str, params: dict[str, Any] | None = None) -> None:

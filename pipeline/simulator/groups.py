@@ -1,0 +1,143 @@
+"""Group ids for simulated captures: a fast statistical model, or the real privacy core.
+
+``fast``: each person gets a home group, uniform in ``[0, n_groups)``; each capture lands in
+the home group with probability ``q``, else in a uniform random group. The brief asked for
+``q = params.same_group_rate``, but then two captures of one person share a group with
+probability ``q**2 + (1 - q**2) / n``, about 0.25 for a rate of 0.5, while the parameter is
+defined (and flow estimators use it) as the probability that a *re-capture* lands in the same
+group as the other capture. So ``q`` is solved from ``q**2 + (1 - q**2) / n = rate``
+(:func:`fast_home_probability`): every pair of captures of a person, consecutive or not, then
+shares a group with exactly the configured rate, as with the real hash (where each capture's
+group is an independent noisy draw around the person's appearance).
+
+``core``: each person gets an appearance (``pipeline.privacy.simulation.appearance``), each
+capture a descriptor under its camera's conditions, and the descriptors go through the real
+:class:`pipeline.privacy.Anonymizer` in batches (seeded noise through
+``groups_of_working(..., rng)`` so runs repeat; production uses OS entropy).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+
+from pipeline.privacy import Anonymizer, PrivacyParams
+from pipeline.privacy.simulation.appearance import AppearanceModel, Cameras, People
+from pipeline.simulator.journeys import Captures, Journeys
+
+__all__ = ["fast_home_probability", "fast_groups", "core_groups", "same_group_rate", "SameGroupRate"]
+
+
+def fast_home_probability(params: PrivacyParams) -> float:
+    """Home-group probability q whose pairwise same-group rate equals ``params.same_group_rate``."""
+    n = params.n_groups
+    p = params.same_group_rate
+    q2 = (p - 1.0 / n) / (1.0 - 1.0 / n)
+    return float(np.sqrt(np.clip(q2, 0.0, 1.0)))
+
+
+def fast_groups(captures: Captures, n_persons: int, params: PrivacyParams, rng: np.random.Generator) -> np.ndarray:
+    n = params.n_groups
+    home = rng.integers(0, n, size=n_persons)
+    q = fast_home_probability(params)
+    m = len(captures)
+    stay = rng.random(m) < q
+    return np.where(stay, home[captures.person], rng.integers(0, n, size=m)).astype(np.int64)
+
+
+def _people(model: AppearanceModel, gender: np.ndarray, age: np.ndarray, rng: np.random.Generator) -> People:
+    """Like ``AppearanceModel.people`` but with the scenario's demographics (colours follow them)."""
+    n = gender.shape[0]
+    gender = gender.astype(np.int64)
+    age = age.astype(np.int64)
+    cols = np.zeros((n, 5, 3))
+    for part in range(4):
+        cols[:, part] = model._draw_colour(gender, age, rng, lower=part >= 2)
+    cols[:, 4, 0] = rng.normal(0.06, 0.02, n) % 1.0
+    cols[:, 4, 1] = np.clip(rng.normal(0.40, 0.12, n), 0, 1)
+    cols[:, 4, 2] = np.clip(rng.normal(0.55, 0.20, n), 0.05, 1)
+    second = np.where(rng.random((n, 2)) < 0.4, rng.uniform(0.1, 0.45, (n, 2)), 0.0)
+    return People(gender, age, cols, second)
+
+
+def calibrate_for_appearance(params: PrivacyParams, model: AppearanceModel, cams: Cameras,
+                             rng: np.random.Generator, n_people: int = 20_000, n_pairs: int = 4_000) -> PrivacyParams:
+    """Fit reference statistics, hash offsets and noise to the simulated descriptor (as
+    ``flowctl privacy eval`` does), keeping the given parameter set's fictitious settings and
+    same-group target. The default parameter set has no reference statistics, so without this the
+    HSV descriptor fills few groups and the same-group rate is far from its nominal value."""
+    from pipeline.privacy.calibration import calibrate
+
+    n_cam = len(cams)
+    ref_people = model.people(n_people, rng)
+    ref_x = model.capture(ref_people, rng.integers(0, n_cam, n_people), cams, rng)
+    pp = model.people(n_pairs, rng)
+    c1 = rng.integers(0, n_cam, n_pairs)
+    c2 = (c1 + rng.integers(1, max(n_cam, 2), n_pairs)) % max(n_cam, 1)
+    pairs = (model.capture(pp, c1, cams, rng), model.capture(pp, c2, cams, rng))
+    res = calibrate(ref_x, version=f"{params.version}-simcal"[:64], pairs=pairs, base=params,
+                    target_rate=params.same_group_rate, seed=int(rng.integers(0, 2**62)),
+                    fictitious_ratio=params.fictitious_ratio)
+    return res.params.with_changes(fictitious_floor=params.fictitious_floor,
+                                   fictitious_ratio=params.fictitious_ratio)
+
+
+def core_groups(journeys: Journeys, captures: Captures, n_cameras: int, params: PrivacyParams,
+                rng: np.random.Generator, batch: int = 20_000,
+                progress: Callable[[int], None] | None = None, calibrate: bool = False) -> tuple[np.ndarray, PrivacyParams]:
+    """Groups from simulated descriptors through the real Anonymizer (batched).
+
+    Returns the groups and the parameter set used (a calibrated copy when ``calibrate``).
+    """
+    model = AppearanceModel()
+    people = _people(model, journeys.person_gender, journeys.person_age, rng)
+    cams = model.cameras(n_cameras, rng)
+    if calibrate:
+        params = calibrate_for_appearance(params, model, cams, rng)
+    anon = Anonymizer(params, model.dim)
+    labels = np.array(["female", "male", "unknown"], dtype=object)
+    out = np.empty(len(captures), dtype=np.int64)
+    for lo in range(0, len(captures), batch):
+        hi = min(lo + batch, len(captures))
+        who = people.subset(captures.person[lo:hi])
+        desc = model.capture(who, captures.camera[lo:hi].astype(np.int64), cams, rng)
+        # The gender guess (unknown when the face is unusable) is the stratum label, as in the processor.
+        strata = labels[captures.gender[lo:hi]] if params.strata else None
+        offset_rows = anon.stratum_rows(strata, hi - lo)
+        out[lo:hi] = anon.groups_of_working(anon.working_vectors(desc), rng=rng, offset_rows=offset_rows)
+        if progress:
+            progress(hi - lo)
+    return out, params
+
+
+@dataclass(frozen=True)
+class SameGroupRate:
+    """Achieved share of same-person capture pairs in one group (aggregate figures only)."""
+
+    consecutive: float      # over consecutive captures of a person
+    consecutive_pairs: int
+    all_pairs: float        # over every pair of captures of a person
+    all_pairs_n: int
+    chance: float           # 1 / n_groups
+
+
+def same_group_rate(captures: Captures, groups: np.ndarray, n_groups: int, max_offset: int = 50) -> SameGroupRate:
+    person = captures.person
+    same_c = (person[1:] == person[:-1])
+    g_c = groups[1:] == groups[:-1]
+    n_c = int(same_c.sum())
+    hits, total = 0, 0
+    for k in range(1, max_offset + 1):
+        if k >= person.shape[0]:
+            break
+        sp = person[k:] == person[:-k]
+        s = int(sp.sum())
+        if s == 0:
+            break
+        total += s
+        hits += int((sp & (groups[k:] == groups[:-k])).sum())
+    return SameGroupRate(consecutive=float((same_c & g_c).sum() / n_c) if n_c else float("nan"),
+                         consecutive_pairs=n_c, all_pairs=hits / total if total else float("nan"),
+                         all_pairs_n=total, chance=1.0 / n_groups)

@@ -1,0 +1,401 @@
+"""Publish simulated captures exactly as the processor would: padded group counts and protected
+demographic counts per (site, camera, window), then into ClickHouse or Kafka.
+
+Per (camera, window) the real per-group counts go through
+:func:`pipeline.privacy.pad_with_fictitious` and the observed (age band, gender) counts through
+:func:`pipeline.privacy.protect_demographic_counts`, with the parameter set given at run time
+(never a hard-coded fictitious figure). A camera publishes every window of its site's opening
+hours (a live camera streams frames all day, so the processor closes every window, empty or
+not) and every other window that holds a capture (people still walking after closing).
+
+Rows are kept columnar (numpy) so a week of a site fits in memory and evaluation code can use
+them without any database. Two outputs:
+
+* :func:`write_clickhouse` inserts straight into ``group_occurrences`` and
+  ``demographic_counts`` of a database *of the simulator's own* (``flow_sim`` by default),
+  created and migrated with :func:`pipeline.sink.migrations.migrate`; the sink's database is
+  refused because the sink resumes from the highest ``kafka_offset`` it finds there. Rows get
+  ``kafka_partition = 0`` and a running ``kafka_offset``.
+* :func:`produce_kafka` encodes records with :func:`pipeline.serde.encode` and produces them
+  (idempotent producer, keyed by camera id) to the occurrences/demographics topics, to load-test
+  the sink.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from pipeline.privacy import PrivacyParams, pad_with_fictitious, protect_demographic_counts
+from pipeline.settings import Settings
+from pipeline.simulator.journeys import Captures
+from pipeline.simulator.scenario import DAY, Scenario
+from pipeline.simulator.truth import OBS_BANDS, OBS_GENDERS
+
+__all__ = ["Published", "publish", "published_windows", "write_clickhouse", "prepare_database",
+           "produce_kafka", "SimulatorError", "OCCURRENCE_COLUMNS", "DEMOGRAPHIC_COLUMNS", "KafkaLoadStats"]
+
+OCCURRENCE_COLUMNS = ("site_id", "camera_id", "window_start", "window_seconds", "group_id", "occurrences",
+                      "params_version", "kafka_partition", "kafka_offset")
+DEMOGRAPHIC_COLUMNS = ("site_id", "camera_id", "window_start", "window_seconds", "age_band", "gender", "persons",
+                       "params_version", "kafka_partition", "kafka_offset")
+_BAND_INDEX = {b: i for i, b in enumerate(OBS_BANDS)}
+_GENDER_INDEX = {g: i for i, g in enumerate(OBS_GENDERS)}
+
+
+class SimulatorError(RuntimeError):
+    """A simulation cannot be written where asked (wrong database, missing topic, ...)."""
+
+
+@dataclass
+class Published:
+    """Everything the simulated processors published, columnar. Windows are indices since the
+    scenario's start midnight (``window_start = start + window * window_seconds``)."""
+
+    site_ids: tuple[str, ...]
+    camera_ids: tuple[str, ...]
+    camera_site: np.ndarray        # (C,) site index per camera
+    start_epoch: int
+    window_seconds: int
+    params_version: str
+    n_groups: int
+    occ_camera: np.ndarray         # (R,) int16
+    occ_window: np.ndarray         # (R,) int32
+    occ_group: np.ndarray          # (R,) int32
+    occ_count: np.ndarray          # (R,) int32, real + fictitious
+    dem_camera: np.ndarray         # (S,) int16
+    dem_window: np.ndarray         # (S,) int32
+    dem_band: np.ndarray           # (S,) int8 index into AGE_BANDS + ("unknown",)
+    dem_gender: np.ndarray         # (S,) int8 index into ("female", "male", "unknown")
+    dem_persons: np.ndarray        # (S,) int32
+    windows_per_camera: np.ndarray  # (C,) camera-windows published
+    real_per_camera: np.ndarray    # (C,) real occurrences (= captures)
+    fictitious_per_camera: np.ndarray  # (C,) fictitious occurrences actually drawn
+    demographic_persons_per_camera: np.ndarray  # (C,) persons in published demographic cells
+    seconds: float = 0.0
+
+    @property
+    def occurrence_rows(self) -> int:
+        return int(self.occ_count.shape[0])
+
+    @property
+    def demographic_rows(self) -> int:
+        return int(self.dem_persons.shape[0])
+
+    @property
+    def fictitious_added(self) -> int:
+        return int(self.fictitious_per_camera.sum())
+
+    def occurrences_per_camera(self) -> dict[str, int]:
+        tot = np.bincount(self.occ_camera.astype(np.int64), weights=self.occ_count, minlength=len(self.camera_ids))
+        return {c: int(t) for c, t in zip(self.camera_ids, tot)}
+
+    def window_start(self, window: int) -> dt.datetime:
+        return dt.datetime.fromtimestamp(self.start_epoch + int(window) * self.window_seconds, tz=dt.timezone.utc)
+
+    def counts_matrix(self, camera_id: str) -> tuple[np.ndarray, np.ndarray]:
+        """(windows, (n_windows, n_groups) counts) of one camera: the estimator's input without a database."""
+        c = self.camera_ids.index(camera_id)
+        m = self.occ_camera == c
+        wins, inv = np.unique(self.occ_window[m], return_inverse=True)
+        out = np.zeros((wins.shape[0], self.n_groups), dtype=np.int32)
+        np.add.at(out, (inv, self.occ_group[m]), self.occ_count[m])
+        return wins, out
+
+    # ---- records ---------------------------------------------------------------------------
+    def occurrence_records(self, lo: int = 0, hi: int | None = None) -> Iterator[dict[str, Any]]:
+        """GroupOccurrence records (Avro field names; window_start in epoch milliseconds)."""
+        hi = self.occurrence_rows if hi is None else hi
+        ws_ms = (self.start_epoch + self.occ_window[lo:hi].astype(np.int64) * self.window_seconds) * 1000
+        for c, w, g, n in zip(self.occ_camera[lo:hi].tolist(), ws_ms.tolist(), self.occ_group[lo:hi].tolist(),
+                              self.occ_count[lo:hi].tolist()):
+            yield {"site_id": self.site_ids[self.camera_site[c]], "camera_id": self.camera_ids[c],
+                   "window_start": w, "window_seconds": self.window_seconds, "group_id": g, "occurrences": n,
+                   "params_version": self.params_version}
+
+    def demographic_records(self, lo: int = 0, hi: int | None = None) -> Iterator[dict[str, Any]]:
+        hi = self.demographic_rows if hi is None else hi
+        ws_ms = (self.start_epoch + self.dem_window[lo:hi].astype(np.int64) * self.window_seconds) * 1000
+        for c, w, b, g, n in zip(self.dem_camera[lo:hi].tolist(), ws_ms.tolist(), self.dem_band[lo:hi].tolist(),
+                                 self.dem_gender[lo:hi].tolist(), self.dem_persons[lo:hi].tolist()):
+            yield {"site_id": self.site_ids[self.camera_site[c]], "camera_id": self.camera_ids[c],
+                   "window_start": w, "window_seconds": self.window_seconds, "age_band": OBS_BANDS[b],
+                   "gender": OBS_GENDERS[g], "persons": n, "params_version": self.params_version}
+
+    def _columns(self, cams: np.ndarray, wins: np.ndarray, first_offset: int) -> list[list[Any]]:
+        cam_l = cams.tolist()
+        uw, inv = np.unique(wins, return_inverse=True)
+        starts = [self.window_start(w) for w in uw.tolist()]
+        n = len(cam_l)
+        return [[self.site_ids[self.camera_site[c]] for c in cam_l], [self.camera_ids[c] for c in cam_l],
+                [starts[i] for i in inv.tolist()], [self.window_seconds] * n]
+
+    def occurrence_columns(self, lo: int, hi: int, first_offset: int) -> list[list[Any]]:
+        """Columnar ClickHouse rows ``lo:hi`` in :data:`OCCURRENCE_COLUMNS` order."""
+        n = hi - lo
+        return self._columns(self.occ_camera[lo:hi], self.occ_window[lo:hi], first_offset) + [
+            self.occ_group[lo:hi].tolist(), self.occ_count[lo:hi].tolist(), [self.params_version] * n,
+            [0] * n, list(range(first_offset, first_offset + n))]
+
+    def demographic_columns(self, lo: int, hi: int, first_offset: int) -> list[list[Any]]:
+        n = hi - lo
+        return self._columns(self.dem_camera[lo:hi], self.dem_window[lo:hi], first_offset) + [
+            [OBS_BANDS[b] for b in self.dem_band[lo:hi].tolist()],
+            [OBS_GENDERS[g] for g in self.dem_gender[lo:hi].tolist()],
+            self.dem_persons[lo:hi].tolist(), [self.params_version] * n,
+            [0] * n, list(range(first_offset, first_offset + n))]
+
+
+def published_windows(sc: Scenario, captures: Captures) -> list[np.ndarray]:
+    """Per camera: sorted window indices it publishes (opening hours of every day + any capture)."""
+    ws = sc.window_seconds
+    per_day = DAY // ws
+    w = captures.window(ws)
+    out = []
+    for ci, cid in enumerate(sc.camera_ids):
+        oh = sc.site_of(cid).opening_hours
+        first, last = oh.open // ws, -(-oh.close // ws)
+        day_wins = np.arange(first, last)
+        opening = (np.arange(sc.days)[:, None] * per_day + day_wins[None, :]).ravel()
+        out.append(np.union1d(opening, w[captures.camera == ci]))
+    return out
+
+
+def _segments(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Unique sorted keys with the [start, end) slice of each in a sorted array."""
+    uk, first = np.unique(keys, return_index=True)
+    ends = np.append(first[1:], keys.shape[0])
+    return uk, first, ends
+
+
+def publish(sc: Scenario, captures: Captures, groups: np.ndarray, params: PrivacyParams,
+            rng: np.random.Generator, progress: Callable[[int], None] | None = None) -> Published:
+    """Pad and protect every (camera, window) of the scenario; see the module docstring."""
+    t0 = time.monotonic()
+    C = len(sc.camera_ids)
+    ws = sc.window_seconds
+    win = captures.window(ws)
+    cam = captures.camera.astype(np.int64)
+    windows = published_windows(sc, captures)
+    # key per (camera, window): camera * W + window
+    W = int(max((int(x.max()) for x in windows if x.size), default=0)) + 1
+    cw = cam * W + win
+
+    # real counts per (camera, window, group), sorted
+    G = params.n_groups
+    if groups.size and (groups.min() < 0 or groups.max() >= G):
+        raise ValueError("group ids outside [0, n_groups)")
+    k3, c3 = np.unique(cw * G + groups.astype(np.int64), return_counts=True)
+    cw3, g3 = k3 // G, k3 % G
+    ucw, s3, e3 = _segments(cw3)
+    seg_of = dict(zip(ucw.tolist(), zip(s3.tolist(), e3.tolist())))
+
+    # observed demographics per (camera, window, band, gender)
+    NB, NG = len(OBS_BANDS), len(OBS_GENDERS)
+    kd, cd = np.unique((cw * NB + captures.band.astype(np.int64)) * NG + captures.gender.astype(np.int64),
+                       return_counts=True)
+    cwd = kd // (NB * NG)
+    ud, sd, ed = _segments(cwd)
+    dseg_of = dict(zip(ud.tolist(), zip(sd.tolist(), ed.tolist())))
+
+    occ_c, occ_w, occ_g, occ_n = [], [], [], []
+    dem_c, dem_w, dem_b, dem_g, dem_n = [], [], [], [], []
+    real = np.zeros(C, dtype=np.int64)
+    fict = np.zeros(C, dtype=np.int64)
+    dem_tot = np.zeros(C, dtype=np.int64)
+    g3l, c3l = g3.tolist(), c3.tolist()
+    for ci in range(C):
+        for w in windows[ci].tolist():
+            key = ci * W + w
+            s, e = seg_of.get(key, (0, 0))
+            counts = dict(zip(g3l[s:e], c3l[s:e]))
+            padded = pad_with_fictitious(counts, params, rng)
+            n = len(padded)
+            gs = np.fromiter(padded.keys(), dtype=np.int32, count=n)
+            ns = np.fromiter(padded.values(), dtype=np.int32, count=n)
+            r = sum(c3l[s:e])
+            real[ci] += r
+            fict[ci] += int(ns.sum()) - r
+            occ_c.append(np.full(n, ci, dtype=np.int16))
+            occ_w.append(np.full(n, w, dtype=np.int32))
+            occ_g.append(gs)
+            occ_n.append(ns)
+            ds = dseg_of.get(key)
+            if ds is not None:
+                cells = {}
+                for k, v in zip(kd[ds[0]:ds[1]].tolist(), cd[ds[0]:ds[1]].tolist()):
+                    cells[(OBS_BANDS[(k // NG) % NB], OBS_GENDERS[k % NG])] = v
+                prot = protect_demographic_counts(cells, params, rng)
+                for (b, g), v in prot.items():
+                    dem_c.append(ci)
+                    dem_w.append(w)
+                    dem_b.append(_BAND_INDEX[b])
+                    dem_g.append(_GENDER_INDEX[g])
+                    dem_n.append(v)
+                    dem_tot[ci] += v
+        if progress:
+            progress(len(windows[ci]))
+
+    def cat(parts: list[np.ndarray], dtype: Any) -> np.ndarray:
+        return np.concatenate(parts).astype(dtype, copy=False) if parts else np.zeros(0, dtype=dtype)
+
+    return Published(
+        site_ids=sc.site_ids, camera_ids=sc.camera_ids, camera_site=sc.camera_site, start_epoch=sc.start_epoch,
+        window_seconds=ws, params_version=params.version, n_groups=G,
+        occ_camera=cat(occ_c, np.int16), occ_window=cat(occ_w, np.int32), occ_group=cat(occ_g, np.int32),
+        occ_count=cat(occ_n, np.int32),
+        dem_camera=np.array(dem_c, dtype=np.int16), dem_window=np.array(dem_w, dtype=np.int32),
+        dem_band=np.array(dem_b, dtype=np.int8), dem_gender=np.array(dem_g, dtype=np.int8),
+        dem_persons=np.array(dem_n, dtype=np.int32),
+        windows_per_camera=np.array([len(x) for x in windows], dtype=np.int64),
+        real_per_camera=real, fictitious_per_camera=fict, demographic_persons_per_camera=dem_tot,
+        seconds=time.monotonic() - t0)
+
+
+# ---- ClickHouse ------------------------------------------------------------------------------
+
+def prepare_database(settings: Settings, database: str, *, replace: bool = False, append: bool = False):
+    """Open, create and migrate the simulator's own database; returns (warehouse, first offsets).
+
+    Refuses the sink's database (``settings.clickhouse.database``): the sink resumes each
+    partition after the highest kafka_offset stored there, so simulated rows would make it skip
+    real records. An existing database with rows is refused unless ``replace`` (drop it first)
+    or ``append`` (continue the offsets).
+    """
+    from pipeline.sink.clickhouse import ServerWarehouse
+    from pipeline.sink.migrations import migrate
+
+    if not database.replace("_", "").isalnum():
+        raise SimulatorError(f"database name {database!r} must be a plain identifier (letters, digits, _)")
+    if database == settings.clickhouse.database or database in ("system", "default"):
+        raise SimulatorError(f"refusing to write simulated rows into {database!r}: that is the sink's (or a "
+                             "system) database, and the sink resumes from the kafka offsets stored there; "
+                             "use a database of its own, e.g. --database flow_sim")
+    wh = ServerWarehouse(settings.clickhouse, database=database)
+    tables = {r[0] for r in wh.rows("SELECT name FROM system.tables WHERE database = %(db)s", {"db": database})}
+    first = {"group_occurrences": 0, "demographic_counts": 0}
+    if tables and replace:
+        wh.execute(f"DROP DATABASE IF EXISTS {database}")
+        tables = set()
+    migrate(wh)
+    for t in first:
+        if t in tables:
+            n, mx = wh.rows(f"SELECT count(), max(kafka_offset) FROM {database}.{t}")[0]
+            if int(n):
+                if not append:
+                    raise SimulatorError(f"{database}.{t} already holds {int(n)} rows; pass --replace to drop the "
+                                         "database first or --append to add to it")
+                first[t] = int(mx) + 1
+    return wh, first
+
+
+def write_clickhouse(pub: Published, wh: Any, *, first_offsets: dict[str, int] | None = None,
+                     batch_rows: int = 200_000, progress: Callable[[str, int], None] | None = None) -> dict[str, int]:
+    """Insert all published rows through the Warehouse protocol's columnar ``insert``; rows per table."""
+    first = dict(first_offsets or {})
+    written = {}
+    for table, total, cols, columns in (
+            ("group_occurrences", pub.occurrence_rows, OCCURRENCE_COLUMNS, pub.occurrence_columns),
+            ("demographic_counts", pub.demographic_rows, DEMOGRAPHIC_COLUMNS, pub.demographic_columns)):
+        off = first.get(table, 0)
+        n = 0
+        for lo in range(0, total, batch_rows):
+            hi = min(lo + batch_rows, total)
+            wh.insert(table, list(cols), columns(lo, hi, off + lo))
+            n += hi - lo
+            if progress:
+                progress(table, hi - lo)
+        written[table] = n
+    return written
+
+
+# ---- Kafka -----------------------------------------------------------------------------------
+
+@dataclass
+class KafkaLoadStats:
+    records: dict[str, int] = field(default_factory=dict)
+    failed: int = 0
+    seconds: float = 0.0
+
+    @property
+    def records_per_second(self) -> float:
+        return sum(self.records.values()) / self.seconds if self.seconds > 0 else 0.0
+
+
+def produce_kafka(pub: Published, settings: Settings, *, progress: Callable[[str, int], None] | None = None,
+                  flush_timeout: float = 120.0) -> KafkaLoadStats:
+    """Encode (pipeline.serde) and produce every record; idempotent producer keyed by camera id."""
+    from confluent_kafka import Producer
+
+    from pipeline import serde
+
+    k = settings.kafka
+    producer = Producer({"bootstrap.servers": k.bootstrap, "client.id": f"{k.client_id}-simulator",
+                         "enable.idempotence": True, "acks": "all", "linger.ms": 20,
+                         "compression.type": "lz4", "queue.buffering.max.messages": 500_000,
+                         "queue.buffering.max.kbytes": 512 * 1024})
+    topics = producer.list_topics(timeout=10).topics
+    for t in (k.occurrences_topic, k.demographics_topic):
+        if t not in topics:
+            raise SimulatorError(f"topic {t!r} does not exist on {k.bootstrap}; run `flowctl topics apply` first")
+    stats = KafkaLoadStats()
+
+    def on_delivery(err: Any, _msg: Any) -> None:
+        if err is not None:
+            stats.failed += 1
+
+    t0 = time.monotonic()
+    for name, topic, records in (("GroupOccurrence", k.occurrences_topic, pub.occurrence_records()),
+                                 ("DemographicCount", k.demographics_topic, pub.demographic_records())):
+        n = 0
+        for rec in records:
+            value = serde.encode(name, rec)
+            key = rec["camera_id"].encode()
+            while True:
+                try:
+                    producer.produce(topic, value=value, key=key, on_delivery=on_delivery)
+                    break
+                except BufferError:
+                    producer.poll(0.05)
+            n += 1
+            if n % 5000 == 0:
+                producer.poll(0)
+                if progress:
+                    progress(name, 5000)
+        if progress and n % 5000:
+            progress(name, n % 5000)
+        stats.records[name] = n
+    left = producer.flush(flush_timeout)
+    stats.seconds = time.monotonic() - t0
+    if left:
+        raise SimulatorError(f"{left} records still unsent after {flush_timeout:.0f} s")
+    if stats.failed:
+        raise SimulatorError(f"{stats.failed} records failed delivery")
+    return stats
+
+
+def register_dimensions(wh: Any, sc: Scenario, params: PrivacyParams) -> str | None:
+    """Best effort: load the scenario's camera layout and the parameter set's public figures into
+    the analysts' dimension tables (``cameras``, ``privacy_params``) when the analytics package and
+    its migration exist, so the flow estimators run on the simulator's database as on the sink's.
+    Returns None on success, else why it was skipped."""
+    try:
+        from pipeline.analytics.dimensions import Layout, load_layout, register_params
+    except ImportError as e:
+        return f"analytics dimensions unavailable ({e})"
+    from pipeline.sink.clickhouse import WarehouseError
+
+    layout = Layout.model_validate({"sites": [
+        {"site_id": s.site_id, "cameras": [{"camera_id": c.camera_id, "zone": c.zone or "", "store": c.store or ""}
+                                           for c in s.cameras]} for s in sc.sites]})
+    try:
+        load_layout(wh, layout)
+        register_params(wh, params)
+    except (WarehouseError, TypeError, ValueError) as e:
+        return f"dimension tables not written ({e})"
+    return None

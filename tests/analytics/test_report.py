@@ -1,0 +1,229 @@
+"""The HTML report and the footfall/demographics queries on a small synthetic dataset with one
+planted flow (people seen at s1/A and, 3 windows later, at s1/B in the same group with the
+registered same-group rate), on the local ClickHouse 18.16 server and on chdb.
+"""
+from __future__ import annotations
+
+import random
+import re
+import subprocess
+import uuid
+from collections import Counter
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from pipeline.analytics.dimensions import register_params
+from pipeline.analytics.flows import CameraRef, FlowQuery, estimate_flows, flow_sql, render_sql
+from pipeline.analytics.queries import demographics_hourly, footfall_hourly
+from pipeline.analytics.report import MAX_TRANSIT_PLOTS, SECTION_TITLES, build_report, format_number, pretty_sql
+from pipeline.privacy import PrivacyParams
+from pipeline.privacy.demographics import AGE_BANDS, GENDERS
+from pipeline.settings import REPO_ROOT, load_settings
+from pipeline.sink.clickhouse import ChdbWarehouse, ServerWarehouse
+from pipeline.sink.migrations import migrate
+
+START = datetime(2026, 3, 2, 9, 0, tzinfo=timezone.utc)
+HOURS = 2
+W = 60
+N_WINDOWS = HOURS * 3600 // W
+MIN_LAG, MAX_LAG, PLANTED_LAG = 0, 5, 3
+CAMERAS = (CameraRef("s1", "A"), CameraRef("s1", "B"), CameraRef("s1", "C"), CameraRef("s2", "D"))
+BACKGROUND = 15       # unrelated persons per camera and window
+FLOW_PER_WINDOW = 3   # persons per window going A -> B
+
+
+def synthetic(params: PrivacyParams, seed: int = 7):
+    """Group occurrences and demographic counts per (camera, window), as the processor would publish."""
+    rng = random.Random(seed)
+    n, p = params.n_groups, params.same_group_rate
+    occ: Counter = Counter()     # (camera key, window, group) -> occurrences
+    demo: Counter = Counter()    # (camera key, window, band, gender) -> persons
+    bands = [b for b in AGE_BANDS] + ["unknown"]
+    genders = list(GENDERS)
+    for w in range(N_WINDOWS + MAX_LAG):   # destinations keep streaming past the period's end
+        for cam in CAMERAS:
+            for _ in range(BACKGROUND):
+                occ[(cam.key, w, rng.randrange(n))] += 1
+                demo[(cam.key, w, rng.choice(bands[:4]), rng.choice(genders[:2]))] += 1
+            occ[(cam.key, w, rng.randrange(n))] += 1   # about n * fictitious_rate = 1 fictitious per window
+        if w < N_WINDOWS:
+            for _ in range(FLOW_PER_WINDOW):
+                g = rng.randrange(n)
+                occ[("s1/A", w, g)] += 1
+                occ[("s1/B", w + PLANTED_LAG, g if rng.random() < p else rng.randrange(n))] += 1
+    return occ, demo
+
+
+def load(wh, params: PrivacyParams, *, epoch_ints: bool) -> tuple[Counter, Counter]:
+    migrate(wh)
+    register_params(wh, params)
+    occ, demo = synthetic(params)
+
+    def t(w: int):
+        ts = START + timedelta(seconds=w * W)
+        return int(ts.timestamp()) if epoch_ints else ts
+
+    rows = sorted(occ.items())
+    cols = [[k[0].split("/")[0] for k, _ in rows], [k[0].split("/")[1] for k, _ in rows],
+            [t(k[1]) for k, _ in rows], [W] * len(rows), [k[2] for k, _ in rows], [v for _, v in rows],
+            [params.version] * len(rows), [0] * len(rows), list(range(len(rows)))]
+    wh.insert("group_occurrences", ["site_id", "camera_id", "window_start", "window_seconds", "group_id",
+                                    "occurrences", "params_version", "kafka_partition", "kafka_offset"], cols)
+    drows = sorted(demo.items())
+    dcols = [[k[0].split("/")[0] for k, _ in drows], [k[0].split("/")[1] for k, _ in drows],
+             [t(k[1]) for k, _ in drows], [W] * len(drows), [k[2] for k, _ in drows], [k[3] for k, _ in drows],
+             [v for _, v in drows], [params.version] * len(drows), [0] * len(drows), list(range(len(drows)))]
+    wh.insert("demographic_counts", ["site_id", "camera_id", "window_start", "window_seconds", "age_band",
+                                     "gender", "persons", "params_version", "kafka_partition", "kafka_offset"], dcols)
+    return occ, demo
+
+
+def expected_footfall(occ: Counter, params: PrivacyParams, end: datetime) -> dict:
+    """(camera key, hour) -> (occurrences, windows, estimated persons) for hours starting before ``end``."""
+    acc: dict = {}
+    for (cam, w, _g), v in occ.items():
+        ts = START + timedelta(seconds=w * W)
+        hour = ts.replace(minute=0, second=0)
+        if hour >= end:
+            continue
+        a = acc.setdefault((cam, hour), [0, set()])
+        a[0] += v
+        a[1].add(w)
+    per_window = params.n_groups * params.fictitious_rate
+    return {k: (o, len(ws), o - len(ws) * per_window) for k, (o, ws) in acc.items()}
+
+
+def expected_demographics(demo: Counter, end: datetime) -> dict:
+    acc: Counter = Counter()
+    for (cam, w, band, gender), v in demo.items():
+        hour = (START + timedelta(seconds=w * W)).replace(minute=0, second=0)
+        if hour < end:
+            acc[(cam, hour, band, gender)] += v
+    return dict(acc)
+
+
+def check_queries(wh, occ: Counter, demo: Counter, params: PrivacyParams) -> None:
+    end = START + timedelta(hours=HOURS)
+    ff = footfall_hourly(wh, params.version, START, end)
+    want = expected_footfall(occ, params, end)
+    got = {(r.camera, r.hour): (r.occurrences, r.windows, r.estimated_persons) for r in ff}
+    assert got.keys() == want.keys()
+    for k, (o, w, est) in want.items():
+        assert got[k][:2] == (o, w), k
+        assert got[k][2] == pytest.approx(est, rel=1e-9), k
+    assert all(r.hour.tzinfo is not None and r.hour.minute == 0 for r in ff)
+
+    only_s2 = footfall_hourly(wh, params.version, START, end, sites=("s2",))
+    assert {r.camera for r in only_s2} == {"s2/D"}
+    # a period starting mid-hour still includes that whole hour; the end is exclusive
+    half = footfall_hourly(wh, params.version, START + timedelta(minutes=30), START + timedelta(hours=1))
+    assert {r.hour for r in half} == {START}
+
+    dm = demographics_hourly(wh, params.version, START, end)
+    assert {(r.camera, r.hour, r.age_band, r.gender): r.persons for r in dm} == expected_demographics(demo, end)
+    assert footfall_hourly(wh, "no-such-version", START, end) == []
+
+
+# ---------------------------------------------------------------------------------------------
+# ClickHouse 18.16 server
+
+@pytest.fixture(scope="module")
+def server_wh():
+    rc = subprocess.call(["bash", str(REPO_ROOT / "infra" / "local" / "stack.sh"), "up"])
+    assert rc == 0, "infra/local/stack.sh up failed"
+    wh = ServerWarehouse(load_settings().clickhouse, database=f"flow_report_test_{uuid.uuid4().hex[:8]}")
+    params = PrivacyParams.default()
+    try:
+        occ, demo = load(wh, params, epoch_ints=False)
+        yield wh, params, occ, demo
+    finally:
+        wh.execute(f"DROP DATABASE IF EXISTS {wh.database}")
+        wh.close()
+
+
+_ROW = re.compile(r'<tr data-origin="([^"]+)" data-destination="([^"]+)">.*?<td class="flow">([^<]*)</td>'
+                  r'<td class="se">([^<]*)</td><td class="ci-low">([^<]*)</td><td class="ci-high">([^<]*)</td></tr>')
+
+
+@pytest.mark.integration
+def test_queries_on_server(server_wh):
+    wh, params, occ, demo = server_wh
+    check_queries(wh, occ, demo, params)
+
+
+@pytest.mark.integration
+def test_report_on_server(server_wh, tmp_path):
+    wh, params, occ, demo = server_wh
+    end = START + timedelta(hours=HOURS)
+    out = tmp_path / "report" / "flows.html"
+    data = build_report(wh, params.version, START, end, cameras=[c.key for c in CAMERAS], min_lag=MIN_LAG,
+                        max_lag=MAX_LAG, window_seconds=W, level="camera", out_path=out)
+    assert out.is_file()
+    text = out.read_text(encoding="utf-8")
+
+    # self-contained: every image inline, nothing fetched
+    n_pairs = len(CAMERAS) * (len(CAMERAS) - 1)
+    n_transit = min(MAX_TRANSIT_PLOTS, n_pairs)
+    assert text.count('<img src="data:image/png;base64,') == 1 + 1 + n_transit + 2 == len(data.figures)
+    assert text.count("<img") == len(data.figures)
+    assert "<script" not in text and "http://" not in text and "https://" not in text
+    assert 'rel="stylesheet"' not in text
+    for title in SECTION_TITLES:
+        assert f">{title}</h2>" in text
+    assert params.version in text and "95% confidence interval" in text and "pairs of captures" in text
+
+    # the table prints exactly what estimate_flows returns
+    q = FlowQuery(params.version, CAMERAS, START, end, window_seconds=W, min_lag=MIN_LAG, max_lag=MAX_LAG)
+    cli = estimate_flows(wh, q)
+    assert len(cli) == n_pairs
+    assert [(e.origin, e.destination, e.flow, e.se) for e in data.flows] == \
+           [(e.origin, e.destination, e.flow, e.se) for e in cli]
+    table = {(o, d): (f, se, lo, hi) for o, d, f, se, lo, hi in _ROW.findall(text)}
+    assert len(table) == n_pairs
+    for e in cli:
+        lo, hi = e.ci95
+        assert table[(e.origin, e.destination)] == (format_number(e.flow), format_number(e.se),
+                                                   format_number(lo), format_number(hi))
+
+    # the planted flow is found, and nothing else is
+    ab = next(e for e in cli if (e.origin, e.destination) == ("s1/A", "s1/B"))
+    assert ab.ci95[0] > 0
+    planted = FLOW_PER_WINDOW * N_WINDOWS
+    assert ab.ci95[0] < planted < ab.ci95[1] or abs(ab.flow - planted) < 4 * ab.se
+    assert data.transit_pairs[0] == ("s1/A", "s1/B")
+    lags = {e.lag: e for e in data.flows_by_lag if (e.origin, e.destination) == ("s1/A", "s1/B")}
+    assert set(lags) == set(range(MIN_LAG, MAX_LAG + 1))
+    assert max(lags.values(), key=lambda e: e.flow).lag == PLANTED_LAG
+    assert sum(e.flow for e in lags.values()) == pytest.approx(ab.flow, rel=1e-6, abs=1e-6)
+
+    # footfall and demographics shown are the query functions' rows
+    assert data.footfall == footfall_hourly(wh, params.version, START, end, ("s1", "s2"))
+    assert data.demographics == demographics_hourly(wh, params.version, START, end, ("s1", "s2"))
+    # the SQL section shows runnable statements with values filled in
+    assert "%(" not in "".join(data.sql.values())
+    assert f"{wh.database}.occurrences_by_window" in text
+
+
+# ---------------------------------------------------------------------------------------------
+# chdb (a current ClickHouse engine)
+
+def test_queries_and_report_on_chdb(tmp_path):
+    pytest.importorskip("chdb")
+    wh = ChdbWarehouse(str(tmp_path / "chdb"), database="flow")
+    try:
+        params = PrivacyParams.default()
+        occ, demo = load(wh, params, epoch_ints=True)
+        check_queries(wh, occ, demo, params)
+        end = START + timedelta(hours=HOURS)
+        data = build_report(wh, params.version, START, end, cameras=CAMERAS[:2], min_lag=MIN_LAG, max_lag=MAX_LAG,
+                            window_seconds=W, out_path=tmp_path / "r.html")
+        assert (tmp_path / "r.html").read_text().count('<img src="data:image/png;base64,') == 1 + 1 + 2 + 2
+        ab = next(e for e in data.flows if (e.origin, e.destination) == ("s1/A", "s1/B"))
+        assert ab.ci95[0] > 0
+        # the laid-out statement the report and docs/ANALYST_SQL.md show means the same
+        q = FlowQuery(params.version, CAMERAS, START, end, window_seconds=W, min_lag=MIN_LAG, max_lag=MAX_LAG)
+        sql, values = flow_sql(wh.database, q, by_lag=True)
+        assert wh.rows(pretty_sql(render_sql(sql, values))) == wh.rows(sql, values)
+    finally:
+        wh.close()
