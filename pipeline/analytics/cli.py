@@ -15,7 +15,7 @@ from rich.console import Console
 from rich.table import Table
 
 from pipeline.analytics.flows import (CameraRef, FlowEstimate, FlowQuery, FlowQueryError, aggregate, cameras_with_data,
-                                      estimate_flows, flow_sql, render_sql)
+                                      estimate_flows, flow_sql, registered_rate, render_sql)
 
 out = Console()
 
@@ -74,6 +74,7 @@ def _query(ctx: click.Context, params_version: str | None, start: str, end: str,
     if t1 <= t0:
         raise click.BadParameter(f"{end} is not after --from {start}", param_hint="--to")
     try:
+        registered_rate(wh, version)  # an unknown version gets the how-to, not "no cameras"
         refs = tuple(CameraRef.parse(c) for c in cameras) if cameras else tuple(
             cameras_with_data(wh, version, t0, t1, sites))
         if not cameras and len(refs) < 2:

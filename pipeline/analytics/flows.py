@@ -8,7 +8,8 @@ occurrences, so flows are estimated from how much more often groups co-occur at 
 later, at B than chance predicts:
 
     S      = sum over windows t, lags d in [min_lag, max_lag], groups g of A_g(t) * B_g(t + d)
-    kappa  = sum_g a_g b_g / (sum_g a_g * sum_g b_g)        (a_g, b_g: group totals of the period)
+    kappa  = (sum_g a_g b_g - S_near) / (sum_g a_g * sum_g b_g - NN_near)
+             (a_g, b_g: group totals of the period, minus the window pairs within max_lag either way)
     chance = kappa * sum_t N_A(t) * N_B*(t)                  (N_B*(t) = B's total over t's lag range)
     flow   = (S - chance) / (p - kappa)
 

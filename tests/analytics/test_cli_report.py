@@ -1,0 +1,90 @@
+"""The analyst CLI end to end on a simulated site: `flowctl simulate run` lands a day in ClickHouse,
+`flowctl report` writes the HTML, and the report prints exactly the numbers `flowctl flows`,
+`od-matrix` and `transit` give for the same question. This is the path `flowctl demo` takes."""
+from __future__ import annotations
+
+import html
+import json
+import os
+import re
+import secrets
+import subprocess
+import sys
+
+import pytest
+
+from pipeline.analytics.report import format_number
+from pipeline.settings import REPO_ROOT, load_settings
+from pipeline.sink.clickhouse import ServerWarehouse
+
+pytestmark = pytest.mark.integration
+
+PERIOD = ["--from", "2026-11-02", "--to", "2026-11-03"]
+
+
+def flowctl(*args: str, db: str | None = None) -> subprocess.CompletedProcess:
+    env = dict(os.environ, COLUMNS="200")
+    if db:
+        env["FLOW_CLICKHOUSE__DATABASE"] = db
+    return subprocess.run([sys.executable, "-m", "pipeline.cli", *args], cwd=REPO_ROOT, env=env,
+                          capture_output=True, text=True, timeout=300)
+
+
+@pytest.fixture(scope="module")
+def simdb():
+    db = f"flow_cli_test_{secrets.token_hex(4)}"
+    r = flowctl("simulate", "run", "small", "--database", db, "--replace")
+    assert r.returncode == 0, r.stderr + r.stdout
+    yield db
+    ServerWarehouse(load_settings().clickhouse, database=db).execute(f"DROP DATABASE IF EXISTS {db}")
+
+
+def _report_rows(text: str) -> dict[tuple[str, str], dict[str, str]]:
+    rows = {}
+    for m in re.finditer(r'<tr data-origin="([^"]+)" data-destination="([^"]+)">(.*?)</tr>', text, re.S):
+        cells = dict(re.findall(r'<td class="([a-z-]+)">([^<]*)</td>', m.group(3)))
+        rows[html.unescape(m.group(1)), html.unescape(m.group(2))] = cells
+    return rows
+
+
+def test_report_numbers_match_the_cli(simdb, tmp_path):
+    out = tmp_path / "report.html"
+    r = flowctl("report", *PERIOD, "--out", str(out), db=simdb)
+    assert r.returncode == 0, r.stderr + r.stdout
+    text = out.read_text()
+    assert text.count('<img src="data:image/png;base64,') >= 4
+    table = _report_rows(text)
+    r = flowctl("flows", *PERIOD, "--json", db=simdb)
+    assert r.returncode == 0, r.stderr
+    flows = json.loads(r.stdout)
+    assert len(flows) == 12 and len(table) == 12  # 4 cameras, every ordered pair
+    for f in flows:
+        cells = table[f["origin"], f["destination"]]
+        assert cells["flow"] == format_number(f["flow"])
+        assert cells["se"] == format_number(f["se"])
+        assert cells["ci-low"] == format_number(f["ci95"][0])
+    # The simulated door -> shop route is a real flow: its interval lies above zero.
+    door_shop = next(f for f in flows if f["origin"] == "north/n-door" and f["destination"] == "north/n-shop")
+    assert door_shop["ci95"][0] > 0
+
+
+def test_od_matrix_and_transit_agree_with_flows(simdb):
+    flows = {(f["origin"], f["destination"]): f for f in json.loads(flowctl("flows", *PERIOD, "--json", db=simdb).stdout)}
+    od = json.loads(flowctl("od-matrix", *PERIOD, "--json", db=simdb).stdout)
+    assert {(f["origin"], f["destination"]): f["flow"] for f in od} == {k: v["flow"] for k, v in flows.items()}
+    r = flowctl("transit", *PERIOD, "--origin", "north/n-door", "--destination", "north/n-shop", "--json", db=simdb)
+    lags = json.loads(r.stdout)
+    assert [x["lag"] for x in lags] == list(range(31))
+    assert sum(x["flow"] for x in lags) == pytest.approx(flows["north/n-door", "north/n-shop"]["flow"], rel=1e-6)
+
+
+def test_site_level_rollup_and_bad_questions(simdb):
+    sites = json.loads(flowctl("flows", *PERIOD, "--level", "site", "--json", db=simdb).stdout)
+    assert {(f["origin"], f["destination"]) for f in sites} <= {("north", "north"), ("north", "south"),
+                                                               ("south", "north"), ("south", "south")}
+    r = flowctl("flows", "--from", "2026-11-03", "--to", "2026-11-02", db=simdb)
+    assert r.returncode != 0 and "is not after" in r.stderr
+    r = flowctl("flows", *PERIOD, "--camera", "no-slash", "--camera", "north/n-door", db=simdb)
+    assert r.returncode != 0 and "SITE/CAMERA" in r.stderr
+    r = flowctl("flows", *PERIOD, "--params-version", "pp-unknown", db=simdb)
+    assert r.returncode != 0 and "flowctl params register" in r.stderr
