@@ -88,3 +88,26 @@ def test_site_level_rollup_and_bad_questions(simdb):
     assert r.returncode != 0 and "SITE/CAMERA" in r.stderr
     r = flowctl("flows", *PERIOD, "--params-version", "pp-unknown", db=simdb)
     assert r.returncode != 0 and "flowctl params register" in r.stderr
+
+
+def test_layout_load_rolls_flows_up_to_zones(simdb, tmp_path):
+    layout = tmp_path / "layout.yaml"
+    layout.write_text("sites:\n"
+                      "  - site_id: north\n    cameras:\n"
+                      "      - {camera_id: n-door, zone: doors}\n      - {camera_id: n-shop, zone: shops}\n"
+                      "  - site_id: south\n    cameras:\n"
+                      "      - {camera_id: s-door, zone: doors}\n      - {camera_id: s-shop, zone: shops}\n")
+    r = flowctl("layout", "load", str(layout), db=simdb)
+    assert r.returncode == 0 and "loaded 4 cameras" in r.stdout, r.stderr
+    cams = {(f["origin"], f["destination"]): f["flow"]
+            for f in json.loads(flowctl("flows", *PERIOD, "--json", db=simdb).stdout)}
+    zones = {(f["origin"], f["destination"]): f["flow"]
+             for f in json.loads(flowctl("flows", *PERIOD, "--level", "zone", "--json", db=simdb).stdout)}
+    assert zones["north/doors", "north/shops"] == pytest.approx(cams["north/n-door", "north/n-shop"])
+    assert zones["north/doors", "south/doors"] == pytest.approx(cams["north/n-door", "south/s-door"])
+    assert sum(zones.values()) == pytest.approx(sum(cams.values()))
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("sites:\n  - site_id: north\n    cameras:\n      - {camera_id: n-door, floor: 2}\n")
+    r = flowctl("layout", "load", str(bad), db=simdb)
+    assert r.returncode == 1 and "floor" in r.stderr and "expected sites" in r.stderr
