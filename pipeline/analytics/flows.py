@@ -18,11 +18,12 @@ groups), computed from the observed group distributions; a flow person contribut
 kappa to chance, hence the divisor. Fictitious persons are independent of everything, so they
 only enter chance and the variance, never the expectation.
 
-Standard error, from the same aggregates: under "no flow" the window products are independent
-across windows with Var(sum_g A_g B*_g) ~= kappa * Q_A Q_B* - kappa^3 (N_A N_B*)^2, where Q is a
-window's sum of squared group counts (so overdispersed counts, such as strict-profile padding,
-widen the interval as they should); a flow of F adds the binomial variance F(1 - p)/p. Both
-are computed in the same SQL statement; see ``docs/ANALYST_SQL.md`` for the derivation and
+Standard error, from the same aggregates: under "no flow" a window's residual
+sum_g A_g B*_g - kappa N_A N_B* is sum_g (A_g - mean)(B*_g - mean) over groups, whose variance
+is kappa * (Q_A - kappa N_A^2)(Q_B* - kappa N_B*^2), Q being a window's sum of squared group
+counts (so overdispersed counts, such as strict-profile padding, widen the interval as they
+should, and a dense constant floor does not); residuals are independent across windows. A
+flow of F adds the binomial variance F(1 - p)/p. Both are computed in the same SQL statement; see ``docs/ANALYST_SQL.md`` for the derivation and
 bench/flows/evaluate.py for how well it matches the empirical error.
 
 A flow here counts pairs of captures: a person seen at A and then at B within the lag range
@@ -159,7 +160,8 @@ def flow_sql(db: str, q: FlowQuery, *, by_lag: bool = False) -> tuple[str, dict[
         wa = f"SELECT cam_a, ws, sum(na) AS n_a, sum(na * na) AS q_a FROM ({a_side}) GROUP BY cam_a, ws"
         wb = (f"SELECT cam_b, ws{lag_col}, sum(nstar) AS n_b, sum(nstar * nstar) AS q_b FROM ({b_side}) "
               f"GROUP BY cam_b, ws{lag_col}")
-        windows = (f"SELECT {pair}, sum(n_a * n_b) AS nn, sum(q_a * q_b) AS qq, sum(n_a * n_a * n_b * n_b) AS nn2 "
+        windows = (f"SELECT {pair}, sum(n_a * n_b) AS nn, sum(q_a * q_b) AS qq, sum(n_a * n_a * n_b * n_b) AS nn2, "
+                   f"sum(q_a * n_b * n_b + n_a * n_a * q_b) AS qn "
                    f"FROM ({wa}) AS wa ALL INNER JOIN ({wb}) AS wb USING ws WHERE cam_a != cam_b GROUP BY {pair}")
         return pair, s, windows
 
@@ -187,13 +189,13 @@ def flow_sql(db: str, q: FlowQuery, *, by_lag: bool = False) -> tuple[str, dict[
              f"({s_near}) AS s0 USING (cam_a, cam_b)) AS t0 ANY LEFT JOIN ({dist}) AS d0 USING (cam_a, cam_b)")
     p = (f"(SELECT argMax(same_group_rate, registered_at) FROM {db}.privacy_params "
          f"WHERE params_version = %(version)s)")
-    joined = (f"SELECT {pair}, s, nn, qq, nn2, kappa FROM "
-              f"(SELECT {pair}, s, nn, qq, nn2 FROM ({windows}) AS w ANY LEFT JOIN ({s}) AS sq USING ({pair})) AS wj "
+    joined = (f"SELECT {pair}, s, nn, qq, nn2, qn, kappa FROM "
+              f"(SELECT {pair}, s, nn, qq, nn2, qn FROM ({windows}) AS w ANY LEFT JOIN ({s}) AS sq USING ({pair})) AS wj "
               f"ANY LEFT JOIN ({kappa}) AS k USING (cam_a, cam_b)")
     sql = (f"SELECT {pair}, s, chance, kappa, p, (s - chance) / (p - kappa) AS flow, "
            f"sqrt(greatest(var0, 0) / pow(p - kappa, 2) + greatest((s - chance) / (p - kappa), 0) * (1 - p) / p) AS se "
            f"FROM (SELECT {pair}, s, kappa * nn AS chance, kappa, {p} AS p, "
-           f"kappa * qq - pow(kappa, 3) * nn2 AS var0 FROM ({joined})) "
+           f"kappa * qq - pow(kappa, 2) * qn + pow(kappa, 3) * nn2 AS var0 FROM ({joined})) "
            f"ORDER BY {pair}")
     return sql, params
 
