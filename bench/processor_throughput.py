@@ -2,6 +2,7 @@
 delete) on real footage, without Kafka: the upper bound a worker core can reach.
 
     .venv/bin/python bench/processor_throughput.py [--frames 60] [--runs 3] [--detector ssdlite]
+        [--descriptor hsv|hsv-cnn] [--no-demographics] [--blas-threads 1]
 
 Prints the median and p95 per stage and frames/second, as medians over runs.
 """
@@ -25,7 +26,6 @@ from pipeline.envelope import Sealer, associated_data, ensure_keypair, load_keyr
 from pipeline.framestore import LocalDirFrameStore
 from pipeline.privacy import Anonymizer, PrivacyParams
 from pipeline.processor.frames import FrameProcessor
-from pipeline.vision.descriptor import DIM as DESCRIPTOR_DIM
 from pipeline.settings import REPO_ROOT
 from pipeline.vision.detector import make_detector
 
@@ -35,7 +35,18 @@ def main() -> None:
     ap.add_argument("--frames", type=int, default=60)
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--detector", default="ssdlite", help="hog, ssdlite or ssdlite-split")
+    ap.add_argument("--descriptor", default="hsv", choices=["hsv", "hsv-cnn"])
+    ap.add_argument("--no-demographics", action="store_true", help="skip face, age and gender models")
+    ap.add_argument("--blas-threads", type=int, default=1, help="the processor runs with 1 (0: library default)")
     args = ap.parse_args()
+    if args.blas_threads:
+        from threadpoolctl import threadpool_limits
+
+        threadpool_limits(limits=args.blas_threads, user_api="blas")
+    from pipeline.processor.app import descriptor
+    from pipeline.vision.age_gender import DemographicEstimator
+
+    describe, dim = descriptor(args.descriptor)
     footage = subprocess.check_output(["bash", str(REPO_ROOT / "infra/local/footage.sh")], text=True).strip()
     images = [f.image for f in open_source(footage, 2.0, 640, 480)][: args.frames]
     tmp = Path(tempfile.mkdtemp())
@@ -43,7 +54,8 @@ def main() -> None:
     store = LocalDirFrameStore(tmp / "frames", ttl_seconds=600)
     sealer = Sealer(load_public_key(tmp / "keys"))
     proc = FrameProcessor(store, load_keyring(tmp / "keys"), make_detector(args.detector),
-                          Anonymizer(PrivacyParams.default(), input_dim=DESCRIPTOR_DIM), 4_000_000)
+                          Anonymizer(PrivacyParams.default(), input_dim=dim), 4_000_000, describe=describe,
+                          demographics=None if args.no_demographics else DemographicEstimator())
     fps_runs, stage_runs, persons = [], {}, 0
     for run in range(args.runs):
         refs = []

@@ -215,8 +215,10 @@ def process(ctx: click.Context, max_frames: int | None, idle_timeout: float | No
     from pipeline.processor.app import run_processor
 
     stats = run_processor(_settings(ctx), max_frames=max_frames, idle_timeout=idle_timeout, max_seconds=max_seconds)
-    console.print(f"processor: {stats.frames} frames, {stats.persons} persons, {stats.windows_emitted} windows, "
-                  f"{stats.occurrence_records} occurrence records, dead letters {stats.dead_letters or 'none'}")
+    console.print(f"processor: {stats.frames} frames, {stats.persons} detections in {stats.passes} person passes, "
+                  f"{stats.windows_emitted} windows, "
+                  f"{stats.occurrence_records} occurrence records, {stats.demographic_records} demographic records, "
+                  f"dead letters {stats.dead_letters or 'none'}")
 
 
 @cli.command()

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
@@ -88,7 +88,17 @@ class ProcessorSettings(_Section):
     # went quiet for idle_flush_seconds), so late frames from a slow edge still count.
     grace_seconds: int = Field(5, ge=0, le=600)
     idle_flush_seconds: float = Field(10.0, gt=0, le=3600)
+    # Person passes (pipeline/processor/passes.py): detections of consecutive frames closer than
+    # pass_max_step box heights belong to one pass; a pass ends after pass_max_gap_seconds unseen.
+    # 1.6 s tolerates two missed detections at the edge's 2 frames/s.
+    pass_max_step: float = Field(0.8, gt=0, le=10)
+    pass_max_gap_seconds: float = Field(1.6, gt=0, le=60)
     detector: str = "ssdlite"
+    # Appearance descriptor handed to the privacy core: 'hsv' (384-d body-part colour histograms,
+    # 0.2 ms per person) or 'hsv-cnn' (768-d: HSV plus ResNet-50 stripe features, ~23 ms per
+    # person; better separation, same group stability at 1,000 groups: bench/vision/evaluate.py).
+    # The privacy parameter set must be calibrated for the chosen descriptor's dimension.
+    descriptor: Literal["hsv", "hsv-cnn"] = "hsv"
     privacy_params: Path | None = None
     worker_threads: int = Field(1, ge=1, le=64)
     # Prometheus /metrics of the worker itself (0 = off). Labels never carry personal data.

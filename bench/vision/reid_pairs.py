@@ -3,6 +3,14 @@ privacy parameter set calibrated from it.
 
     timeout 500 .venv/bin/python bench/vision/reid_pairs.py            # detect + track + pairs + calibrate
     timeout 500 .venv/bin/python bench/vision/reid_pairs.py --no-calibrate
+    timeout 900 .venv/bin/python bench/vision/reid_pairs.py --descriptor embedding --sweep 1000 100
+    timeout 300 .venv/bin/python bench/vision/reid_pairs.py --descriptor hsv+lbp --no-write
+
+``--descriptor`` picks one of the candidates in DESCRIPTORS (hsv = pipeline.vision.descriptor,
+embedding = pipeline.vision.embedding, and colour/texture/CNN variants and combinations); their raw
+feature blocks (LBP, HOG, CNN stripe means) are computed once per clip and cached in .cache/reid/.
+Non-hsv descriptors write their files with a _NAME suffix (models/privacy/vtest_pairs_embedding.npz,
+pp-2026.11-vtest-embedding.json, ...). bench/vision/evaluate.py compares all candidates.
 
 What it does:
 1. Reads every frame of vtest.avi (infra/local/footage.sh; Debian opencv-doc, 768x576, 795 frames at
@@ -125,6 +133,200 @@ def clean_mask(data: dict[str, np.ndarray], min_height: int, border: int = 2) ->
     return ok
 
 
+# ---- candidate descriptors ------------------------------------------------------------------------
+# Raw per-detection features ("kinds") are computed once over the clip and cached next to the
+# detections; a descriptor ("--descriptor") is a weighted concatenation of L2-normalised raw blocks,
+# so candidates and combinations cost nothing to add once the kinds exist.
+
+LBP_PARTS = ((0.0, 0.2), (0.2, 0.55), (0.55, 1.0))
+
+
+def _uniform_lbp_table() -> np.ndarray:
+    """8-neighbour LBP code -> 59 bins (58 uniform patterns + one bin for all others)."""
+    table = np.full(256, 58, dtype=np.int32)
+    k = 0
+    for code in range(256):
+        bits = [(code >> i) & 1 for i in range(8)]
+        if sum(bits[i] != bits[(i + 1) % 8] for i in range(8)) <= 2:
+            table[code] = k
+            k += 1
+    return table
+
+
+_LBP_TABLE = _uniform_lbp_table()
+_HOG = None
+
+
+def _crop(image: np.ndarray, b, trim_sides: bool = False) -> np.ndarray:
+    x, y, w, h = (int(b.x), int(b.y), int(b.w), int(b.h)) if hasattr(b, "x") else (int(v) for v in b[:4])
+    if trim_sides:
+        x, w = x + w // 8, max(1, w - 2 * (w // 8))
+    ih, iw = image.shape[:2]
+    x0, y0 = min(max(x, 0), iw - 1), min(max(y, 0), ih - 1)
+    return image[y0:max(min(y + h, ih), y0 + 1), x0:max(min(x + w, iw), x0 + 1)]
+
+
+def lbp_parts(image: np.ndarray, boxes) -> np.ndarray:
+    """Uniform LBP (radius 1, 8 neighbours) histograms of the grey crop (128x64) over three body parts."""
+    out = np.zeros((len(boxes), 59 * len(LBP_PARTS)), np.float32)
+    grey = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
+    for i, b in enumerate(boxes):
+        g = cv2.resize(_crop(grey, b, trim_sides=True), (64, 128), interpolation=cv2.INTER_AREA).astype(np.int16)
+        c = g[1:-1, 1:-1]
+        code = np.zeros_like(c, dtype=np.int32)
+        for k, (dy, dx) in enumerate(((-1, -1), (-1, 0), (-1, 1), (0, 1), (1, 1), (1, 0), (1, -1), (0, -1))):
+            code |= (g[1 + dy:g.shape[0] - 1 + dy, 1 + dx:g.shape[1] - 1 + dx] >= c).astype(np.int32) << k
+        lab = _LBP_TABLE[code]
+        feats = []
+        for top, bottom in LBP_PARTS:
+            r0 = int(top * lab.shape[0])
+            h = np.bincount(lab[r0:max(r0 + 1, int(bottom * lab.shape[0]))].ravel(), minlength=59).astype(np.float32)
+            feats.append(h / max(h.sum(), 1.0))
+        out[i] = np.concatenate(feats)
+    return out
+
+
+def hog_coarse(image: np.ndarray, boxes) -> np.ndarray:
+    """HOG of the crop resized to 64x128: 16x16 cells, 32x32 blocks, stride 16, 9 bins (756 floats)."""
+    global _HOG
+    if _HOG is None:
+        _HOG = cv2.HOGDescriptor((64, 128), (32, 32), (16, 16), (16, 16), 9)
+    out = np.zeros((len(boxes), 756), np.float32)
+    for i, b in enumerate(boxes):
+        out[i] = _HOG.compute(cv2.resize(_crop(image, b), (64, 128), interpolation=cv2.INTER_AREA)).reshape(-1)
+    return out
+
+
+CNN_FULL_MODEL = "open-nsfw-resnet50-s3s4-features"  # bench-only model with both stages (see evaluate.py)
+CNN_COMMITTED_MODEL = "open-nsfw-resnet50-features"   # stage 4 only: pipeline.vision.embedding's model
+
+
+def cnn_pooled(embedder, image: np.ndarray, boxes) -> dict[str, np.ndarray]:
+    """Raw (unnormalised) mean-pooled stage-3 / stage-4 features: global and per body stripe."""
+    from pipeline.vision.embedding import STRIPES
+
+    maps = embedder.feature_maps(image, boxes)
+    names = [o.name for o in embedder.model.session.get_outputs()]
+    out = {}
+    for name, fmap in zip(names, maps):
+        stage = "s3" if fmap.shape[-1] == 512 else "s4" if fmap.shape[-1] == 1024 else f"c{fmap.shape[-1]}"
+        h = fmap.shape[1]
+        out[f"cnn_{stage}_mean"] = fmap.mean(axis=(1, 2))
+        out[f"cnn_{stage}_max"] = fmap.max(axis=(1, 2))
+        parts = []
+        for top, bottom in STRIPES:
+            r0 = int(round(top * h))
+            parts.append(fmap[:, r0:max(r0 + 1, int(round(bottom * h)))].mean(axis=(1, 2)))
+        out[f"cnn_{stage}_stripes"] = np.concatenate(parts, axis=1)
+    return out
+
+
+def compute_kinds(path: Path, data: dict[str, np.ndarray], kinds: set[str], detector_name: str,
+                  max_frames: int | None, cnn_model: str, threads: int) -> dict[str, np.ndarray]:
+    """Raw feature blocks for every detection (cached per kind); also per-kind median ms per frame."""
+    feats = {"hsv": data["desc"]}
+    timing: dict[str, float] = {}
+    todo = []
+    for kind in sorted(kinds - {"hsv"}):
+        key = "cnn-" + cnn_model if kind == "cnn" else kind
+        cache = CACHE_DIR / f"{path.stem}-{path.stat().st_size}-{detector_name}-{max_frames or 'all'}-{key}.npz"
+        if cache.exists():
+            with np.load(cache) as z:
+                feats.update({k: z[k] for k in z.files})
+        else:
+            todo.append((kind, cache))
+    if not todo:
+        return feats
+    embedder = None
+    if any(k == "cnn" for k, _ in todo):
+        from pipeline.vision.embedding import CnnEmbedder
+        embedder = CnnEmbedder(model_name=cnn_model, threads=threads)
+    fns = {"lbp": lambda img, bx: {"lbp": lbp_parts(img, bx)}, "hog": lambda img, bx: {"hog": hog_coarse(img, bx)},
+           "cnn": lambda img, bx: cnn_pooled(embedder, img, bx)}
+    by_frame: dict[int, list[int]] = {}
+    for i, f in enumerate(data["frame"]):
+        by_frame.setdefault(int(f), []).append(i)
+    acc: dict[str, dict[str, np.ndarray]] = {k: {} for k, _ in todo}
+    ms: dict[str, list[float]] = {k: [] for k, _ in todo}
+    cap = cv2.VideoCapture(str(path))
+    n = 0
+    while n < int(data["n_frames"]):
+        ok, img = cap.read()
+        if not ok:
+            break
+        idx = by_frame.get(n, [])
+        if idx:
+            small = downscale(img, 640, 480)
+            bx = [tuple(data["box"][i]) for i in idx]
+            for kind, _ in todo:
+                t = time.perf_counter()
+                res = fns[kind](small, bx)
+                ms[kind].append((time.perf_counter() - t) * 1000)
+                for name, v in res.items():
+                    if name not in acc[kind]:
+                        acc[kind][name] = np.zeros((len(data["frame"]), v.shape[1]), np.float32)
+                    acc[kind][name][idx] = v
+        n += 1
+    cap.release()
+    for kind, cache in todo:
+        np.savez(cache, **acc[kind])
+        feats.update(acc[kind])
+        print(f"feature {kind}: {np.median(ms[kind]):.1f} ms per frame median "
+              f"({len(data['frame']) / max(len(ms[kind]), 1):.1f} crops/frame)", file=sys.stderr)
+    return feats
+
+
+def _l2(x: np.ndarray) -> np.ndarray:
+    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-9)
+
+
+def _sqrt_l2(x: np.ndarray) -> np.ndarray:
+    return _l2(np.sign(x) * np.sqrt(np.abs(x)))
+
+
+def _stripes_l2(x: np.ndarray, parts: int = 3) -> np.ndarray:
+    return _l2(np.concatenate([_sqrt_l2(p) for p in np.split(x, parts, axis=1)], axis=1))
+
+
+def _s4_embedding_half(x: np.ndarray) -> np.ndarray:
+    """The CNN half of pipeline.vision.embedding from cached stripe means: sqrt, L2 per stripe, projection, L2."""
+    from pipeline.vision.embedding import PROJECTION
+
+    return _l2(_stripes_l2(x) @ PROJECTION)
+
+
+# name -> [(raw block, transform, weight)]; the blocks are concatenated as sqrt(weight) * block, then L2-normalised.
+DESCRIPTORS: dict[str, list[tuple[str, object, float]]] = {
+    "hsv": [("hsv", _l2, 1.0)],
+    "lbp": [("lbp", _sqrt_l2, 1.0)],
+    "hsv+lbp": [("hsv", _l2, 1.0), ("lbp", _sqrt_l2, 1.0)],
+    "hsv+hog": [("hsv", _l2, 1.0), ("hog", _l2, 1.0)],
+    "hsv+lbp+hog": [("hsv", _l2, 1.0), ("lbp", _sqrt_l2, 1.0), ("hog", _l2, 1.0)],
+    "cnn-s4": [("cnn_s4_mean", _l2, 1.0)],              # the pooled penultimate layer, as shipped
+    "cnn-s4-sqrt": [("cnn_s4_mean", _sqrt_l2, 1.0)],
+    "cnn-s4-stripes": [("cnn_s4_stripes", _stripes_l2, 1.0)],
+    "cnn-s3": [("cnn_s3_mean", _sqrt_l2, 1.0)],
+    "cnn-s3-max": [("cnn_s3_max", _sqrt_l2, 1.0)],
+    "cnn-s3-stripes": [("cnn_s3_stripes", _stripes_l2, 1.0)],
+    "hsv+cnn-s3-stripes": [("hsv", _l2, 1.0), ("cnn_s3_stripes", _stripes_l2, 1.0)],
+    "hsv+cnn-s4-stripes": [("hsv", _l2, 1.0), ("cnn_s4_stripes", _stripes_l2, 1.0)],
+    "hsv+lbp+cnn-s3-stripes": [("hsv", _l2, 1.0), ("lbp", _sqrt_l2, 0.5), ("cnn_s3_stripes", _stripes_l2, 1.0)],
+    "hsv+cnn-s4-stripes-w2": [("hsv", _l2, 1.0), ("cnn_s4_stripes", _stripes_l2, 2.0)],
+    # pipeline.vision.embedding.embed: HSV + projected stage-4 stripes (384 + 384), weights 1 : 2
+    "embedding": [("hsv", _l2, 1.0), ("cnn_s4_stripes", _s4_embedding_half, 2.0)],
+}
+BLOCK_KIND = {"hsv": "hsv", "lbp": "lbp", "hog": "hog"}
+
+
+def kinds_of(name: str) -> set[str]:
+    return {BLOCK_KIND.get(block, "cnn") for block, _, _ in DESCRIPTORS[name]}
+
+
+def compose(name: str, feats: dict[str, np.ndarray]) -> np.ndarray:
+    blocks = [np.sqrt(w) * fn(feats[block].astype(np.float32)) for block, fn, w in DESCRIPTORS[name]]
+    return _l2(np.concatenate(blocks, axis=1)).astype(np.float32)
+
+
 def build_pairs(tracks: list[Track], clean: np.ndarray, frame_of: np.ndarray, min_gap: int, per_track: int,
                 per_track_pair: int, rng: np.random.Generator):
     """Index pairs (global detection indices) for same-person and different-person pairs."""
@@ -224,13 +426,14 @@ def group_check(params_path: Path | None, same_a: np.ndarray, same_b: np.ndarray
 
 
 def groups_sweep(sa: np.ndarray, sb: np.ndarray, pair_track: np.ndarray, emb: np.ndarray, emb_track: np.ndarray,
-                 da: np.ndarray, db: np.ndarray, sizes: tuple[int, ...], seeds: int) -> None:
+                 da: np.ndarray, db: np.ndarray, sizes: tuple[int, ...], seeds: int,
+                 quiet: bool = False) -> dict[int, dict[str, float]]:
     """What this descriptor supports: noise-free same-group rate of real re-captures vs number of groups.
 
     Two measurements per size: the calibrate command's own (random half of the pairs fitted, the
     other half measured: the same people on both sides, optimistic), and a person-disjoint one
     (reference fitted on the pairs and crops of half the tracks, rate measured on the other tracks).
-    Repeated over ``seeds`` deployment seeds / track splits; mean and range are printed.
+    Repeated over ``seeds`` deployment seeds / track splits; mean and range are printed and returned.
     """
     import logging
 
@@ -239,11 +442,13 @@ def groups_sweep(sa: np.ndarray, sb: np.ndarray, pair_track: np.ndarray, emb: np
 
     logging.getLogger("pipeline.privacy").setLevel(logging.ERROR)
     ids = np.unique(pair_track)
-    print(f"\ngroups sweep (noise-free rates unless noise was needed; {seeds} seeds; person-disjoint: half of the "
-          f"{len(ids)} tracks with pairs fit, the other half measured)")
+    if not quiet:
+        print(f"\ngroups sweep (noise-free rates unless noise was needed; {seeds} seeds; person-disjoint: half of "
+              f"the {len(ids)} tracks with pairs fit, the other half measured)")
+    result = {}
     for k in sizes:
         base = PrivacyParams.default().with_changes(n_groups=k)
-        own, held, diff, noise = [], [], [], []
+        own, held, diff, noise, dims = [], [], [], [], []
         for s in range(seeds):
             rng = np.random.default_rng(1000 + s)
             fit_ids = set(rng.permutation(ids)[:len(ids) // 2].tolist())
@@ -253,17 +458,69 @@ def groups_sweep(sa: np.ndarray, sb: np.ndarray, pair_track: np.ndarray, emb: np
             own.append(r.params.same_group_rate)
             noise.append(r.params.noise_scale)
             r2 = calibrate(emb[em], version="sweep", pairs=(sa[fm], sb[fm]), base=base, seed=s + 1)
+            dims.append(r2.params.reference.reduced_dim)
             a = Anonymizer(r2.params, sa.shape[1])
             held.append(float(np.mean(a.assign_groups(sa[~fm]) == a.assign_groups(sb[~fm]))))
             diff.append(float(np.mean(a.assign_groups(da) == a.assign_groups(db))))
-        fmt = lambda v: f"{np.mean(v):.3f} [{np.min(v):.3f}-{np.max(v):.3f}]"  # noqa: E731
-        print(f"  {k:5d} groups: calibrate's rate {fmt(own)} (noise {np.mean(noise):.4f}); person-disjoint "
-              f"same {fmt(held)}, different {np.mean(diff):.4f} (1/groups {1 / k:.4f})")
+        result[k] = {"own": float(np.mean(own)), "held": float(np.mean(held)), "held_min": float(np.min(held)),
+                     "held_max": float(np.max(held)), "diff": float(np.mean(diff)), "noise": float(np.mean(noise)),
+                     "dims": float(np.median(dims))}
+        if not quiet:
+            fmt = lambda v: f"{np.mean(v):.3f} [{np.min(v):.3f}-{np.max(v):.3f}]"  # noqa: E731
+            print(f"  {k:5d} groups: calibrate's rate {fmt(own)} (noise {np.mean(noise):.4f}); person-disjoint "
+                  f"same {fmt(held)}, different {np.mean(diff):.4f} (1/groups {1 / k:.4f}; reduced dims "
+                  f"{np.median(dims):.0f})")
+    return result
+
+
+def d_prime(pos: np.ndarray, neg: np.ndarray) -> float:
+    return float((pos.mean() - neg.mean()) / np.sqrt(0.5 * (pos.var() + neg.var()) + 1e-12))
+
+
+def measure(desc: np.ndarray, data: dict[str, np.ndarray], tracks: list[Track], clean: np.ndarray, min_gap: int,
+            per_track: int, per_track_pair: int, emb_per_track: int, seed: int,
+            groups: tuple[int, ...] = (), group_seeds: int = 3) -> dict:
+    """Every accuracy figure of one descriptor on one clip; the same seed gives the same pairs for all descriptors."""
+    rng = np.random.default_rng(seed)
+    frame = data["frame"]
+    same, diff, crops, coexist = build_pairs(tracks, clean, frame, min_gap, per_track, per_track_pair, rng)
+    sa, sb = desc[[a for a, _, _ in same]], desc[[b for _, b, _ in same]]
+    da, db = desc[[a for a, _ in diff]], desc[[b for _, b in diff]]
+    s_same, s_diff = cos(sa, sb), cos(da, db)
+    same_frame = np.array([frame[a] == frame[b] for a, b in diff])
+    r1, nq, gs = rank1(desc, crops, frame, coexist, min_gap, rng)
+    emb_idx = np.concatenate([rng.choice(v, size=min(emb_per_track, len(v)), replace=False) for v in crops.values()])
+    emb_track = np.array([t for t, v in crops.items() for _ in range(min(emb_per_track, len(v)))], dtype=np.int32)
+    out = {"dim": desc.shape[1], "same": same, "diff": diff, "crops": crops, "coexist": coexist,
+           "sa": sa, "sb": sb, "da": da, "db": db, "s_same": s_same, "s_diff": s_diff,
+           "s_diff_same_frame": s_diff[same_frame], "s_diff_other_frame": s_diff[~same_frame],
+           "gaps": np.array([frame[b] - frame[a] for a, b, _ in same]) / FPS,
+           "auc": auc(s_same, s_diff), "d_prime": d_prime(s_same, s_diff), "rank1": r1, "rank1_queries": nq,
+           "gallery": gs, "emb_idx": emb_idx, "emb_track": emb_track,
+           "same_track": np.array([t for *_, t in same], dtype=np.int32)}
+    if groups:
+        out["groups"] = groups_sweep(sa, sb, out["same_track"], desc[emb_idx], emb_track, da, db, groups,
+                                     group_seeds, quiet=True)
+    return out
+
+
+def load_clip(detector: str, threads: int, max_frames: int | None, iou_thr: float, min_track: int,
+              min_height: int):
+    path = footage_path()
+    data = detect_all(path, detector, threads, max_frames)
+    tracks = run_tracker(data, iou_threshold=iou_thr, max_missed=2, min_length=min_track, strict=True)
+    return path, data, tracks, clean_mask(data, min_height)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--detector", default="ssdlite")
+    ap.add_argument("--descriptor", default="hsv", choices=sorted(DESCRIPTORS),
+                    help="appearance descriptor measured (hsv = pipeline.vision.descriptor; embedding = "
+                         "pipeline.vision.embedding); outputs of non-hsv descriptors get a _NAME suffix")
+    ap.add_argument("--cnn-model", default=None, help="manifest model for the CNN features (default: the "
+                    "committed stage-4 model; the *-s3* candidates need the bench model, see "
+                    "bench/vision/evaluate.py --build-bench-model)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--max-frames", type=int, default=None, help="only the first N frames (quick check)")
     ap.add_argument("--min-gap-s", type=float, default=2.0, help="same-person pairs at least this far apart")
@@ -277,22 +534,25 @@ def main() -> None:
     ap.add_argument("--version", default="pp-2026.11-vtest")
     ap.add_argument("--calib-seed", type=int, default=None, help="deployment seed for calibrate (default: fresh)")
     ap.add_argument("--no-calibrate", action="store_true")
+    ap.add_argument("--no-write", action="store_true", help="print the figures only (implies --no-calibrate)")
     ap.add_argument("--repeats", type=int, default=20, help="noise draws for the group-rate check")
     ap.add_argument("--sweep", type=int, nargs="*", default=None, metavar="GROUPS",
                     help="also measure the same-group rate for these numbers of groups (e.g. 1000 300 100 30 10)")
     ap.add_argument("--sweep-seeds", type=int, default=5)
     args = ap.parse_args()
-    rng = np.random.default_rng(args.seed)
     min_gap = int(round(args.min_gap_s * FPS))
 
-    path = footage_path()
-    data = detect_all(path, args.detector, args.threads, args.max_frames)
+    path, data, tracks, clean = load_clip(args.detector, args.threads, args.max_frames, args.iou, args.min_track,
+                                          args.min_height)
+    cnn_model = args.cnn_model or (CNN_FULL_MODEL if "s3" in args.descriptor else CNN_COMMITTED_MODEL)
+    feats = compute_kinds(path, data, kinds_of(args.descriptor), args.detector, args.max_frames, cnn_model,
+                          args.threads)
+    desc = compose(args.descriptor, feats)
     n_frames, n_det = int(data["n_frames"]), len(data["frame"])
-    tracks = run_tracker(data, iou_threshold=args.iou, max_missed=2, min_length=args.min_track, strict=True)
-    clean = clean_mask(data, args.min_height)
-    same, diff, crops, coexist = build_pairs(tracks, clean, data["frame"], min_gap, args.per_track,
-                                             args.per_track_pair, rng)
-    desc = data["desc"]
+    m = measure(desc, data, tracks, clean, min_gap, args.per_track, args.per_track_pair, args.emb_per_track,
+                args.seed)
+    sa, sb, da, db, crops, same = m["sa"], m["sb"], m["da"], m["db"], m["crops"], m["same"]
+    emb_idx, emb_track = m["emb_idx"], m["emb_track"]
     lengths = np.array([len(t) for t in tracks])
     print(f"footage {path.name}: {n_frames} frames, {n_det} detections ({n_det / max(n_frames, 1):.1f}/frame), "
           f"detector {args.detector}")
@@ -301,46 +561,45 @@ def main() -> None:
           f"{sum(t.end_reason == 'ambiguous' for t in tracks)}")
     print(f"clean crops (h >= {args.min_height}px, inside frame, no overlap): {int(clean.sum())} of {n_det}; "
           f"tracks with clean crops {len(crops)}; with a same pair >= {args.min_gap_s:g}s apart "
-          f"{len({t for *_, t in same})}; coexisting track pairs {len(coexist)}")
-    sa, sb = desc[[a for a, _, _ in same]], desc[[b for _, b, _ in same]]
-    da, db = desc[[a for a, _ in diff]], desc[[b for _, b in diff]]
-    s_same, s_diff = cos(sa, sb), cos(da, db)
-    gaps = np.array([data["frame"][b] - data["frame"][a] for a, b, _ in same]) / FPS
-    print(f"\ncosine similarity of the {desc.shape[1]}-d HSV descriptor (same pairs: gap median {np.median(gaps):.1f} s, "
-          f"max {gaps.max():.1f} s)")
+          f"{len({t for *_, t in same})}; coexisting track pairs {len(m['coexist'])}")
+    s_same, s_diff, gaps = m["s_same"], m["s_diff"], m["gaps"]
+    print(f"\ncosine similarity of the {desc.shape[1]}-d {args.descriptor} descriptor (same pairs: gap median "
+          f"{np.median(gaps):.1f} s, max {gaps.max():.1f} s)")
     print(describe_dist("same person", s_same))
     print(describe_dist("different person", s_diff))
-    r1, nq, gs = rank1(desc, crops, data["frame"], coexist, min_gap, rng)
-    print(f"  ROC AUC same vs different: {auc(s_same, s_diff):.3f}; rank-1 re-id {r1:.3f} over {nq} queries "
-          f"(gallery {gs:.1f} crops on average, chance {1 / gs if gs else float('nan'):.3f})")
+    if len(m["s_diff_same_frame"]):
+        print(describe_dist("  same frame", m["s_diff_same_frame"]))
+    if len(m["s_diff_other_frame"]):
+        print(describe_dist("  other frames", m["s_diff_other_frame"]))
+    gs = m["gallery"]
+    print(f"  ROC AUC same vs different: {m['auc']:.3f}; d' {m['d_prime']:.2f}; rank-1 re-id {m['rank1']:.3f} over "
+          f"{m['rank1_queries']} queries (gallery {gs:.1f} crops on average, chance "
+          f"{1 / gs if gs else float('nan'):.3f})")
     for thr in (0.7, 0.8, 0.9):
         print(f"  at cosine >= {thr}: same accepted {np.mean(s_same >= thr):.3f}, different accepted "
               f"{np.mean(s_diff >= thr):.3f}")
+    if args.sweep:
+        groups_sweep(sa, sb, m["same_track"], desc[emb_idx], emb_track, da, db, tuple(args.sweep), args.sweep_seeds)
+    if args.no_write:
+        return
 
     # Embeddings: a few clean crops per track (the population sample), subsampled.
-    emb_idx = np.concatenate([rng.choice(v, size=min(args.emb_per_track, len(v)), replace=False)
-                              for v in crops.values()])
+    suffix = "" if args.descriptor == "hsv" else "_" + args.descriptor.replace("+", "_")
     OUT_DIR.mkdir(parents=True, exist_ok=True)
-    pairs_path, emb_path = OUT_DIR / "vtest_pairs.npz", OUT_DIR / "vtest_embeddings.npz"
+    pairs_path, emb_path = OUT_DIR / f"vtest_pairs{suffix}.npz", OUT_DIR / f"vtest_embeddings{suffix}.npz"
     np.savez_compressed(pairs_path, same_a=sa.astype(np.float32), same_b=sb.astype(np.float32),
                         diff_a=da.astype(np.float32), diff_b=db.astype(np.float32),
-                        same_track=np.array([t for *_, t in same], dtype=np.int32),
-                        same_gap_s=gaps.astype(np.float32))
-    np.savez_compressed(emb_path, embeddings=desc[emb_idx].astype(np.float32),
-                        track=np.array([t for t, v in crops.items() for _ in range(min(args.emb_per_track, len(v)))],
-                                       dtype=np.int32))
+                        same_track=m["same_track"], same_gap_s=gaps.astype(np.float32))
+    np.savez_compressed(emb_path, embeddings=desc[emb_idx].astype(np.float32), track=emb_track)
     size = (pairs_path.stat().st_size + emb_path.stat().st_size) / 1e6
     print(f"\nwrote {pairs_path.relative_to(REPO_ROOT)} ({len(sa)} same, {len(da)} different pairs) and "
           f"{emb_path.relative_to(REPO_ROOT)} ({len(emb_idx)} crops of {len(crops)} tracks); {size:.1f} MB")
-    if args.sweep:
-        groups_sweep(sa, sb, np.array([t for *_, t in same]), desc[emb_idx],
-                     np.array([t for t, v in crops.items() for _ in range(min(args.emb_per_track, len(v)))]),
-                     da, db, tuple(args.sweep), args.sweep_seeds)
     if args.no_calibrate:
         return
-    params_path = OUT_DIR / f"{args.version}.json"
+    version = args.version + suffix.replace("_", "-")
+    params_path = OUT_DIR / f"{version}.json"
     cmd = [sys.executable, "-m", "pipeline.privacy.cli", "calibrate", "--embeddings", str(emb_path.relative_to(REPO_ROOT)),
-           "--pairs", str(pairs_path.relative_to(REPO_ROOT)), "--version", args.version,
+           "--pairs", str(pairs_path.relative_to(REPO_ROOT)), "--version", version,
            "--out", str(params_path.relative_to(REPO_ROOT))]
     if args.calib_seed is not None:
         cmd += ["--seed", str(args.calib_seed)]

@@ -12,6 +12,7 @@ import logging
 import os
 import signal
 import time
+from typing import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -23,10 +24,12 @@ from pipeline.envelope import load_keyring
 from pipeline.ops import metrics as m_
 from pipeline.framestore import open_store
 from pipeline.privacy import Anonymizer, PrivacyParams, pad_with_fictitious
+from pipeline.privacy.demographics import protect_demographic_counts
 from pipeline.processor.frames import FrameProcessor, ProcessingError, dead_letter
+from pipeline.processor.passes import PassCounter
 from pipeline.processor.windows import ClosedWindow, WindowAggregator
 from pipeline.settings import Settings
-from pipeline.vision.descriptor import DIM as DESCRIPTOR_DIM
+from pipeline.vision.age_gender import DemographicEstimator
 from pipeline.vision.detector import make_detector
 
 log = logging.getLogger(__name__)
@@ -35,12 +38,25 @@ log = logging.getLogger(__name__)
 @dataclass
 class ProcessorStats:
     frames: int = 0
-    persons: int = 0
+    persons: int = 0   # detections, one per person per frame
+    passes: int = 0    # person passes: what is published as occurrences
     dead_letters: dict[str, int] = field(default_factory=dict)
     windows_emitted: int = 0
     occurrence_records: int = 0
+    demographic_records: int = 0
     last_event: float = field(default_factory=time.monotonic)
     started: float = field(default_factory=time.monotonic)
+
+
+def descriptor(name: str) -> tuple[Callable[[np.ndarray, list], np.ndarray], int]:
+    """The appearance descriptor function and its dimension (settings.processor.descriptor)."""
+    if name == "hsv-cnn":
+        from pipeline.vision import embedding
+
+        return embedding.embed, embedding.DIM
+    from pipeline.vision import descriptor as hsv
+
+    return hsv.describe, hsv.DIM
 
 
 def load_params(settings: Settings) -> PrivacyParams:
@@ -54,6 +70,15 @@ def occurrence_records(w: ClosedWindow, params: PrivacyParams, rng: np.random.Ge
              "window_seconds": w.window_seconds, "group_id": int(g), "occurrences": int(c),
              "params_version": params.version}
             for g, c in sorted(padded.items()) if c > 0]
+
+
+def demographic_records(w: ClosedWindow, params: PrivacyParams, rng: np.random.Generator) -> list[dict]:
+    """The window's (age_band, gender) counts after small-cell suppression and pooling."""
+    protected = protect_demographic_counts(dict(w.demographics), params, rng)
+    return [{"site_id": w.site_id, "camera_id": w.camera_id, "window_start": w.window_start_ms,
+             "window_seconds": w.window_seconds, "age_band": band, "gender": gender, "persons": int(c),
+             "params_version": params.version}
+            for (band, gender), c in sorted(protected.items()) if c > 0]
 
 
 def build_app(settings: Settings, *, max_frames: int | None = None, idle_timeout: float | None = None,
@@ -79,14 +104,20 @@ def build_app(settings: Settings, *, max_frames: int | None = None, idle_timeout
     raw = dict(key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw")
     frames_topic = app.topic(k.frame_refs_topic, **raw)
     occ_topic = app.topic(k.occurrences_topic, **raw)
+    demo_topic = app.topic(k.demographics_topic, **raw)
     rec_topic = app.topic(k.receipts_topic, **raw)
     dlq_topic = app.topic(k.dead_letter_topic, **raw)
 
     params = load_params(settings)
     store = open_store(settings.store.url, settings.store.ttl_seconds)
+    # Demographics are always on (no setting exists for them): face detector + age/gender models,
+    # loaded and hash-checked here so a missing model fails at start, not on the first person.
+    describe, dim = descriptor(ps.descriptor)
     processor = FrameProcessor(store, load_keyring(settings.keys.dir), make_detector(ps.detector),
-                               Anonymizer(params, input_dim=DESCRIPTOR_DIM), settings.store.max_blob_bytes)
+                               Anonymizer(params, input_dim=dim), settings.store.max_blob_bytes,
+                               demographics=DemographicEstimator(), describe=describe)
     windows = WindowAggregator(ps.window_seconds, ps.grace_seconds, ps.idle_flush_seconds)
+    passes = PassCounter(max_step=ps.pass_max_step, max_gap_seconds=ps.pass_max_gap_seconds)
     pool = ThreadPoolExecutor(max_workers=ps.worker_threads, thread_name_prefix="infer")
     rng = np.random.default_rng()  # fictitious persons: fresh entropy, never reproducible
     stats = ProcessorStats()
@@ -98,8 +129,12 @@ def build_app(settings: Settings, *, max_frames: int | None = None, idle_timeout
             key = w.camera_id.encode()
             for r in recs:
                 await occ_topic.send(key=key, value=serde.encode("GroupOccurrence", r))
+            demo = demographic_records(w, params, rng)
+            for r in demo:
+                await demo_topic.send(key=key, value=serde.encode("DemographicCount", r))
             stats.windows_emitted += 1
             stats.occurrence_records += len(recs)
+            stats.demographic_records += len(demo)
             m_.WINDOWS.inc()
         m_.OPEN_WINDOWS.set(windows.open_windows)
 
@@ -129,7 +164,13 @@ def build_app(settings: Settings, *, max_frames: int | None = None, idle_timeout
                 await dlq_topic.send(key=m.key or b"", value=serde.encode(
                     "DeadLetter", dead_letter(e, event.value, m.topic, m.partition, m.offset, "processor")))
             else:
-                windows.add(res.site_id, res.camera_id, res.captured_at_ms, res.groups)
+                # The frame keeps its window open (and padded) even when nobody new is in view;
+                # occurrences and demographics are counted once per person pass.
+                windows.add(res.site_id, res.camera_id, res.captured_at_ms, ())
+                for c in passes.update(res.site_id, res.camera_id, res.captured_at_ms, res.boxes, res.groups,
+                                       res.labels):
+                    windows.add(res.site_id, res.camera_id, c.ts_ms, c.groups, demographics=c.demographics)
+                    stats.passes += len(c.groups)
                 stats.persons += res.persons
                 m_.FRAMES.labels("processed").inc()
                 m_.PERSONS.inc(res.persons)
@@ -150,6 +191,8 @@ def build_app(settings: Settings, *, max_frames: int | None = None, idle_timeout
                (max_seconds is not None and now - stats.started >= max_seconds)
         if done and not stopping["flag"]:
             stopping["flag"] = True
+            for site, cam, c in passes.flush():
+                windows.add(site, cam, c.ts_ms, c.groups, demographics=c.demographics)
             await emit_windows(windows.flush_all())
             await app.producer.flush()
             log.info("bounded run complete: %d frames, %d persons, dead letters %s",
@@ -161,6 +204,8 @@ def build_app(settings: Settings, *, max_frames: int | None = None, idle_timeout
         # Graceful stop (SIGTERM): emit every open window before leaving.
         if not stopping["flag"]:
             stopping["flag"] = True
+            for site, cam, c in passes.flush():
+                windows.add(site, cam, c.ts_ms, c.groups, demographics=c.demographics)
             await emit_windows(windows.flush_all())
             await app.producer.flush()
 
@@ -169,6 +214,12 @@ def build_app(settings: Settings, *, max_frames: int | None = None, idle_timeout
 
 def run_processor(settings: Settings, *, max_frames: int | None = None, idle_timeout: float | None = None,
                   max_seconds: float | None = None, loglevel: str = "warning") -> ProcessorStats:
+    # Parallelism comes from the worker threads; multi-threaded BLAS inside each small matrix
+    # product (projection, hashing) only fights them for the cores: measured 2.8x fewer frames/s
+    # per core with OpenBLAS's default threads (bench/vision/evaluate.py, end-to-end section).
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(limits=1, user_api="blas")
     app, stats = build_app(settings, max_frames=max_frames, idle_timeout=idle_timeout, max_seconds=max_seconds)
     if settings.processor.metrics_port:
         from prometheus_client import start_http_server

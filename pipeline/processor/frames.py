@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import hashlib
 import time
+from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 import cv2
 import numpy as np
@@ -18,7 +19,8 @@ from pipeline import serde
 from pipeline.serde import epoch_ms
 from pipeline.envelope import EnvelopeError, Keyring, associated_data
 from pipeline.framestore import BlobNotFound, BlobRejected, FrameStore
-from pipeline.vision.descriptor import describe
+from pipeline.vision.descriptor import describe as describe_hsv
+from pipeline.privacy import UNKNOWN
 from pipeline.vision.detector import Detector
 
 
@@ -43,17 +45,28 @@ class FrameResult:
     receipt: dict[str, Any]
     persons: int = 0
     timings_ms: dict[str, float] = field(default_factory=dict)
+    # (age_band, gender) -> persons in this frame: counts only
+    demographics: Counter = field(default_factory=Counter)
+    # Per detection, aligned with groups, for the pass counter only (in memory, never emitted):
+    # the box (x, y, w, h) and the (age_band, gender) label.
+    boxes: list[tuple[int, int, int, int]] = field(default_factory=list)
+    labels: list[tuple[str, str]] = field(default_factory=list)
 
 
 class FrameProcessor:
     def __init__(self, store: FrameStore, keyring: Keyring, detector: Detector, anonymizer: Any,
-                 max_blob_bytes: int, max_pixels: int = 4096 * 4096) -> None:
+                 max_blob_bytes: int, max_pixels: int = 4096 * 4096, demographics: Any = None,
+                 describe: Callable[[np.ndarray, list], np.ndarray] = describe_hsv) -> None:
+        """``demographics``: an object with ``counts(image, boxes) -> Counter[(age_band, gender)]``
+        (pipeline.vision.age_gender.DemographicEstimator), or None for no demographic counts."""
         self.store = store
         self.keyring = keyring
         self.detector = detector
         self.anonymizer = anonymizer
         self.max_blob_bytes = max_blob_bytes
         self.max_pixels = max_pixels
+        self.demographics = demographics
+        self.describe = describe
 
     def process(self, value: bytes | None, now: float | None = None) -> FrameResult:
         try:
@@ -96,8 +109,13 @@ class FrameProcessor:
             t1 = time.perf_counter()
             boxes = self.detector.detect(image)
             timings["detect"] = (time.perf_counter() - t1) * 1000
+            labels: list[tuple[str, str]] = [(UNKNOWN, UNKNOWN)] * len(boxes)
+            if self.demographics is not None and boxes:
+                t3 = time.perf_counter()
+                labels = [e.key for e in self.demographics.estimate(image, boxes)]  # face crops stay inside
+                timings["demographics"] = (time.perf_counter() - t3) * 1000
             t2 = time.perf_counter()
-            emb = describe(image, boxes)
+            emb = self.describe(image, boxes)
             del image
             groups = [int(g) for g in self.anonymizer.assign_groups(emb)] if len(boxes) else []
             del emb
@@ -110,7 +128,8 @@ class FrameProcessor:
             raise
         receipt = self._receipt(ref, "DELETED" if deleted else "ALREADY_ABSENT")
         return FrameResult(ref["site_id"], ref["camera_id"], epoch_ms(ref["captured_at"]), groups, receipt,
-                           persons=len(groups), timings_ms=timings)
+                           persons=len(groups), timings_ms=timings, demographics=Counter(labels),
+                           boxes=[(int(b.x), int(b.y), int(b.w), int(b.h)) for b in boxes], labels=labels)
 
     def _delete_and_receipt(self, ref: dict[str, Any], already: bool) -> dict[str, Any] | None:
         if already:

@@ -1,8 +1,9 @@
 """Tumbling-window aggregation of group occurrences per (site, camera).
 
 Counts are held in memory only until the window closes, and only as counts: no per-person
-timestamps survive. A window closes when the camera's frames have moved past its end plus a
-grace period (so a slightly late frame still counts), or when the camera has been quiet for a
+timestamps survive. Next to the group counts, each window keeps a Counter of (age_band, gender)
+for the demographic counts; the two are never linked per person. A window closes when the
+camera's frames have moved past its end plus a grace period (so a slightly late frame still counts), or when the camera has been quiet for a
 while (so the last window of a stream is not held forever). A frame arriving after its window
 was emitted opens a new fragment of that window; downstream sums fragments.
 
@@ -14,7 +15,7 @@ from __future__ import annotations
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Iterable
+from typing import Iterable, Mapping
 
 
 @dataclass
@@ -25,6 +26,7 @@ class ClosedWindow:
     window_seconds: int
     counts: Counter = field(default_factory=Counter)
     frames: int = 0
+    demographics: Counter = field(default_factory=Counter)  # (age_band, gender) -> persons
 
 
 @dataclass
@@ -45,7 +47,9 @@ class WindowAggregator:
     def window_start(self, ts_ms: int) -> int:
         return ts_ms - ts_ms % self.window_ms
 
-    def add(self, site_id: str, camera_id: str, captured_at_ms: int, groups: Iterable[int], now: float | None = None) -> None:
+    def add(self, site_id: str, camera_id: str, captured_at_ms: int, groups: Iterable[int], now: float | None = None,
+            demographics: Mapping[tuple[str, str], int] | Iterable[tuple[str, str]] = ()) -> None:
+        """``demographics``: the frame's (age_band, gender) counts (a Counter/mapping), or keys."""
         now = time.monotonic() if now is None else now
         ws = self.window_start(captured_at_ms)
         key = (site_id, camera_id, ws)
@@ -53,6 +57,7 @@ class WindowAggregator:
         if o is None:
             o = self._open[key] = _Open(ClosedWindow(site_id, camera_id, ws, self.window_seconds), now)
         o.window.counts.update(groups)
+        o.window.demographics.update(demographics)
         o.window.frames += 1
         o.last_update = now
         cam = (site_id, camera_id)
