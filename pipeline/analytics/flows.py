@@ -160,8 +160,11 @@ def flow_sql(db: str, q: FlowQuery, *, by_lag: bool = False) -> tuple[str, dict[
         wa = f"SELECT cam_a, ws, sum(na) AS n_a, sum(na * na) AS q_a FROM ({a_side}) GROUP BY cam_a, ws"
         wb = (f"SELECT cam_b, ws{lag_col}, sum(nstar) AS n_b, sum(nstar * nstar) AS q_b FROM ({b_side}) "
               f"GROUP BY cam_b, ws{lag_col}")
-        windows = (f"SELECT {pair}, sum(n_a * n_b) AS nn, sum(q_a * q_b) AS qq, sum(n_a * n_a * n_b * n_b) AS nn2, "
-                   f"sum(q_a * n_b * n_b + n_a * n_a * q_b) AS qn "
+        # Float64 products: with dense (strict-profile) counts n_a^2 n_b^2 summed over a day
+        # exceeds UInt64 and would wrap silently.
+        windows = (f"SELECT {pair}, sum(toFloat64(n_a) * n_b) AS nn, sum(toFloat64(q_a) * q_b) AS qq, "
+                   f"sum(pow(toFloat64(n_a) * n_b, 2)) AS nn2, "
+                   f"sum(toFloat64(q_a) * n_b * n_b + toFloat64(n_a) * n_a * q_b) AS qn "
                    f"FROM ({wa}) AS wa ALL INNER JOIN ({wb}) AS wb USING ws WHERE cam_a != cam_b GROUP BY {pair}")
         return pair, s, windows
 
@@ -177,7 +180,7 @@ def flow_sql(db: str, q: FlowQuery, *, by_lag: bool = False) -> tuple[str, dict[
     # -5% on one-day periods). So from the period's group products (gg = sum_g a_g b_g,
     # tt = sum a * sum b) the near window pairs (|lag| <= max_lag) are removed, leaving pairs of
     # windows too far apart to hold one person twice.
-    dist = (f"SELECT cam_a, cam_b, sum(ga * gb) AS gg, any(ta) * any(tb) AS tt FROM "
+    dist = (f"SELECT cam_a, cam_b, sum(toFloat64(ga) * gb) AS gg, toFloat64(any(ta)) * any(tb) AS tt FROM "
             f"(SELECT cam_a, group_id, ga, ta FROM ({ga}) AS ga1 ANY LEFT JOIN "
             f"(SELECT cam_a, sum(ga) AS ta FROM ({ga}) AS ga2 GROUP BY cam_a) AS ta USING cam_a) AS ka "
             f"ALL INNER JOIN "

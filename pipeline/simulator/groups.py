@@ -48,18 +48,8 @@ def fast_groups(captures: Captures, n_persons: int, params: PrivacyParams, rng: 
 
 
 def _people(model: AppearanceModel, gender: np.ndarray, age: np.ndarray, rng: np.random.Generator) -> People:
-    """Like ``AppearanceModel.people`` but with the scenario's demographics (colours follow them)."""
-    n = gender.shape[0]
-    gender = gender.astype(np.int64)
-    age = age.astype(np.int64)
-    cols = np.zeros((n, 5, 3))
-    for part in range(4):
-        cols[:, part] = model._draw_colour(gender, age, rng, lower=part >= 2)
-    cols[:, 4, 0] = rng.normal(0.06, 0.02, n) % 1.0
-    cols[:, 4, 1] = np.clip(rng.normal(0.40, 0.12, n), 0, 1)
-    cols[:, 4, 2] = np.clip(rng.normal(0.55, 0.20, n), 0.05, 1)
-    second = np.where(rng.random((n, 2)) < 0.4, rng.uniform(0.1, 0.45, (n, 2)), 0.0)
-    return People(gender, age, cols, second)
+    """The scenario's demographics with appearances drawn to follow them."""
+    return model.people(gender.shape[0], rng, gender=gender, age=age)
 
 
 def calibrate_for_appearance(params: PrivacyParams, model: AppearanceModel, cams: Cameras,

@@ -124,9 +124,14 @@ class AppearanceModel:
 
     # ---------------------------------------------------------------- people
 
-    def people(self, n: int, rng: np.random.Generator) -> People:
-        gender = rng.integers(0, 2, size=n)
-        age = rng.choice(len(AGE_BANDS), size=n, p=_AGE_MIX / _AGE_MIX.sum())
+    def people(self, n: int, rng: np.random.Generator, gender: np.ndarray | None = None,
+               age: np.ndarray | None = None) -> People:
+        """``n`` people; their genders (0 female, 1 male) and age-band indices are drawn unless given."""
+        gender = rng.integers(0, 2, size=n) if gender is None else np.asarray(gender, dtype=np.int64)
+        age = (rng.choice(len(AGE_BANDS), size=n, p=_AGE_MIX / _AGE_MIX.sum()) if age is None
+               else np.asarray(age, dtype=np.int64))
+        if gender.shape != (n,) or age.shape != (n,):
+            raise ValueError(f"gender and age must have shape ({n},)")
         cols = np.zeros((n, 5, 3))
         for part in range(4):
             cols[:, part] = self._draw_colour(gender, age, rng, lower=part >= 2)
