@@ -8,6 +8,7 @@ its blob is deleted and its receipt (or dead letter) was handed to the producer.
 from __future__ import annotations
 
 import asyncio
+from collections import Counter
 import logging
 import os
 import signal
@@ -117,26 +118,36 @@ def build_app(settings: Settings, *, max_frames: int | None = None, idle_timeout
                                Anonymizer(params, input_dim=dim), settings.store.max_blob_bytes,
                                demographics=DemographicEstimator(), describe=describe)
     windows = WindowAggregator(ps.window_seconds, ps.grace_seconds, ps.idle_flush_seconds)
+    # Demographics on their own, longer windows; a quiet camera closes them after the longer of
+    # the idle flush and one occurrence window, so a short pause does not split them.
+    demo_windows = WindowAggregator(ps.demographics_window_seconds, ps.grace_seconds,
+                                    max(ps.idle_flush_seconds, float(ps.window_seconds)))
     passes = PassCounter(max_step=ps.pass_max_step, max_gap_seconds=ps.pass_max_gap_seconds)
     pool = ThreadPoolExecutor(max_workers=ps.worker_threads, thread_name_prefix="infer")
     rng = np.random.default_rng()  # fictitious persons: fresh entropy, never reproducible
     stats = ProcessorStats()
     stopping = {"flag": False}
 
-    async def emit_windows(closed: list[ClosedWindow]) -> None:
+    async def emit_windows(closed: list[ClosedWindow], closed_demo: list[ClosedWindow]) -> None:
         for w in closed:
             recs = occurrence_records(w, params, rng)
             key = w.camera_id.encode()
             for r in recs:
                 await occ_topic.send(key=key, value=serde.encode("GroupOccurrence", r))
-            demo = demographic_records(w, params, rng)
-            for r in demo:
-                await demo_topic.send(key=key, value=serde.encode("DemographicCount", r))
             stats.windows_emitted += 1
             stats.occurrence_records += len(recs)
-            stats.demographic_records += len(demo)
             m_.WINDOWS.inc()
+        for w in closed_demo:
+            demo = demographic_records(w, params, rng)
+            for r in demo:
+                await demo_topic.send(key=w.camera_id.encode(), value=serde.encode("DemographicCount", r))
+            stats.demographic_records += len(demo)
         m_.OPEN_WINDOWS.set(windows.open_windows)
+
+    def count(site: str, cam: str, ts_ms: int, groups: list[int], demographics: Counter) -> None:
+        windows.add(site, cam, ts_ms, groups)
+        if demographics:
+            demo_windows.add(site, cam, ts_ms, (), demographics=demographics)
 
     @app.agent(frames_topic)
     async def process_frames(stream):  # noqa: ANN001 - faust's stream type
@@ -167,9 +178,10 @@ def build_app(settings: Settings, *, max_frames: int | None = None, idle_timeout
                 # The frame keeps its window open (and padded) even when nobody new is in view;
                 # occurrences and demographics are counted once per person pass.
                 windows.add(res.site_id, res.camera_id, res.captured_at_ms, ())
+                demo_windows.add(res.site_id, res.camera_id, res.captured_at_ms, ())  # advances its watermark
                 for c in passes.update(res.site_id, res.camera_id, res.captured_at_ms, res.boxes, res.groups,
                                        res.labels):
-                    windows.add(res.site_id, res.camera_id, c.ts_ms, c.groups, demographics=c.demographics)
+                    count(res.site_id, res.camera_id, c.ts_ms, c.groups, c.demographics)
                     stats.passes += len(c.groups)
                 stats.persons += res.persons
                 m_.FRAMES.labels("processed").inc()
@@ -180,11 +192,11 @@ def build_app(settings: Settings, *, max_frames: int | None = None, idle_timeout
                     m_.STAGE_SECONDS.labels(stage).observe(ms / 1000)
                 await rec_topic.send(key=res.camera_id.encode(), value=serde.encode("DeletionReceipt", res.receipt))
             stats.frames += 1
-            await emit_windows(windows.flush_ready())
+            await emit_windows(windows.flush_ready(), demo_windows.flush_ready())
 
     @app.timer(interval=1.0)
     async def housekeeping() -> None:
-        await emit_windows(windows.flush_ready())
+        await emit_windows(windows.flush_ready(), demo_windows.flush_ready())
         now = time.monotonic()
         done = (max_frames is not None and stats.frames >= max_frames) or \
                (idle_timeout is not None and now - stats.last_event >= idle_timeout) or \
@@ -192,8 +204,8 @@ def build_app(settings: Settings, *, max_frames: int | None = None, idle_timeout
         if done and not stopping["flag"]:
             stopping["flag"] = True
             for site, cam, c in passes.flush():
-                windows.add(site, cam, c.ts_ms, c.groups, demographics=c.demographics)
-            await emit_windows(windows.flush_all())
+                count(site, cam, c.ts_ms, c.groups, c.demographics)
+            await emit_windows(windows.flush_all(), demo_windows.flush_all())
             await app.producer.flush()
             log.info("bounded run complete: %d frames, %d persons, dead letters %s",
                      stats.frames, stats.persons, stats.dead_letters)
@@ -205,8 +217,8 @@ def build_app(settings: Settings, *, max_frames: int | None = None, idle_timeout
         if not stopping["flag"]:
             stopping["flag"] = True
             for site, cam, c in passes.flush():
-                windows.add(site, cam, c.ts_ms, c.groups, demographics=c.demographics)
-            await emit_windows(windows.flush_all())
+                count(site, cam, c.ts_ms, c.groups, c.demographics)
+            await emit_windows(windows.flush_all(), demo_windows.flush_all())
             await app.producer.flush()
 
     return app, stats

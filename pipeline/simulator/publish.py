@@ -69,7 +69,7 @@ class Published:
     occ_group: np.ndarray          # (R,) int32
     occ_count: np.ndarray          # (R,) int32, real + fictitious
     dem_camera: np.ndarray         # (S,) int16
-    dem_window: np.ndarray         # (S,) int32
+    dem_window: np.ndarray         # (S,) int32, index of a demographics window (dem_window_seconds)
     dem_band: np.ndarray           # (S,) int8 index into AGE_BANDS + ("unknown",)
     dem_gender: np.ndarray         # (S,) int8 index into ("female", "male", "unknown")
     dem_persons: np.ndarray        # (S,) int32
@@ -78,6 +78,11 @@ class Published:
     fictitious_per_camera: np.ndarray  # (C,) fictitious occurrences actually drawn
     demographic_persons_per_camera: np.ndarray  # (C,) persons in published demographic cells
     seconds: float = 0.0
+    dem_window_seconds: int = 0    # 0: same as window_seconds
+
+    @property
+    def _dws(self) -> int:
+        return self.dem_window_seconds or self.window_seconds
 
     @property
     def occurrence_rows(self) -> int:
@@ -120,20 +125,22 @@ class Published:
 
     def demographic_records(self, lo: int = 0, hi: int | None = None) -> Iterator[dict[str, Any]]:
         hi = self.demographic_rows if hi is None else hi
-        ws_ms = (self.start_epoch + self.dem_window[lo:hi].astype(np.int64) * self.window_seconds) * 1000
+        ws_ms = (self.start_epoch + self.dem_window[lo:hi].astype(np.int64) * self._dws) * 1000
         for c, w, b, g, n in zip(self.dem_camera[lo:hi].tolist(), ws_ms.tolist(), self.dem_band[lo:hi].tolist(),
                                  self.dem_gender[lo:hi].tolist(), self.dem_persons[lo:hi].tolist()):
             yield {"site_id": self.site_ids[self.camera_site[c]], "camera_id": self.camera_ids[c],
-                   "window_start": w, "window_seconds": self.window_seconds, "age_band": OBS_BANDS[b],
+                   "window_start": w, "window_seconds": self._dws, "age_band": OBS_BANDS[b],
                    "gender": OBS_GENDERS[g], "persons": n, "params_version": self.params_version}
 
-    def _columns(self, cams: np.ndarray, wins: np.ndarray, first_offset: int) -> list[list[Any]]:
+    def _columns(self, cams: np.ndarray, wins: np.ndarray, first_offset: int,
+                 seconds: int | None = None) -> list[list[Any]]:
+        seconds = seconds or self.window_seconds
         cam_l = cams.tolist()
         uw, inv = np.unique(wins, return_inverse=True)
-        starts = [self.window_start(w) for w in uw.tolist()]
+        starts = [dt.datetime.fromtimestamp(self.start_epoch + w * seconds, tz=dt.timezone.utc) for w in uw.tolist()]
         n = len(cam_l)
         return [[self.site_ids[self.camera_site[c]] for c in cam_l], [self.camera_ids[c] for c in cam_l],
-                [starts[i] for i in inv.tolist()], [self.window_seconds] * n]
+                [starts[i] for i in inv.tolist()], [seconds] * n]
 
     def occurrence_columns(self, lo: int, hi: int, first_offset: int) -> list[list[Any]]:
         """Columnar ClickHouse rows ``lo:hi`` in :data:`OCCURRENCE_COLUMNS` order."""
@@ -144,7 +151,7 @@ class Published:
 
     def demographic_columns(self, lo: int, hi: int, first_offset: int) -> list[list[Any]]:
         n = hi - lo
-        return self._columns(self.dem_camera[lo:hi], self.dem_window[lo:hi], first_offset) + [
+        return self._columns(self.dem_camera[lo:hi], self.dem_window[lo:hi], first_offset, self._dws) + [
             [OBS_BANDS[b] for b in self.dem_band[lo:hi].tolist()],
             [OBS_GENDERS[g] for g in self.dem_gender[lo:hi].tolist()],
             self.dem_persons[lo:hi].tolist(), [self.params_version] * n,
@@ -195,13 +202,15 @@ def publish(sc: Scenario, captures: Captures, groups: np.ndarray, params: Privac
     ucw, s3, e3 = _segments(cw3)
     seg_of = dict(zip(ucw.tolist(), zip(s3.tolist(), e3.tolist())))
 
-    # observed demographics per (camera, window, band, gender)
+    # observed demographics per (camera, demographics window, band, gender)
     NB, NG = len(OBS_BANDS), len(OBS_GENDERS)
-    kd, cd = np.unique((cw * NB + captures.band.astype(np.int64)) * NG + captures.gender.astype(np.int64),
-                       return_counts=True)
+    dws = sc.demographics_window_seconds
+    dwin = captures.window(dws)
+    DW = int(dwin.max()) + 1 if dwin.size else 1
+    kd, cd = np.unique(((cam * DW + dwin) * NB + captures.band.astype(np.int64)) * NG
+                       + captures.gender.astype(np.int64), return_counts=True)
     cwd = kd // (NB * NG)
     ud, sd, ed = _segments(cwd)
-    dseg_of = dict(zip(ud.tolist(), zip(sd.tolist(), ed.tolist())))
 
     occ_c, occ_w, occ_g, occ_n = [], [], [], []
     dem_c, dem_w, dem_b, dem_g, dem_n = [], [], [], [], []
@@ -225,21 +234,19 @@ def publish(sc: Scenario, captures: Captures, groups: np.ndarray, params: Privac
             occ_w.append(np.full(n, w, dtype=np.int32))
             occ_g.append(gs)
             occ_n.append(ns)
-            ds = dseg_of.get(key)
-            if ds is not None:
-                cells = {}
-                for k, v in zip(kd[ds[0]:ds[1]].tolist(), cd[ds[0]:ds[1]].tolist()):
-                    cells[(OBS_BANDS[(k // NG) % NB], OBS_GENDERS[k % NG])] = v
-                prot = protect_demographic_counts(cells, params, rng)
-                for (b, g), v in prot.items():
-                    dem_c.append(ci)
-                    dem_w.append(w)
-                    dem_b.append(_BAND_INDEX[b])
-                    dem_g.append(_GENDER_INDEX[g])
-                    dem_n.append(v)
-                    dem_tot[ci] += v
         if progress:
             progress(len(windows[ci]))
+    for key, a, b in zip(ud.tolist(), sd.tolist(), ed.tolist()):
+        ci, w = divmod(key, DW)
+        cells = {(OBS_BANDS[(k // NG) % NB], OBS_GENDERS[k % NG]): v
+                 for k, v in zip(kd[a:b].tolist(), cd[a:b].tolist())}
+        for (band, g), v in protect_demographic_counts(cells, params, rng).items():
+            dem_c.append(ci)
+            dem_w.append(w)
+            dem_b.append(_BAND_INDEX[band])
+            dem_g.append(_GENDER_INDEX[g])
+            dem_n.append(v)
+            dem_tot[ci] += v
 
     def cat(parts: list[np.ndarray], dtype: Any) -> np.ndarray:
         return np.concatenate(parts).astype(dtype, copy=False) if parts else np.zeros(0, dtype=dtype)
@@ -254,7 +261,7 @@ def publish(sc: Scenario, captures: Captures, groups: np.ndarray, params: Privac
         dem_persons=np.array(dem_n, dtype=np.int32),
         windows_per_camera=np.array([len(x) for x in windows], dtype=np.int64),
         real_per_camera=real, fictitious_per_camera=fict, demographic_persons_per_camera=dem_tot,
-        seconds=time.monotonic() - t0)
+        seconds=time.monotonic() - t0, dem_window_seconds=dws)
 
 
 # ---- ClickHouse ------------------------------------------------------------------------------

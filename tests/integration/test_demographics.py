@@ -64,7 +64,7 @@ def test_demographic_counts_land_in_clickhouse(env, footage, tmp_path):
                    f"FROM {db}.demographic_counts WHERE site_id = 'demo-site' "
                    f"GROUP BY camera_id, age_band, gender ORDER BY camera_id, age_band, gender")
     cells = {(cam, band, g): int(p) for cam, band, g, p, _, _ in rows}
-    assert rows and all(v and ws == s.processor.window_seconds for *_, v, ws in rows)
+    assert rows and all(v and ws == s.processor.demographics_window_seconds for *_, v, ws in rows)
 
     # the plaza: every pedestrian is 'unknown' (tiny faces are never estimated)
     plaza = {k: v for k, v in cells.items() if k[0] == "plaza"}

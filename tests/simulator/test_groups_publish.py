@@ -96,3 +96,15 @@ def test_cli_reports_scenario_errors(tmp_path):
                    "entries: [{camera: A, arrivals_per_day: 5}]\nroutes: [{from: A, to: X, probability: 0.5}]\n")
     res = CliRunner().invoke(simulate_group, ["run", str(bad), "--to", "none"])
     assert res.exit_code != 0 and "unknown camera 'X'" in res.output
+
+
+def test_demographics_are_protected_per_longer_window_so_few_persons_are_lost():
+    """Per-minute cells at ~3 persons would almost all be pooled into unknown; 15-minute ones are not."""
+    sim = simulate(load_scenario("reference"), PrivacyParams.default(), np.random.default_rng(1), days=1)
+    pub = sim.published
+    assert pub.dem_window_seconds == 900
+    assert pub.demographic_persons_per_camera.sum() >= 0.97 * pub.real_per_camera.sum()
+    known = pub.dem_persons[pub.dem_gender != 2].sum() / pub.dem_persons.sum()
+    assert known > 0.5  # most published persons carry a real band and gender
+    rec = next(pub.demographic_records())
+    assert rec["window_seconds"] == 900 and rec["window_start"] % 900_000 == 0
