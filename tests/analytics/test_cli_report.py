@@ -31,7 +31,7 @@ def flowctl(*args: str, db: str | None = None) -> subprocess.CompletedProcess:
 
 
 @pytest.fixture(scope="module")
-def simdb():
+def simdb(stack):
     db = f"flow_cli_test_{secrets.token_hex(4)}"
     r = flowctl("simulate", "run", "small", "--database", db, "--replace")
     assert r.returncode == 0, r.stderr + r.stdout

@@ -77,7 +77,7 @@ def _by_pair(est: list[FlowEstimate]) -> dict[tuple[str, str], FlowEstimate]:
 
 
 @pytest.fixture(scope="module")
-def server():
+def server(stack):
     db = f"flow_test_flows_{secrets.token_hex(4)}"
     wh = ServerWarehouse(load_settings().clickhouse, database=db)
     params = PrivacyParams.default()

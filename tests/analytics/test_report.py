@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import random
 import re
-import subprocess
 import uuid
 from collections import Counter
 from datetime import datetime, timedelta, timezone
@@ -19,7 +18,7 @@ from pipeline.analytics.queries import demographics_hourly, footfall_hourly
 from pipeline.analytics.report import MAX_TRANSIT_PLOTS, SECTION_TITLES, build_report, format_number, pretty_sql
 from pipeline.privacy import PrivacyParams
 from pipeline.privacy.demographics import AGE_BANDS, GENDERS
-from pipeline.settings import REPO_ROOT, load_settings
+from pipeline.settings import load_settings
 from pipeline.sink.clickhouse import ChdbWarehouse, ServerWarehouse
 from pipeline.sink.migrations import migrate
 
@@ -129,9 +128,7 @@ def check_queries(wh, occ: Counter, demo: Counter, params: PrivacyParams) -> Non
 # ClickHouse 18.16 server
 
 @pytest.fixture(scope="module")
-def server_wh():
-    rc = subprocess.call(["bash", str(REPO_ROOT / "infra" / "local" / "stack.sh"), "up"])
-    assert rc == 0, "infra/local/stack.sh up failed"
+def server_wh(stack):
     wh = ServerWarehouse(load_settings().clickhouse, database=f"flow_report_test_{uuid.uuid4().hex[:8]}")
     params = PrivacyParams.default()
     try:

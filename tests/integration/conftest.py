@@ -16,14 +16,6 @@ from pipeline.sink.clickhouse import ServerWarehouse
 from pipeline.sink.migrations import migrate
 
 @pytest.fixture(scope="session")
-def stack():
-    """The real local stack; started by the project's own script, never mocked."""
-    rc = subprocess.call(["bash", str(REPO_ROOT / "infra" / "local" / "stack.sh"), "up"])
-    assert rc == 0, "infra/local/stack.sh up failed"
-    return True
-
-
-@pytest.fixture(scope="session")
 def footage():
     out = subprocess.check_output(["bash", str(REPO_ROOT / "infra" / "local" / "footage.sh")], text=True).strip()
     return Path(out)

@@ -1,13 +1,12 @@
 """The small scenario lands in a throwaway ClickHouse database with exact per-camera totals."""
 
-import subprocess
 import uuid
 
 import numpy as np
 import pytest
 
 from pipeline.privacy import PrivacyParams
-from pipeline.settings import REPO_ROOT, load_settings
+from pipeline.settings import load_settings
 from pipeline.simulator import simulate
 from pipeline.simulator.publish import SimulatorError, prepare_database, write_clickhouse
 from pipeline.simulator.scenario import load_scenario
@@ -21,8 +20,7 @@ DEM_COLUMNS = {"site_id", "camera_id", "window_start", "window_seconds", "age_ba
 
 
 @pytest.fixture(scope="module")
-def sim_db():
-    assert subprocess.call(["bash", str(REPO_ROOT / "infra" / "local" / "stack.sh"), "up"]) == 0
+def sim_db(stack):
     s = load_settings()
     name = f"flow_sim_test_{uuid.uuid4().hex[:8]}"
     wh, first = prepare_database(s, name)
