@@ -93,6 +93,8 @@ class ProcessorSettings(_Section):
     # 1.6 s tolerates two missed detections at the edge's 2 frames/s.
     pass_max_step: float = Field(0.8, gt=0, le=10)
     pass_max_gap_seconds: float = Field(1.6, gt=0, le=60)
+    # A pass is grouped (and its descriptor sum dropped) at the latest this long after it began.
+    pass_max_seconds: float = Field(30.0, gt=0, le=600)
     # Demographic counts are protected (cells < 3 pooled or suppressed) per this longer window:
     # at ~3 persons per camera-minute, per-minute cells would almost all be pooled into unknown
     # (measured with the simulator: 98% of published persons unknown at 60 s, 37% at 900 s,

@@ -8,7 +8,6 @@ its blob is deleted and its receipt (or dead letter) was handed to the producer.
 from __future__ import annotations
 
 import asyncio
-from collections import Counter
 import logging
 import os
 import signal
@@ -27,7 +26,7 @@ from pipeline.framestore import open_store
 from pipeline.privacy import Anonymizer, PrivacyParams, pad_with_fictitious
 from pipeline.privacy.demographics import protect_demographic_counts
 from pipeline.processor.frames import FrameProcessor, ProcessingError, dead_letter
-from pipeline.processor.passes import PassCounter
+from pipeline.processor.passes import Contribution, PassCounter
 from pipeline.processor.windows import ClosedWindow, WindowAggregator
 from pipeline.settings import Settings
 from pipeline.vision.age_gender import DemographicEstimator
@@ -122,7 +121,8 @@ def build_app(settings: Settings, *, max_frames: int | None = None, idle_timeout
     # the idle flush and one occurrence window, so a short pause does not split them.
     demo_windows = WindowAggregator(ps.demographics_window_seconds, ps.grace_seconds,
                                     max(ps.idle_flush_seconds, float(ps.window_seconds)))
-    passes = PassCounter(max_step=ps.pass_max_step, max_gap_seconds=ps.pass_max_gap_seconds)
+    passes = PassCounter(max_step=ps.pass_max_step, max_gap_seconds=ps.pass_max_gap_seconds,
+                         max_pass_seconds=ps.pass_max_seconds)
     pool = ThreadPoolExecutor(max_workers=ps.worker_threads, thread_name_prefix="infer")
     rng = np.random.default_rng()  # fictitious persons: fresh entropy, never reproducible
     stats = ProcessorStats()
@@ -144,10 +144,16 @@ def build_app(settings: Settings, *, max_frames: int | None = None, idle_timeout
             stats.demographic_records += len(demo)
         m_.OPEN_WINDOWS.set(windows.open_windows)
 
-    def count(site: str, cam: str, ts_ms: int, groups: list[int], demographics: Counter) -> None:
-        windows.add(site, cam, ts_ms, groups)
-        if demographics:
-            demo_windows.add(site, cam, ts_ms, (), demographics=demographics)
+    async def count(loop: asyncio.AbstractEventLoop, site: str, cam: str, ended: list[Contribution]) -> None:
+        for c in ended:
+            if c.descriptors:
+                t = time.perf_counter()
+                groups = await loop.run_in_executor(pool, processor.assign_groups, c.descriptors)
+                m_.STAGE_SECONDS.labels("anonymise").observe(time.perf_counter() - t)
+                windows.add(site, cam, c.ts_ms, groups)
+                stats.passes += len(groups)
+            if c.demographics:
+                demo_windows.add(site, cam, c.ts_ms, (), demographics=c.demographics)
 
     @app.agent(frames_topic)
     async def process_frames(stream):  # noqa: ANN001 - faust's stream type
@@ -175,14 +181,14 @@ def build_app(settings: Settings, *, max_frames: int | None = None, idle_timeout
                 await dlq_topic.send(key=m.key or b"", value=serde.encode(
                     "DeadLetter", dead_letter(e, event.value, m.topic, m.partition, m.offset, "processor")))
             else:
-                # The frame keeps its window open (and padded) even when nobody new is in view;
-                # occurrences and demographics are counted once per person pass.
+                # The frame keeps its windows open (and padded) even when nobody new is in view;
+                # occurrences and demographics are counted once per person pass, from the pass's
+                # mean descriptor when it ends.
                 windows.add(res.site_id, res.camera_id, res.captured_at_ms, ())
                 demo_windows.add(res.site_id, res.camera_id, res.captured_at_ms, ())  # advances its watermark
-                for c in passes.update(res.site_id, res.camera_id, res.captured_at_ms, res.boxes, res.groups,
-                                       res.labels):
-                    count(res.site_id, res.camera_id, c.ts_ms, c.groups, c.demographics)
-                    stats.passes += len(c.groups)
+                ended = passes.update(res.site_id, res.camera_id, res.captured_at_ms, res.boxes, res.descriptors,
+                                      res.labels)
+                await count(loop, res.site_id, res.camera_id, ended)
                 stats.persons += res.persons
                 m_.FRAMES.labels("processed").inc()
                 m_.PERSONS.inc(res.persons)
@@ -204,7 +210,7 @@ def build_app(settings: Settings, *, max_frames: int | None = None, idle_timeout
         if done and not stopping["flag"]:
             stopping["flag"] = True
             for site, cam, c in passes.flush():
-                count(site, cam, c.ts_ms, c.groups, c.demographics)
+                await count(asyncio.get_running_loop(), site, cam, [c])
             await emit_windows(windows.flush_all(), demo_windows.flush_all())
             await app.producer.flush()
             log.info("bounded run complete: %d frames, %d persons, dead letters %s",
@@ -217,7 +223,7 @@ def build_app(settings: Settings, *, max_frames: int | None = None, idle_timeout
         if not stopping["flag"]:
             stopping["flag"] = True
             for site, cam, c in passes.flush():
-                count(site, cam, c.ts_ms, c.groups, c.demographics)
+                await count(asyncio.get_running_loop(), site, cam, [c])
             await emit_windows(windows.flush_all(), demo_windows.flush_all())
             await app.producer.flush()
 

@@ -41,15 +41,15 @@ class FrameResult:
     site_id: str
     camera_id: str
     captured_at_ms: int
-    groups: list[int]
     receipt: dict[str, Any]
     persons: int = 0
     timings_ms: dict[str, float] = field(default_factory=dict)
     # (age_band, gender) -> persons in this frame: counts only
     demographics: Counter = field(default_factory=Counter)
-    # Per detection, aligned with groups, for the pass counter only (in memory, never emitted):
-    # the box (x, y, w, h) and the (age_band, gender) label.
+    # Per detection, for the pass counter only (in memory, never emitted): the box (x, y, w, h),
+    # the appearance descriptor (averaged over the pass, then grouped: assign_groups) and label.
     boxes: list[tuple[int, int, int, int]] = field(default_factory=list)
+    descriptors: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), dtype=np.float32))
     labels: list[tuple[str, str]] = field(default_factory=list)
 
 
@@ -115,11 +115,9 @@ class FrameProcessor:
                 labels = [e.key for e in self.demographics.estimate(image, boxes)]  # face crops stay inside
                 timings["demographics"] = (time.perf_counter() - t3) * 1000
             t2 = time.perf_counter()
-            emb = self.describe(image, boxes)
+            emb = self.describe(image, boxes) if boxes else np.zeros((0, 0), dtype=np.float32)
             del image
-            groups = [int(g) for g in self.anonymizer.assign_groups(emb)] if len(boxes) else []
-            del emb
-            timings["anonymise"] = (time.perf_counter() - t2) * 1000
+            timings["describe"] = (time.perf_counter() - t2) * 1000
         except ProcessingError as e:
             e.receipt = self._delete_and_receipt(ref, already=deleted)
             raise
@@ -127,9 +125,16 @@ class FrameProcessor:
             self._delete_and_receipt(ref, already=deleted)
             raise
         receipt = self._receipt(ref, "DELETED" if deleted else "ALREADY_ABSENT")
-        return FrameResult(ref["site_id"], ref["camera_id"], epoch_ms(ref["captured_at"]), groups, receipt,
-                           persons=len(groups), timings_ms=timings, demographics=Counter(labels),
-                           boxes=[(int(b.x), int(b.y), int(b.w), int(b.h)) for b in boxes], labels=labels)
+        return FrameResult(ref["site_id"], ref["camera_id"], epoch_ms(ref["captured_at"]), receipt,
+                           persons=len(boxes), timings_ms=timings, demographics=Counter(labels),
+                           boxes=[(int(b.x), int(b.y), int(b.w), int(b.h)) for b in boxes], descriptors=emb,
+                           labels=labels)
+
+    def assign_groups(self, descriptors: list[np.ndarray]) -> list[int]:
+        """Groups of ended passes' mean descriptors (the privacy core; fresh noise per call)."""
+        if not descriptors:
+            return []
+        return [int(g) for g in self.anonymizer.assign_groups(np.stack(descriptors))]
 
     def _delete_and_receipt(self, ref: dict[str, Any], already: bool) -> dict[str, Any] | None:
         if already:

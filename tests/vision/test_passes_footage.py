@@ -4,6 +4,7 @@ There is no per-person ground truth for vtest, so the test asserts the two bound
 hold: at least as many passes as the most people in any one frame, and far fewer passes than
 detections (each pedestrian is in view for many seconds)."""
 import cv2
+import numpy as np
 import pytest
 
 from pipeline.edge.sources import downscale
@@ -35,8 +36,9 @@ def test_passes_are_bounded_by_crowd_size_and_far_below_detections(detections):
     pc = PassCounter()
     passes = 0
     for ts, boxes in detections:
-        for c in pc.update("s", "c", ts, boxes, list(range(len(boxes))), None):
-            passes += len(c.groups)
+        for c in pc.update("s", "c", ts, boxes, np.zeros((len(boxes), 4), dtype=np.float32), None):
+            passes += len(c.descriptors)
+    passes += sum(len(c.descriptors) for _, _, c in pc.flush())
     n_det = sum(len(b) for _, b in detections)
     most = max(len(b) for _, b in detections)
     assert n_det > 150
