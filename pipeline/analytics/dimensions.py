@@ -81,9 +81,9 @@ def camera_levels(wh: Warehouse, level: str) -> dict[str, str]:
                    f"FROM {wh.database}.cameras GROUP BY site_id, camera_id")
     out = {}
     for site, cam, zone, store in rows:
-        label = {"site": site, "zone": zone, "store": store}[level]
-        out[f"{site}/{cam}"] = f"{site}/{label}" if level != "site" and label else (site if level == "site"
-                                                                                      else f"{site}/{cam}")
+        label = zone if level == "zone" else store
+        # a camera without a zone (store) stays on its own
+        out[f"{site}/{cam}"] = site if level == "site" else f"{site}/{label or cam}"
     return out
 
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -44,8 +43,6 @@ class FrameResult:
     receipt: dict[str, Any]
     persons: int = 0
     timings_ms: dict[str, float] = field(default_factory=dict)
-    # (age_band, gender) -> persons in this frame: counts only
-    demographics: Counter = field(default_factory=Counter)
     # Per detection, for the pass counter only (in memory, never emitted): the box (x, y, w, h),
     # the appearance descriptor (averaged over the pass, then grouped: assign_groups) and label.
     boxes: list[tuple[int, int, int, int]] = field(default_factory=list)
@@ -126,7 +123,7 @@ class FrameProcessor:
             raise
         receipt = self._receipt(ref, "DELETED" if deleted else "ALREADY_ABSENT")
         return FrameResult(ref["site_id"], ref["camera_id"], epoch_ms(ref["captured_at"]), receipt,
-                           persons=len(boxes), timings_ms=timings, demographics=Counter(labels),
+                           persons=len(boxes), timings_ms=timings,
                            boxes=[(int(b.x), int(b.y), int(b.w), int(b.h)) for b in boxes], descriptors=emb,
                            labels=labels)
 

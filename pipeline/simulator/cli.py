@@ -96,9 +96,7 @@ def run(scenario: str, days: int | None, mode: str | None, target: str, database
                                                               total=pub.demographic_rows)}
                 written = write_clickhouse(pub, wh, first_offsets=first,
                                            progress=lambda t, n: prog.advance(ptasks[t], n))
-                skipped = register_dimensions(wh, sc, sim.params)
-                if skipped:
-                    console.print(f"note: {skipped}")
+                register_dimensions(wh, sc, sim.params)
             elif target == "kafka":
                 ktasks = {"GroupOccurrence": prog.add_task(f"produce {settings.kafka.occurrences_topic}",
                                                            total=pub.occurrence_rows),

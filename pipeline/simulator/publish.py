@@ -386,23 +386,13 @@ def produce_kafka(pub: Published, settings: Settings, *, progress: Callable[[str
     return stats
 
 
-def register_dimensions(wh: Any, sc: Scenario, params: PrivacyParams) -> str | None:
-    """Best effort: load the scenario's camera layout and the parameter set's public figures into
-    the analysts' dimension tables (``cameras``, ``privacy_params``) when the analytics package and
-    its migration exist, so the flow estimators run on the simulator's database as on the sink's.
-    Returns None on success, else why it was skipped."""
-    try:
-        from pipeline.analytics.dimensions import Layout, load_layout, register_params
-    except ImportError as e:
-        return f"analytics dimensions unavailable ({e})"
-    from pipeline.sink.clickhouse import WarehouseError
+def register_dimensions(wh: Any, sc: Scenario, params: PrivacyParams) -> None:
+    """Load the scenario's camera layout and the parameter set's public figures into the analysts'
+    dimension tables (``cameras``, ``privacy_params``), so the flow estimators run on the
+    simulator's database as on the sink's."""
+    from pipeline.analytics.dimensions import Layout, load_layout, register_params
 
-    layout = Layout.model_validate({"sites": [
+    load_layout(wh, Layout.model_validate({"sites": [
         {"site_id": s.site_id, "cameras": [{"camera_id": c.camera_id, "zone": c.zone or "", "store": c.store or ""}
-                                           for c in s.cameras]} for s in sc.sites]})
-    try:
-        load_layout(wh, layout)
-        register_params(wh, params)
-    except (WarehouseError, TypeError, ValueError) as e:
-        return f"dimension tables not written ({e})"
-    return None
+                                           for c in s.cameras]} for s in sc.sites]}))
+    register_params(wh, params)
