@@ -29,6 +29,22 @@ apt_install() {  # apt_install PKG... ; only when missing
     || die "apt-get install ${missing[*]} failed"
 }
 
+opencv_doc_deb() {  # prints the path of Debian's opencv-doc .deb, downloaded once into $CACHE/debs
+  local dir="$CACHE/debs" f
+  f="$(ls "$dir"/opencv-doc_*.deb 2>/dev/null | head -n 1)"
+  if [ -z "$f" ]; then
+    need apt-get "Download Debian's opencv-doc .deb by hand into $dir."
+    mkdir -p "$dir"
+    log "fetching opencv-doc .deb (sample footage and face images; once)"
+    (cd "$dir" && apt-get download opencv-doc >/dev/null 2>&1) || {
+      apt-get update -qq >/dev/null 2>&1 || true
+      (cd "$dir" && apt-get download opencv-doc >/dev/null) || die "apt-get download opencv-doc failed"
+    }
+    f="$(ls "$dir"/opencv-doc_*.deb | head -n 1)"
+  fi
+  echo "$f"
+}
+
 pid_alive() { [ -s "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
 
 port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }

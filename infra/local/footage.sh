@@ -5,15 +5,10 @@
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 OUT="$CACHE/footage/vtest.avi"
 if [ ! -s "$OUT" ]; then
-  need apt-get "Install opencv-doc's examples/data/vtest.avi by hand into $OUT."
   need dpkg-deb "dpkg-deb is needed to unpack the .deb."
+  deb="$(opencv_doc_deb)"
   tmp="$(mktemp -d)"; trap 'rm -rf "$tmp"' EXIT
-  log "fetching opencv-doc .deb for sample footage (once)"
-  (cd "$tmp" && apt-get download opencv-doc >/dev/null 2>&1) || {
-    apt-get update -qq >/dev/null 2>&1 || true
-    (cd "$tmp" && apt-get download opencv-doc >/dev/null) || die "apt-get download opencv-doc failed"
-  }
-  dpkg-deb --fsys-tarfile "$tmp"/opencv-doc_*.deb | tar -x -C "$tmp" --wildcards '*/vtest.avi*'
+  dpkg-deb --fsys-tarfile "$deb" | tar -x -C "$tmp" --wildcards '*/vtest.avi*'
   f="$(find "$tmp" -name 'vtest.avi*' | head -n 1)"
   [ -n "$f" ] || die "vtest.avi not found in opencv-doc"
   mkdir -p "$(dirname "$OUT")"

@@ -18,16 +18,11 @@ declare -A WANT=(
 complete=1
 for f in "${!WANT[@]}"; do [ -s "$OUT/$f" ] || complete=0; done
 if [ "$complete" = 0 ]; then
-  need apt-get "Extract ${!WANT[*]} from Debian's opencv-doc by hand into $OUT."
   need dpkg-deb "dpkg-deb is needed to unpack the .deb."
+  deb="$(opencv_doc_deb)"
   tmp="$(mktemp -d)"; trap 'rm -rf "$tmp"' EXIT
-  log "fetching opencv-doc .deb for sample face images (once)"
-  (cd "$tmp" && apt-get download opencv-doc >/dev/null 2>&1) || {
-    apt-get update -qq >/dev/null 2>&1 || true
-    (cd "$tmp" && apt-get download opencv-doc >/dev/null) || die "apt-get download opencv-doc failed"
-  }
   patterns=(); for f in "${!WANT[@]}"; do patterns+=("*/$f"); done
-  dpkg-deb --fsys-tarfile "$tmp"/opencv-doc_*.deb | tar -x -C "$tmp" --wildcards "${patterns[@]}"
+  dpkg-deb --fsys-tarfile "$deb" | tar -x -C "$tmp" --wildcards "${patterns[@]}"
   mkdir -p "$OUT"
   for f in "${!WANT[@]}"; do
     src="$(find "$tmp" -name "$f" -path '*/usr/share/doc/*' | head -n 1)"

@@ -2,7 +2,6 @@ import os
 import subprocess
 import sys
 import uuid
-from pathlib import Path
 
 import time
 
@@ -14,11 +13,12 @@ from pipeline.ops.topics import admin_client, apply_policy, policy_for_settings
 from pipeline.settings import REPO_ROOT, Settings, load_settings
 from pipeline.sink.clickhouse import ServerWarehouse
 from pipeline.sink.migrations import migrate
+from tests.sample_data import footage_path
+
 
 @pytest.fixture(scope="session")
 def footage():
-    out = subprocess.check_output(["bash", str(REPO_ROOT / "infra" / "local" / "footage.sh")], text=True).strip()
-    return Path(out)
+    return footage_path()
 
 
 def _isolated_topics(s: Settings) -> None:

@@ -18,7 +18,7 @@ from pipeline.privacy.demographics import AGE_BANDS
 from pipeline.sink.clickhouse import ServerWarehouse
 from pipeline.sink.consumer import ClickHouseSink
 from tests.integration.conftest import flowctl
-from tests.vision.test_faces import face_samples_dir
+from tests.sample_data import face_samples_dir
 
 pytestmark = pytest.mark.integration
 

@@ -3,7 +3,6 @@ camera, 768x576, 795 frames at 10 fps, up to ~8 pedestrians), obtained by the pr
 infra/local/footage.sh and downscaled to 640x480 as the edge sends it."""
 from __future__ import annotations
 
-import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -12,7 +11,7 @@ import numpy as np
 import pytest
 
 from pipeline.edge.sources import downscale
-from pipeline.settings import REPO_ROOT
+from tests.sample_data import footage_path
 
 SAMPLE_EVERY = 40      # 20 frames spread over the 80 s clip
 BACKGROUND_EVERY = 8   # 100 frames for the temporal median
@@ -25,17 +24,8 @@ class Footage:
     background: np.ndarray                # 640x480 BGR: per-pixel temporal median = the empty plaza
 
 
-def _footage_path() -> Path:
-    try:
-        out = subprocess.run(["bash", str(REPO_ROOT / "infra" / "local" / "footage.sh")], check=True,
-                             capture_output=True, text=True, timeout=300).stdout.strip()
-    except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as e:
-        pytest.fail(f"could not get the real footage with infra/local/footage.sh: {e}")
-    return Path(out)
-
-
 def load_footage() -> Footage:
-    path = _footage_path()
+    path = footage_path()
     cap = cv2.VideoCapture(str(path))
     assert cap.isOpened(), f"cannot open {path}"
     frames, bg = [], []

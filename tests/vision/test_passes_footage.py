@@ -10,13 +10,13 @@ import pytest
 from pipeline.edge.sources import downscale
 from pipeline.processor.passes import PassCounter
 from pipeline.vision.detector import make_detector
-from tests.vision.conftest import _footage_path
+from tests.sample_data import footage_path
 
 
 @pytest.fixture(scope="module")
 def detections():
     det = make_detector("ssdlite")
-    cap = cv2.VideoCapture(str(_footage_path()))
+    cap = cv2.VideoCapture(str(footage_path()))
     out, idx = [], 0
     try:
         while idx < 400:  # 40 s of footage at 10 fps, sampled at 2 fps
