@@ -471,7 +471,8 @@ def _demo_reports(ctx: click.Context, s: Settings, site: str, cams: list[str], s
                            out_path=reports / "footage-report.html")
     console.print(f"footage report: {footage.out_path} ({len(footage.flows)} camera pairs)")
     ctx.invoke(simulate_run, scenario="reference", days=None, mode=None, target="clickhouse", database="flow_sim",
-               replace=True, append=False, truth_path=reports / "reference-truth.json", params_path=None, seed=None,
+               replace=True, append=False, truth_path=reports / "reference-truth.json",
+               params_path=s.processor.privacy_params, seed=None,
                calibrate=False)
     sc = load_scenario("reference")
     t_start = datetime(sc.start.year, sc.start.month, sc.start.day, tzinfo=timezone.utc)
