@@ -26,7 +26,6 @@ from pipeline.envelope import Sealer, associated_data, ensure_keypair, load_keyr
 from pipeline.framestore import LocalDirFrameStore
 from pipeline.privacy import Anonymizer, PrivacyParams
 from pipeline.processor.frames import FrameProcessor
-from pipeline.processor.passes import PassCounter
 from pipeline.settings import REPO_ROOT
 from pipeline.vision.detector import make_detector
 
@@ -35,8 +34,8 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--frames", type=int, default=60)
     ap.add_argument("--runs", type=int, default=3)
-    ap.add_argument("--detector", default="ssdlite", help="hog, ssdlite or ssdlite-split")
-    ap.add_argument("--descriptor", default="hsv", choices=["hsv", "hsv-cnn"])
+    ap.add_argument("--detector", default="omz-0200", help="omz-0200, omz-0201, ssdlite, ssdlite-split or hog")
+    ap.add_argument("--descriptor", default="reid-0288", choices=["reid-0288", "reid-0286", "hsv", "hsv-cnn"])
     ap.add_argument("--no-demographics", action="store_true", help="skip face, age and gender models")
     ap.add_argument("--blas-threads", type=int, default=1, help="the processor runs with 1 (0: library default)")
     args = ap.parse_args()
@@ -44,7 +43,10 @@ def main() -> None:
         from threadpoolctl import threadpool_limits
 
         threadpool_limits(limits=args.blas_threads, user_api="blas")
-    from pipeline.processor.app import descriptor
+    from pipeline.processor.app import descriptor, pass_counter
+    from pipeline.settings import load_settings
+
+    ps = load_settings().processor.model_copy(update={"descriptor": args.descriptor})
     from pipeline.vision.age_gender import DemographicEstimator
 
     describe, dim = descriptor(args.descriptor)
@@ -74,12 +76,12 @@ def main() -> None:
         t0 = time.perf_counter()
         per_stage: dict[str, list[float]] = {}
         persons = passes = 0
-        counter = PassCounter()
+        counter = pass_counter(ps)
         for i, v in enumerate(refs):
             r = proc.process(v)
             persons += r.persons
             # frames are 0.5 s apart in the footage (2 fps); the pass counter sees capture times
-            ended = counter.update("b", "c", i * 500, r.boxes, r.descriptors, r.labels)
+            ended = counter.update("b", "c", i * 500, r.scored_boxes, r.descriptors, r.labels, r.quality)
             t1 = time.perf_counter()
             for c in ended:
                 passes += len(proc.assign_groups(c.descriptors))

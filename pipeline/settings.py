@@ -88,11 +88,19 @@ class ProcessorSettings(_Section):
     # went quiet for idle_flush_seconds), so late frames from a slow edge still count.
     grace_seconds: int = Field(5, ge=0, le=600)
     idle_flush_seconds: float = Field(10.0, gt=0, le=3600)
-    # Person passes (pipeline/processor/passes.py): detections of consecutive frames closer than
-    # pass_max_step box heights belong to one pass; a pass ends after pass_max_gap_seconds unseen.
-    # 1.6 s tolerates two missed detections at the edge's 2 frames/s.
-    pass_max_step: float = Field(0.8, gt=0, le=10)
-    pass_max_gap_seconds: float = Field(1.6, gt=0, le=60)
+    # Person passes (pipeline/processor/passes.py): one pass per confirmed track of the
+    # low-frame-rate tracker (pipeline/vision/tracker.py). Detections scoring at least
+    # track_high_score start and continue tracks; those between track_low_score and it may only
+    # continue one. A track needs pass_min_hits detections to count, and ends after
+    # pass_max_gap_seconds unseen. Appearance (re-id embedding) joins motion in the association
+    # when the descriptor is an embedding; track_appearance_gate is the largest cosine distance
+    # between a track's running embedding and a detection it may take.
+    # Chosen on the labelled vtest set: bench/vision/perception.py.
+    pass_max_gap_seconds: float = Field(2.0, gt=0, le=60)
+    pass_min_hits: int = Field(2, ge=1, le=100)
+    track_high_score: float = Field(0.5, gt=0, le=1)
+    track_low_score: float = Field(0.3, gt=0, le=1)
+    track_appearance_gate: float = Field(0.45, gt=0, le=2)
     # A pass is grouped (and its descriptor sum dropped) at the latest this long after it began.
     pass_max_seconds: float = Field(30.0, gt=0, le=600)
     # Demographic counts are protected (cells < 3 pooled or suppressed) per this longer window:
@@ -101,11 +109,12 @@ class ProcessorSettings(_Section):
     # which is the share without a usable face).
     demographics_window_seconds: int = Field(900, ge=1, le=86400)
     detector: str = "ssdlite"
-    # Appearance descriptor handed to the privacy core: 'hsv' (384-d body-part colour histograms,
-    # 0.2 ms per person) or 'hsv-cnn' (768-d: HSV plus ResNet-50 stripe features, ~23 ms per
-    # person; better separation, same group stability at 1,000 groups: bench/vision/evaluate.py).
-    # The privacy parameter set must be calibrated for the chosen descriptor's dimension.
-    descriptor: Literal["hsv", "hsv-cnn"] = "hsv"
+    # Appearance descriptor handed to the privacy core and used by the tracker as a cue:
+    # 'reid-0288' (256-d OMZ person re-identification embedding, ~6 ms per person; default),
+    # 'reid-0286' (256-d, stronger, ~30 ms per person), 'hsv' (384-d body-part colour
+    # histograms) or 'hsv-cnn' (768-d). Measured in bench/vision/perception.py and issue 10's
+    # notes. The privacy parameter set must be calibrated for the chosen descriptor's dimension.
+    descriptor: Literal["reid-0288", "reid-0286", "hsv", "hsv-cnn"] = "reid-0288"
     privacy_params: Path | None = None
     worker_threads: int = Field(1, ge=1, le=64)
     # Prometheus /metrics of the worker itself (0 = off). Labels never carry personal data.

@@ -28,9 +28,10 @@ from pipeline.privacy.demographics import protect_demographic_counts
 from pipeline.processor.frames import FrameProcessor, ProcessingError, dead_letter
 from pipeline.processor.passes import Contribution, PassCounter
 from pipeline.processor.windows import ClosedWindow, WindowAggregator
-from pipeline.settings import Settings
+from pipeline.settings import ProcessorSettings, Settings
 from pipeline.vision.age_gender import DemographicEstimator
 from pipeline.vision.detector import make_detector
+from pipeline.vision.tracker import TrackerConfig
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +51,12 @@ class ProcessorStats:
 
 def descriptor(name: str) -> tuple[Callable[[np.ndarray, list], np.ndarray], int]:
     """The appearance descriptor function and its dimension (settings.processor.descriptor)."""
+    if name.startswith("reid-"):
+        from pipeline.vision import reid
+
+        model = {"reid-0288": "person-reidentification-retail-0288",
+                 "reid-0286": "person-reidentification-retail-0286"}[name]
+        return reid.ReidEmbedder(model).embed, reid.EMBEDDING_DIM
     if name == "hsv-cnn":
         from pipeline.vision import embedding
 
@@ -57,6 +64,15 @@ def descriptor(name: str) -> tuple[Callable[[np.ndarray, list], np.ndarray], int
     from pipeline.vision import descriptor as hsv
 
     return hsv.describe, hsv.DIM
+
+
+def pass_counter(ps: ProcessorSettings) -> PassCounter:
+    """The pass counter the settings describe; appearance joins the tracking only for re-id
+    embeddings, whose cosine distances the gate was chosen for."""
+    cfg = TrackerConfig(high_score=ps.track_high_score, low_score=min(ps.track_low_score, ps.track_high_score),
+                        max_gap_s=ps.pass_max_gap_seconds, min_hits=ps.pass_min_hits,
+                        app_gate=ps.track_appearance_gate)
+    return PassCounter(cfg, max_pass_seconds=ps.pass_max_seconds, appearance=ps.descriptor.startswith("reid"))
 
 
 def load_params(settings: Settings) -> PrivacyParams:
@@ -121,8 +137,7 @@ def build_app(settings: Settings, *, max_frames: int | None = None, idle_timeout
     # the idle flush and one occurrence window, so a short pause does not split them.
     demo_windows = WindowAggregator(ps.demographics_window_seconds, ps.grace_seconds,
                                     max(ps.idle_flush_seconds, float(ps.window_seconds)))
-    passes = PassCounter(max_step=ps.pass_max_step, max_gap_seconds=ps.pass_max_gap_seconds,
-                         max_pass_seconds=ps.pass_max_seconds)
+    passes = pass_counter(ps)
     pool = ThreadPoolExecutor(max_workers=ps.worker_threads, thread_name_prefix="infer")
     rng = np.random.default_rng()  # fictitious persons: fresh entropy, never reproducible
     stats = ProcessorStats()
@@ -186,8 +201,8 @@ def build_app(settings: Settings, *, max_frames: int | None = None, idle_timeout
                 # mean descriptor when it ends.
                 windows.add(res.site_id, res.camera_id, res.captured_at_ms, ())
                 demo_windows.add(res.site_id, res.camera_id, res.captured_at_ms, ())  # advances its watermark
-                ended = passes.update(res.site_id, res.camera_id, res.captured_at_ms, res.boxes, res.descriptors,
-                                      res.labels)
+                ended = passes.update(res.site_id, res.camera_id, res.captured_at_ms, res.scored_boxes,
+                                      res.descriptors, res.labels, res.quality)
                 await count(loop, res.site_id, res.camera_id, ended)
                 stats.persons += res.persons
                 m_.FRAMES.labels("processed").inc()

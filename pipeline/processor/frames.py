@@ -20,6 +20,7 @@ from pipeline.envelope import EnvelopeError, Keyring, associated_data
 from pipeline.framestore import BlobNotFound, BlobRejected, FrameStore
 from pipeline.vision.descriptor import describe as describe_hsv
 from pipeline.privacy import UNKNOWN
+from pipeline.vision.crops import crop_weights
 from pipeline.vision.detector import Detector
 
 
@@ -48,6 +49,14 @@ class FrameResult:
     boxes: list[tuple[int, int, int, int]] = field(default_factory=list)
     descriptors: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), dtype=np.float32))
     labels: list[tuple[str, str]] = field(default_factory=list)
+    scores: list[float] = field(default_factory=list)
+    # Per detection, the weight of its crop in the pass's mean descriptor (0: cut by the frame
+    # border or overlapped by another person).
+    quality: list[float] = field(default_factory=list)
+
+    @property
+    def scored_boxes(self) -> list[tuple[int, int, int, int, float]]:
+        return [(*b, s) for b, s in zip(self.boxes, self.scores)]
 
 
 class FrameProcessor:
@@ -113,6 +122,7 @@ class FrameProcessor:
                 timings["demographics"] = (time.perf_counter() - t3) * 1000
             t2 = time.perf_counter()
             emb = self.describe(image, boxes) if boxes else np.zeros((0, 0), dtype=np.float32)
+            quality = crop_weights(boxes, image.shape[1], image.shape[0])
             del image
             timings["describe"] = (time.perf_counter() - t2) * 1000
         except ProcessingError as e:
@@ -125,7 +135,7 @@ class FrameProcessor:
         return FrameResult(ref["site_id"], ref["camera_id"], epoch_ms(ref["captured_at"]), receipt,
                            persons=len(boxes), timings_ms=timings,
                            boxes=[(int(b.x), int(b.y), int(b.w), int(b.h)) for b in boxes], descriptors=emb,
-                           labels=labels)
+                           labels=labels, scores=[float(b.score) for b in boxes], quality=quality)
 
     def assign_groups(self, descriptors: list[np.ndarray]) -> list[int]:
         """Groups of ended passes' mean descriptors (the privacy core; fresh noise per call)."""

@@ -13,24 +13,26 @@ Measured on vtest.avi (HSV, 1,000 groups): each crop averaged with its track's c
 first crop, 1.0x-3.0x over four settings (bench/vision/pass_averaging.py; only 3-9 matching
 pairs each, one camera: direction, not size). The group is assigned when the pass ends.
 
-How: detections of consecutive frames of one camera are linked when their boxes are close
-(centre distance below ``max_step`` box heights, heights within a factor ``max_scale``),
-greedily, nearest first; centre distance and not IoU, because at the edge's 2 fps a walking
-person moves more than their own width between frames. A detection with no partner starts a
-pass. A pass ends when unseen for ``max_gap_seconds``, or ``max_pass_seconds`` after it began
-(someone standing in view is then counted and followed without counting again). Its (age
-band, gender) is counted once: at the first detection with a known label, or as unknown when
-it ends without one.
+How: each camera has its own :class:`pipeline.vision.tracker.Tracker` (Kalman motion
+prediction, two-stage association, re-identification appearance as a cue: why, in its
+docstring). A pass is one confirmed track: it starts with the track and ends when the track
+dies (unseen for ``max_gap_s``), or is grouped ``max_pass_seconds`` after it began (someone
+standing in view is then followed without counting again). A track that never reaches
+``min_hits`` detections is a false alarm or a glimpse and counts nothing. The pass's
+descriptor is the quality-weighted mean of its crops: crops cut by the frame border or
+overlapped by another person get weight 0 and only count when a pass has no clean crop. Its
+(age band, gender) is counted once: at the first detection with a known label once the pass
+is confirmed, or as unknown when it ends without one.
 
-What is kept, in memory only, while a pass is open (at most ``max_pass_seconds``): the last
-box, times, the running sum of its descriptors and whether its demographics were counted. No
-image or identifier; the sum is dropped when the pass is handed out for grouping. Frames of
-one camera arrive in capture order (one Kafka partition per camera key, one agent); an older
-frame is counted on its own rather than corrupting the open passes.
+What is kept, in memory only, while a pass is open (at most ``max_pass_seconds`` for the
+descriptor sum; the track itself lives while the person is in view): the Kalman state, a
+running mean appearance embedding, the running descriptor sum, and whether demographics were
+counted. No image or identifier leaves; the sums are dropped when the pass is handed out for
+grouping. Frames of one camera arrive in capture order (one Kafka partition per camera key,
+one agent); an older frame is counted on its own rather than corrupting the open passes.
 """
 from __future__ import annotations
 
-import math
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Sequence
@@ -38,18 +40,22 @@ from typing import Any, Sequence
 import numpy as np
 
 from pipeline.privacy import UNKNOWN
+from pipeline.vision.tracker import Tracker, TrackerConfig
 
 UNKNOWN_CELL = (UNKNOWN, UNKNOWN)
 
 
 @dataclass
 class _Pass:
-    box: tuple[float, float, float, float]
     first_ms: int
     last_ms: int
-    total: np.ndarray | None   # running sum of descriptors; None once handed out
+    total: np.ndarray | None   # quality-weighted running sum of descriptors; None once handed out
+    weight: float
+    total_any: np.ndarray | None  # unweighted sum, for a pass with no clean crop
     n: int
-    demo_counted: bool
+    label: tuple[str, str]     # first known (age band, gender), counted once confirmed
+    demo_counted: bool = False
+    confirmed: bool = False
 
 
 @dataclass
@@ -61,105 +67,117 @@ class Contribution:
     demographics: Counter = field(default_factory=Counter)
 
 
-def _xywh(b: Any) -> tuple[float, float, float, float]:
+def _xywhs(b: Any) -> tuple[float, float, float, float, float]:
     if hasattr(b, "x"):
-        return float(b.x), float(b.y), float(b.w), float(b.h)
+        return float(b.x), float(b.y), float(b.w), float(b.h), float(getattr(b, "score", 1.0))
     x, y, w, h = b[:4]
-    return float(x), float(y), float(w), float(h)
+    return float(x), float(y), float(w), float(h), float(b[4]) if len(b) > 4 else 1.0
 
 
 class PassCounter:
-    def __init__(self, max_step: float = 0.8, max_scale: float = 1.5, max_gap_seconds: float = 1.6,
-                 max_pass_seconds: float = 30.0) -> None:
-        if max_step <= 0 or max_scale < 1 or max_gap_seconds <= 0 or max_pass_seconds <= 0:
-            raise ValueError("max_step > 0, max_scale >= 1, max_gap_seconds > 0 and max_pass_seconds > 0 are required")
-        self.max_step = max_step
-        self.max_scale = max_scale
-        self.max_gap_ms = int(max_gap_seconds * 1000)
+    def __init__(self, tracker: TrackerConfig | None = None, max_pass_seconds: float = 30.0,
+                 appearance: bool = True) -> None:
+        """``appearance``: use the descriptors as the tracker's appearance cue (re-id embeddings);
+        off for descriptors whose distances the gate was not chosen for."""
+        if max_pass_seconds <= 0:
+            raise ValueError("max_pass_seconds > 0 is required")
+        self.cfg = tracker or TrackerConfig()
         self.max_pass_ms = int(max_pass_seconds * 1000)
-        self._open: dict[tuple[str, str], list[_Pass]] = {}
+        self.appearance = appearance
+        self._trackers: dict[tuple[str, str], Tracker] = {}
+        self._passes: dict[tuple[str, str], dict[int, _Pass]] = {}
         self._last_ms: dict[tuple[str, str], int] = {}
 
     @property
     def open_passes(self) -> int:
-        return sum(len(v) for v in self._open.values())
-
-    def _distance(self, a: tuple[float, float, float, float], b: tuple[float, float, float, float]) -> float:
-        """Centre distance in box heights, or infinity when the sizes are too different."""
-        ah, bh = max(a[3], 1.0), max(b[3], 1.0)
-        if max(ah, bh) / min(ah, bh) > self.max_scale:
-            return math.inf
-        dx = (a[0] + a[2] / 2) - (b[0] + b[2] / 2)
-        dy = (a[1] + a[3] / 2) - (b[1] + b[3] / 2)
-        return math.hypot(dx, dy) / ((ah + bh) / 2)
+        return sum(len(v) for v in self._passes.values())
 
     @staticmethod
-    def _hand_out(p: _Pass, out: Contribution) -> None:
+    def _mean(p: _Pass) -> np.ndarray:
+        if p.weight > 0:
+            return (p.total / p.weight).astype(np.float32)
+        return (p.total_any / p.n).astype(np.float32)
+
+    def _hand_out(self, p: _Pass, out: Contribution) -> None:
+        if not p.confirmed:
+            return
         if p.total is not None:
-            out.descriptors.append((p.total / p.n).astype(np.float32))
-            p.total = None
+            out.descriptors.append(self._mean(p))
+            p.total = p.total_any = None
         if not p.demo_counted:
-            out.demographics[UNKNOWN_CELL] += 1
+            out.demographics[p.label] += 1
             p.demo_counted = True
 
-    def _expire(self, cam: tuple[str, str], ts_ms: int) -> list[Contribution]:
-        out, keep = [], []
-        for p in self._open.get(cam, []):
-            if ts_ms - p.last_ms > self.max_gap_ms:
-                c = Contribution(p.last_ms)
-                self._hand_out(p, c)
-                if c.descriptors or c.demographics:
-                    out.append(c)
-            else:
-                keep.append(p)
-        self._open[cam] = keep
+    def _end(self, cam: tuple[str, str], ended: list[Any]) -> list[Contribution]:
+        out = []
+        passes = self._passes.get(cam, {})
+        for tr in ended:
+            p = passes.pop(tr.track_id, None)
+            if p is None:
+                continue
+            c = Contribution(p.last_ms)
+            self._hand_out(p, c)
+            if c.descriptors or c.demographics:
+                out.append(c)
         return out
 
     def update(self, site_id: str, camera_id: str, ts_ms: int, boxes: Sequence[Any], descriptors: np.ndarray,
-               labels: Sequence[tuple[str, str]] | None = None) -> list[Contribution]:
-        """One frame's detections (descriptor rows and labels aligned with boxes) in; what to count out."""
-        descriptors = np.asarray(descriptors, dtype=np.float32).reshape(len(boxes), -1) if len(boxes) else \
+               labels: Sequence[tuple[str, str]] | None = None,
+               quality: Sequence[float] | None = None) -> list[Contribution]:
+        """One frame's detections (descriptor rows, labels and crop quality weights aligned with
+        boxes) in; what to count out. Boxes carry detector scores (``Box.score`` or a fifth item)."""
+        n = len(boxes)
+        descriptors = np.asarray(descriptors, dtype=np.float32).reshape(n, -1) if n else \
             np.zeros((0, 0), dtype=np.float32)
-        if labels is not None and len(labels) != len(boxes):
+        if labels is not None and len(labels) != n:
             raise ValueError("boxes, descriptors and labels must be aligned")
-        labels = [tuple(l) for l in labels] if labels is not None else [UNKNOWN_CELL] * len(boxes)
+        if quality is not None and len(quality) != n:
+            raise ValueError("boxes and quality must be aligned")
+        labels = [tuple(l) for l in labels] if labels is not None else [UNKNOWN_CELL] * n
+        weights = [1.0] * n if quality is None else [max(0.0, float(q)) for q in quality]
         cam = (site_id, camera_id)
         if ts_ms < self._last_ms.get(cam, ts_ms):
             # Out of order: its persons are passes of their own; the open passes are left alone.
-            return [Contribution(ts_ms, [d.copy() for d in descriptors], Counter(labels))] if len(boxes) else []
+            return [Contribution(ts_ms, [d.copy() for d in descriptors], Counter(labels))] if n else []
         self._last_ms[cam] = ts_ms
-        out = self._expire(cam, ts_ms)
-        open_ = self._open.setdefault(cam, [])
-        rects = [_xywh(b) for b in boxes]
-        cand = sorted((self._distance(p.box, r), i, j) for i, p in enumerate(open_) for j, r in enumerate(rects))
-        used_p: set[int] = set()
-        matched: dict[int, int] = {}
-        for d, i, j in cand:
-            if d > self.max_step:
-                break
-            if i in used_p or j in matched:
-                continue
-            used_p.add(i)
-            matched[j] = i
+        tracker = self._trackers.setdefault(cam, Tracker(self.cfg))
+        passes = self._passes.setdefault(cam, {})
+        rows = [_xywhs(b) for b in boxes]
+        feats = None
+        if self.appearance and n and descriptors.shape[1]:
+            norms = np.linalg.norm(descriptors, axis=1, keepdims=True)
+            if (norms > 1e-6).all():  # an empty descriptor says nothing about appearance
+                feats = descriptors / norms
+                # A cut or occluded crop's embedding describes part of someone (or someone else):
+                # such detections are associated on motion alone and do not update the track.
+                feats[np.asarray(weights) <= 0] = np.nan
+        assoc = tracker.update(ts_ms / 1000.0, [r[:4] for r in rows], [r[4] for r in rows], feats)
+        out = self._end(cam, assoc.ended)
         now = Contribution(ts_ms)
-        for j, r in enumerate(rects):
-            label = labels[j]
-            known = label != UNKNOWN_CELL
-            if j in matched:
-                p = open_[matched[j]]
-                p.box, p.last_ms = r, ts_ms
-                if p.total is not None:
-                    p.total += descriptors[j]
-                    p.n += 1
-                    if ts_ms - p.first_ms >= self.max_pass_ms:
-                        out.append(Contribution(ts_ms, [(p.total / p.n).astype(np.float32)]))
-                        p.total = None
+        for j, tid in enumerate(assoc.track_of):
+            if tid is None:
+                continue  # a low-confidence detection that continued no track
+            d = descriptors[j].astype(np.float64)
+            p = passes.get(tid)
+            if p is None:
+                p = passes[tid] = _Pass(ts_ms, ts_ms, d * weights[j], weights[j], d.copy(), 1, UNKNOWN_CELL)
             else:
-                p = _Pass(r, ts_ms, ts_ms, descriptors[j].astype(np.float64), 1, False)
-                open_.append(p)
-            if known and not p.demo_counted:
-                now.demographics[label] += 1
+                p.last_ms = ts_ms
+                if p.total is not None:
+                    p.total += d * weights[j]
+                    p.weight += weights[j]
+                    p.total_any += d
+                    p.n += 1
+            if p.label == UNKNOWN_CELL and labels[j] != UNKNOWN_CELL:
+                p.label = labels[j]
+            if not p.confirmed and p.n >= self.cfg.min_hits:
+                p.confirmed = True
+            if p.confirmed and p.label != UNKNOWN_CELL and not p.demo_counted:
+                now.demographics[p.label] += 1
                 p.demo_counted = True
+            if p.confirmed and p.total is not None and ts_ms - p.first_ms >= self.max_pass_ms:
+                out.append(Contribution(ts_ms, [self._mean(p)]))
+                p.total = p.total_any = None
         if now.demographics:
             out.append(now)
         return out
@@ -167,11 +185,8 @@ class PassCounter:
     def flush(self) -> list[tuple[str, str, Contribution]]:
         """End every open pass (end of a bounded run or shutdown)."""
         out = []
-        for cam, passes in self._open.items():
-            for p in passes:
-                c = Contribution(p.last_ms)
-                self._hand_out(p, c)
-                if c.descriptors or c.demographics:
-                    out.append((cam[0], cam[1], c))
-        self._open.clear()
+        for cam, tracker in self._trackers.items():
+            for c in self._end(cam, tracker.flush()):
+                out.append((cam[0], cam[1], c))
+        self._passes.clear()
         return out

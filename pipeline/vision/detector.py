@@ -6,6 +6,10 @@
   halves) to find smaller people at three times the cost.
 - ``hog``: OpenCV's HOG + linear SVM people detector (Dalal-Triggs), which ships inside
   opencv-python-headless 4.x; the walking skeleton's first detector, kept for comparison.
+- ``omz-0200`` / ``omz-0201``: Intel Open Model Zoo person-detection-0200 (256x256) and -0201
+  (384x384), MobileNetV2 SSD detectors converted from OpenVINO IR to ONNX with the graph cut before
+  DetectionOutput (infra/models/convert_omz.sh, models/manifest.yaml); the SSD decoding and NMS run
+  here in numpy (``decode_ssd``) against the priors baked into the ONNX file.
 """
 from __future__ import annotations
 
@@ -148,7 +152,140 @@ class SsdLitePersonDetector:
         return sorted((b for b in boxes if b.h >= self.min_height and b.w >= 2), key=lambda b: -b.score)
 
 
-DETECTORS = ("ssdlite", "ssdlite-split", "hog")
+def nms_indices(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float) -> np.ndarray:
+    """Greedy NMS on float boxes (xmin, ymin, xmax, ymax): indices kept, highest score first. A box
+    is dropped when its IoU with a kept, higher-scoring box exceeds ``iou_threshold`` (Caffe SSD /
+    OpenVINO DetectionOutput semantics: areas without the +1 of pixel-integer boxes)."""
+    order = np.argsort(-scores, kind="stable")
+    if order.size == 0:
+        return order
+    x1, y1, x2, y2 = (boxes[:, k] for k in range(4))
+    areas = np.clip(x2 - x1, 0, None) * np.clip(y2 - y1, 0, None)
+    keep = []
+    while order.size:
+        i = order[0]
+        keep.append(i)
+        rest = order[1:]
+        iw = np.clip(np.minimum(x2[i], x2[rest]) - np.maximum(x1[i], x1[rest]), 0, None)
+        ih = np.clip(np.minimum(y2[i], y2[rest]) - np.maximum(y1[i], y1[rest]), 0, None)
+        inter = iw * ih
+        iou = inter / np.maximum(areas[i] + areas[rest] - inter, 1e-12)
+        order = rest[iou <= iou_threshold]
+    return np.asarray(keep, dtype=np.int64)
+
+
+def decode_ssd(deltas: np.ndarray, probs: np.ndarray, priors: np.ndarray, *, score_threshold: float,
+               iou_threshold: float, top_k: int = 200, keep_top_k: int = 200,
+               label: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """SSD decoding as OpenVINO's DetectionOutput does it for one class (code type CENTER_SIZE,
+    shared locations, variances taken from the priors).
+
+    ``deltas`` [P, 4] (dx, dy, dw, dh), ``probs`` [P, C] class probabilities, ``priors`` [2, P, 4]
+    (row 0 prior boxes xmin, ymin, xmax, ymax; row 1 variances). Keeps scores above
+    ``score_threshold``, the ``top_k`` best before NMS and ``keep_top_k`` after. Returns boxes
+    [K, 4] (xmin, ymin, xmax, ymax, normalised to the model input, not clipped) and scores [K],
+    highest first."""
+    deltas = np.asarray(deltas, np.float32).reshape(-1, 4)
+    priors = np.asarray(priors, np.float32).reshape(2, -1, 4)
+    scores = np.asarray(probs, np.float32).reshape(deltas.shape[0], -1)[:, label]
+    if priors.shape[1] != deltas.shape[0]:
+        raise ValueError(f"{deltas.shape[0]} box deltas for {priors.shape[1]} priors")
+    idx = np.flatnonzero(scores > score_threshold)
+    idx = idx[np.argsort(-scores[idx], kind="stable")]
+    if top_k > 0:
+        idx = idx[:top_k]
+    pb, var, d = priors[0, idx], priors[1, idx], deltas[idx]
+    pw, ph = pb[:, 2] - pb[:, 0], pb[:, 3] - pb[:, 1]
+    pcx, pcy = (pb[:, 0] + pb[:, 2]) * 0.5, (pb[:, 1] + pb[:, 3]) * 0.5
+    cx = var[:, 0] * d[:, 0] * pw + pcx
+    cy = var[:, 1] * d[:, 1] * ph + pcy
+    w = np.exp(var[:, 2] * d[:, 2]) * pw
+    h = np.exp(var[:, 3] * d[:, 3]) * ph
+    boxes = np.stack([cx - w * 0.5, cy - h * 0.5, cx + w * 0.5, cy + h * 0.5], axis=1)
+    s = scores[idx]
+    keep = nms_indices(boxes, s, iou_threshold)
+    if keep_top_k > 0:
+        keep = keep[:keep_top_k]
+    return boxes[keep], s[keep]
+
+
+def omz_blob(image: np.ndarray, in_h: int, in_w: int) -> np.ndarray:
+    """An OMZ detector's input: the BGR frame stretched to the model's size, 0..255 float32, NCHW."""
+    h, w = image.shape[:2]
+    interp = cv2.INTER_AREA if w > in_w or h > in_h else cv2.INTER_LINEAR
+    x = cv2.resize(image, (in_w, in_h), interpolation=interp)
+    return np.ascontiguousarray(x.transpose(2, 0, 1)[None], dtype=np.float32)
+
+
+class OmzPersonDetector:
+    """Open Model Zoo person-detection-0200 / -0201 (ONNX, onnxruntime).
+
+    The BGR frame is stretched to the model input (256x256 or 384x384, aspect not kept, as the
+    model was trained), passed as 0..255 float32 NCHW; the ONNX graph ends before DetectionOutput,
+    so its outputs are box deltas, class probabilities and the priors of its fixed input size
+    (a constant in the file). Here: SSD decoding and NMS (``decode_ssd``, the model's own
+    DetectionOutput settings: NMS IoU 0.45, top 200), the confidence threshold, boxes mapped to
+    frame pixels and clipped, sorted by score. ``score_threshold`` can go low (e.g. 0.1) to hand a
+    two-stage tracker its low-confidence boxes; every Box carries its score.
+    """
+
+    MODELS = {"omz-0200": "person-detection-0200", "omz-0201": "person-detection-0201"}
+    # The IR's DetectionOutput attributes (models/manifest.yaml, decoding:): column 0 is "person",
+    # the background label is 1; OpenVINO keeps the top 200 before and after NMS at IoU 0.45.
+    PERSON_LABEL = 0
+
+    def __init__(self, model_name: str = "person-detection-0200", score_threshold: float = 0.5,
+                 iou_threshold: float = 0.45, *, threads: int = 1, model=None, min_height: int = 8,
+                 top_k: int = 200, keep_top_k: int = 200) -> None:
+        model_name = self.MODELS.get(model_name, model_name)
+        if model is None and model_name not in self.MODELS.values():
+            raise ValueError(f"unknown OMZ detector {model_name!r} (available: {', '.join(self.MODELS.values())})")
+        if not 0.0 <= score_threshold < 1.0:
+            raise ValueError("score_threshold must be in [0, 1)")
+        if not 0.0 < iou_threshold <= 1.0:
+            raise ValueError("iou_threshold must be in (0, 1]")
+        if model is None:
+            from pipeline.vision.models import shared_onnx_model
+            model = shared_onnx_model(model_name, threads=threads)
+        self.model = model
+        self.name = model_name
+        self.model_name = model_name
+        self.score_threshold = score_threshold
+        self.iou_threshold = iou_threshold
+        self.min_height = min_height
+        self.top_k = top_k
+        self.keep_top_k = keep_top_k
+        _, c, self.in_h, self.in_w = model.input_shape  # NCHW
+        if c != 3:
+            raise ValueError(f"{model_name}: expected a 3-channel NCHW input, got {model.input_shape}")
+        names = list(model.output_names)
+        try:
+            self._out = [names.index(n) for n in ("box_deltas", "class_probs", "priors")]
+        except ValueError:
+            raise ValueError(f"{model_name}: outputs {names}, expected box_deltas, class_probs, priors") from None
+
+    def detect(self, image: np.ndarray) -> list[Box]:
+        if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+            raise ValueError("expected a BGR uint8 image")
+        h, w = image.shape[:2]
+        if h < 2 or w < 2:
+            raise ValueError(f"image too small ({w}x{h})")
+        outs = self.model.run(omz_blob(image, self.in_h, self.in_w))
+        deltas, probs, priors = (outs[i] for i in self._out)
+        boxes, scores = decode_ssd(deltas[0], probs[0], priors, score_threshold=self.score_threshold,
+                                   iou_threshold=self.iou_threshold, top_k=self.top_k, keep_top_k=self.keep_top_k,
+                                   label=self.PERSON_LABEL)
+        if not len(boxes):
+            return []
+        px = np.rint(np.clip(boxes * np.array([w, h, w, h], np.float32), 0, [w, h, w, h])).astype(np.int64)
+        out = []
+        for (x1, y1, x2, y2), s in zip(px.tolist(), scores.tolist()):
+            if x2 - x1 >= 2 and y2 - y1 >= self.min_height:
+                out.append(Box(x1, y1, x2 - x1, y2 - y1, float(s)))
+        return out  # decode_ssd returns them highest score first
+
+
+DETECTORS = ("ssdlite", "ssdlite-split", "hog", "omz-0200", "omz-0201")
 
 
 def make_detector(name: str, **kwargs) -> Detector:
@@ -159,4 +296,6 @@ def make_detector(name: str, **kwargs) -> Detector:
         return SsdLitePersonDetector(**kwargs)
     if name == "ssdlite-split":
         return SsdLitePersonDetector(views="split", **kwargs)
+    if name in OmzPersonDetector.MODELS:
+        return OmzPersonDetector(OmzPersonDetector.MODELS[name], **kwargs)
     raise ValueError(f"unknown detector {name!r} (available: {', '.join(DETECTORS)})")

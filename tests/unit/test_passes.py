@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from pipeline.processor.passes import UNKNOWN_CELL, PassCounter
+from pipeline.vision.tracker import TrackerConfig
 
 F = ("28-37", "female")
 
@@ -34,7 +35,7 @@ def ended(out) -> list[np.ndarray]:
 
 def test_a_person_walking_through_ten_frames_is_one_pass_with_the_mean_descriptor():
     a = walk(0, 45, 10)  # faster than their own width per frame: IoU would lose them
-    pc = PassCounter()
+    pc = PassCounter(appearance=False)
     out = run(pc, [[(a[i], vec(i, 1), UNKNOWN_CELL)] for i in range(10)])
     assert ended(out) == []  # still open: grouped only when it ends
     (site, cam, c), = pc.flush()
@@ -53,9 +54,9 @@ def test_two_people_side_by_side_are_two_passes_and_keep_their_own_descriptors()
 
 def test_a_pass_ends_after_the_gap_and_a_return_is_a_new_pass():
     a = walk(0, 30, 3)
-    pc = PassCounter(max_gap_seconds=1.6)
+    pc = PassCounter(TrackerConfig(max_gap_s=1.6), appearance=False)
     out = run(pc, [[(a[0], vec(1), UNKNOWN_CELL)], [(a[1], vec(3), UNKNOWN_CELL)], [], [], [],
-                   [(a[1], vec(9), UNKNOWN_CELL)]])
+                   [(a[1], vec(9), UNKNOWN_CELL)], [(a[1], vec(9), UNKNOWN_CELL)]])
     (first,) = ended(out)
     assert first.tolist() == [2.0]
     assert sum(c.demographics[UNKNOWN_CELL] for c in out) == 1  # counted unknown when it ended
@@ -63,14 +64,35 @@ def test_a_pass_ends_after_the_gap_and_a_return_is_a_new_pass():
     assert pc.open_passes == 1
 
 
+def test_a_single_glimpse_is_not_a_pass():
+    pc = PassCounter(TrackerConfig(min_hits=2))
+    out = run(pc, [[((100, 100, 40, 100), vec(1), UNKNOWN_CELL)], [], [], [], [], [], []])
+    out += [c for _, _, c in pc.flush()]
+    assert out == [] and pc.open_passes == 0
+
+
 def test_demographics_are_counted_once_per_pass_at_the_first_known_label():
     a = walk(0, 30, 5)
     labels = [UNKNOWN_CELL, F, F, UNKNOWN_CELL, F]
     pc = PassCounter()
-    out = run(pc, [[(a[i], vec(0), labels[i])] for i in range(5)])
+    out = run(pc, [[(a[i], vec(0, 1), labels[i])] for i in range(5)])
     out += [c for _, _, c in pc.flush()]
     assert sum((c.demographics for c in out), Counter()) == Counter({F: 1})
     assert len(ended(out)) == 1
+
+
+def test_crops_cut_or_overlapped_do_not_shape_the_mean_unless_nothing_else_exists():
+    a = walk(0, 30, 4)
+    pc = PassCounter(appearance=False)
+    for i in range(4):
+        pc.update("s", "c", i * 500, [a[i]], vec(float(i), 1.0)[None], None, quality=[0.0 if i < 2 else 1.0])
+    (_, _, c), = pc.flush()
+    np.testing.assert_allclose(c.descriptors[0], [2.5, 1.0])  # mean of the two clean crops only
+    pc = PassCounter(appearance=False)
+    for i in range(2):
+        pc.update("s", "c", i * 500, [a[i]], vec(float(i), 1.0)[None], None, quality=[0.0])
+    (_, _, c), = pc.flush()
+    np.testing.assert_allclose(c.descriptors[0], [0.5, 1.0])
 
 
 def test_someone_standing_in_view_is_grouped_once_after_the_cap_and_not_again():
@@ -82,7 +104,7 @@ def test_someone_standing_in_view_is_grouped_once_after_the_cap_and_not_again():
 
 
 def test_cameras_are_independent_and_state_is_forgotten():
-    pc = PassCounter(max_gap_seconds=1.0)
+    pc = PassCounter(TrackerConfig(max_gap_s=1.0, min_hits=1))
     box = (10, 10, 40, 100)
     pc.update("s", "a", 0, [box], vec(1)[None], [UNKNOWN_CELL])
     pc.update("s", "b", 0, [box], vec(2)[None], [UNKNOWN_CELL])
@@ -100,3 +122,5 @@ def test_out_of_order_frame_is_counted_alone_and_bad_input_refused():
     assert pc.open_passes == 1
     with pytest.raises(ValueError):
         pc.update("s", "a", 2000, [box], vec(1)[None], [F, F])
+    with pytest.raises(ValueError):
+        pc.update("s", "a", 2000, [box], vec(1)[None], [F], quality=[1.0, 1.0])
