@@ -27,7 +27,6 @@ from pipeline.framestore import LocalDirFrameStore
 from pipeline.privacy import Anonymizer, PrivacyParams
 from pipeline.processor.frames import FrameProcessor
 from pipeline.settings import REPO_ROOT
-from pipeline.vision.detector import make_detector
 
 
 def main() -> None:
@@ -43,10 +42,10 @@ def main() -> None:
         from threadpoolctl import threadpool_limits
 
         threadpool_limits(limits=args.blas_threads, user_api="blas")
-    from pipeline.processor.app import descriptor, pass_counter
+    from pipeline.processor.app import descriptor, detector, pass_counter
     from pipeline.settings import load_settings
 
-    ps = load_settings().processor.model_copy(update={"descriptor": args.descriptor})
+    ps = load_settings().processor.model_copy(update={"descriptor": args.descriptor, "detector": args.detector})
     from pipeline.vision.age_gender import DemographicEstimator
 
     describe, dim = descriptor(args.descriptor)
@@ -56,7 +55,7 @@ def main() -> None:
     ensure_keypair(tmp / "keys")
     store = LocalDirFrameStore(tmp / "frames", ttl_seconds=600)
     sealer = Sealer(load_public_key(tmp / "keys"))
-    proc = FrameProcessor(store, load_keyring(tmp / "keys"), make_detector(args.detector),
+    proc = FrameProcessor(store, load_keyring(tmp / "keys"), detector(ps),
                           Anonymizer(PrivacyParams.default(), input_dim=dim), 4_000_000, describe=describe,
                           demographics=None if args.no_demographics else DemographicEstimator())
     fps_runs, stage_runs, persons = [], {}, 0

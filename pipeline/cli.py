@@ -449,11 +449,39 @@ def demo(ctx: click.Context, source: str | None, site: str, cameras: str, max_fr
     _print_counts(rows, f"{site}: occurrences per camera since {started:%H:%M:%S} UTC", s)
     if not rows:
         raise click.ClickException("no occurrences reached ClickHouse")
-    _demo_reports(ctx, s, site, cams, started)
+    truth = _footage_truth(source, frames, per, site, cams)
+    _demo_reports(ctx, s, site, cams, started, truth)
     console.print(f"demo finished in {time.monotonic() - t0:.0f} s")
 
 
-def _demo_reports(ctx: click.Context, s: Settings, site: str, cams: list[str], started: datetime) -> None:
+VTEST_LABELS = REPO_ROOT / "bench" / "data" / "vtest-gt" / "annotations.csv"
+
+
+def _footage_truth(source: str, frames: list, per: int, site: str, cams: list[str]):
+    """Labelled persons per demo camera when the footage is the labelled vtest.avi, else None."""
+    import cv2
+
+    from pipeline.analytics.report import GroundTruth
+    from pipeline.vision.evaluation import load_labels
+
+    if Path(source).name != "vtest.avi" or not VTEST_LABELS.is_file():
+        return None
+    cap = cv2.VideoCapture(source)
+    fps = cap.get(cv2.CAP_PROP_FPS) or 10.0
+    cap.release()
+    labels = load_labels(VTEST_LABELS)
+    persons, seconds = {}, {}
+    for i, cam in enumerate(cams):
+        chunk = frames[i * per:(i + 1) * per]
+        seen = {l.person for f in chunk for l in labels.get(int(round(f.offset_seconds * fps)), []) if not l.ignore}
+        persons[f"{site}/{cam}"] = len(seen)
+        seconds[f"{site}/{cam}"] = (chunk[-1].offset_seconds - chunk[0].offset_seconds) if chunk else 0.0
+    return GroundTruth(persons, f"{VTEST_LABELS.relative_to(REPO_ROOT)} (the project's own annotation of vtest.avi)",
+                       seconds)
+
+
+def _demo_reports(ctx: click.Context, s: Settings, site: str, cams: list[str], started: datetime,
+                  truth=None) -> None:
     """The analyst's view of the run: one report on the footage just processed (minutes of two
     cameras, so its flows are noise and say so through their intervals) and one on a simulated
     week of the reference scenario (two sites, six cameras), where flows are measurable."""
@@ -468,7 +496,7 @@ def _demo_reports(ctx: click.Context, s: Settings, site: str, cams: list[str], s
     footage = build_report(_warehouse(s), load_params(s).version, started - timedelta(seconds=w),
                            datetime.now(timezone.utc) + timedelta(seconds=w),
                            cameras=[f"{site}/{c}" for c in cams], window_seconds=w,
-                           out_path=reports / "footage-report.html")
+                           out_path=reports / "footage-report.html", truth=truth)
     console.print(f"footage report: {footage.out_path} ({len(footage.flows)} camera pairs)")
     ctx.invoke(simulate_run, scenario="reference", days=None, mode=None, target="clickhouse", database="flow_sim",
                replace=True, append=False, truth_path=reports / "reference-truth.json",

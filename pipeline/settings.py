@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 # Where schemas/, infra/ and .var/ live: the checkout, or FLOW_HOME for an installed package.
@@ -100,7 +100,7 @@ class ProcessorSettings(_Section):
     pass_min_hits: int = Field(2, ge=1, le=100)
     track_high_score: float = Field(0.5, gt=0, le=1)
     track_low_score: float = Field(0.3, gt=0, le=1)
-    track_appearance_gate: float = Field(0.45, gt=0, le=2)
+    track_appearance_gate: float = Field(0.6, gt=0, le=2)
     # A pass is grouped (and its descriptor sum dropped) at the latest this long after it began.
     pass_max_seconds: float = Field(30.0, gt=0, le=600)
     # Demographic counts are protected (cells < 3 pooled or suppressed) per this longer window:
@@ -108,7 +108,11 @@ class ProcessorSettings(_Section):
     # (measured with the simulator: 98% of published persons unknown at 60 s, 37% at 900 s,
     # which is the share without a usable face).
     demographics_window_seconds: int = Field(900, ge=1, le=86400)
-    detector: str = "ssdlite"
+    # Person detector: 'omz-0200' (OMZ person-detection-0200, 256x256 input; default: keeps 20+
+    # frames/s per worker thread with the re-id embedding), 'omz-0201' (384x384: better recall
+    # of small people, about twice the cost), 'ssdlite', 'ssdlite-split' or 'hog' (older, kept
+    # for comparison). OMZ detectors hand boxes down to track_low_score to the tracker.
+    detector: str = "omz-0200"
     # Appearance descriptor handed to the privacy core and used by the tracker as a cue:
     # 'reid-0288' (256-d OMZ person re-identification embedding, ~6 ms per person; default),
     # 'reid-0286' (256-d, stronger, ~30 ms per person), 'hsv' (384-d body-part colour
@@ -138,6 +142,53 @@ class SinkSettings(_Section):
     batch_max_seconds: float = Field(2.0, gt=0)
 
 
+class AggregatorSettings(_Section):
+    """The streaming flow aggregator (pipeline/aggregator, docs/AGGREGATOR.md).
+
+    Lags are in windows of ``window_seconds`` (which must equal processor.window_seconds).
+    ``se_ranges`` are the lag ranges whose standard error is published exactly (default: the
+    whole range 0..max_lag_windows); the far band (``far_lag_min``..``far_lag_max``, both
+    directions; 0 = automatic) is where kappa is measured. Everything the aggregator keeps of the
+    restricted occurrences must be gone ``restricted_bound_seconds`` after capture: a
+    configuration that cannot promise that is refused with the arithmetic.
+    """
+
+    app_id: str = "flowpipe-aggregator"
+    # Topics: restricted partials between the two stages; published components for the sink.
+    partials_topic: str = "flow.aggregator-partials"
+    flow_components_topic: str = "flow.flow-components"
+    footfall_components_topic: str = "flow.footfall-components"
+    # Partitions of the occurrences topic (keyed by group id): the combiner waits for all of them.
+    partitions: int = Field(4, ge=1, le=1000)
+    window_seconds: int = Field(60, ge=1, le=3600)
+    max_lag_windows: int = Field(30, ge=0, le=10_000)
+    se_ranges: tuple[tuple[int, int], ...] = ()
+    far_lag_min: int = Field(0, ge=0)
+    far_lag_max: int = Field(0, ge=0)
+    lateness_seconds: int = Field(300, ge=0, le=3600)
+    cross_site: bool = True
+    restricted_bound_seconds: int = Field(7200, ge=60, le=86400)
+    processor_delay_seconds: int = Field(15, ge=0, le=3600)
+
+    @model_validator(mode="after")
+    def _spec_is_valid(self) -> "AggregatorSettings":
+        self.spec()
+        return self
+
+    def spec(self) -> Any:
+        """The :class:`pipeline.aggregator.model.AggregatorSpec` these settings describe."""
+        from pipeline.aggregator.model import AggregatorSpec, SpecError
+
+        try:
+            return AggregatorSpec(window_seconds=self.window_seconds, max_lag=self.max_lag_windows,
+                                  ranges=self.se_ranges, far_min=self.far_lag_min, far_max=self.far_lag_max,
+                                  lateness_seconds=self.lateness_seconds, cross_site=self.cross_site,
+                                  bound_seconds=self.restricted_bound_seconds,
+                                  processor_delay_seconds=self.processor_delay_seconds)
+        except SpecError as e:
+            raise ValueError(str(e)) from None
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="FLOW_", env_nested_delimiter="__", extra="forbid", frozen=True
@@ -151,6 +202,7 @@ class Settings(BaseSettings):
     processor: ProcessorSettings = ProcessorSettings()
     sink: SinkSettings = SinkSettings()
     exporter: ExporterSettings = ExporterSettings()
+    aggregator: AggregatorSettings = AggregatorSettings()
     log_level: str = "INFO"
 
     @classmethod

@@ -102,7 +102,7 @@ def main() -> int:
     det_name = args.detector or ps.detector
     cfg = TrackerConfig(high_score=ps.track_high_score, low_score=ps.track_low_score, max_gap_s=ps.pass_max_gap_seconds,
                         min_hits=ps.pass_min_hits, app_gate=ps.track_appearance_gate)
-    thr = args.threshold if args.threshold is not None else cfg.high_score
+    thr = args.threshold if args.threshold is not None else cfg.low_score  # the boxes the tracker gets
     video = footage()
     probe = cv2.VideoCapture(str(video))
     vw = probe.get(cv2.CAP_PROP_FRAME_WIDTH)
@@ -121,8 +121,8 @@ def main() -> int:
           f"{len({l.person for v in labels.values() for l in v})} people)   detector: {det_name}   "
           f"descriptor: {args.descriptor}   tracker: {cfg}")
     print(f"{'fps':>4} {'frames':>6} {'prec':>5} {'rec':>5} {'rec<55':>6} {'55-100':>6} {'>=100':>6} | "
-          f"{'passes':>6} {'/person':>7} {'false':>5} {'jumps':>9} {'missed':>6} | GT boxes: {'passes':>6} "
-          f"{'/person':>7} {'jumps':>9}")
+          f"{'passes':>6} {'/person':>7} {'/visit':>6} {'false':>5} {'jumps':>9} {'missed':>6} | GT boxes: {'passes':>6} "
+          f"{'/person':>7} {'/visit':>6} {'jumps':>9}")
     for fps in rates:
         frames = edge_frames(video, fps)
         score = ev.DetectionScore()
@@ -159,19 +159,19 @@ def main() -> int:
         gtracks = track([(fr, b, d, q) for fr, b, d, q, _ in gt_in], cfg, appearance)
         gperson = {(fr, j): ok[j].person for fr, _, _, _, ok in gt_in for j in range(len(ok))}
         gs = ev.score_passes({t: [(fr, gperson[(fr, j)]) for fr, j in v] for t, v in gtracks.items()}, people_seen)
+        vis = ev.visits(labels, int(round(cfg.max_gap_s * VIDEO_FPS)), frames=[fr for fr, _ in frames])
+        n_vis = sum(vis.values())
         rs = score.recall_by_size()
         r = [v[0] for v in rs.values()]
         print(f"{fps:4.0f} {len(frames):6d} {score.precision:5.2f} {score.recall:5.2f} {r[0]:6.2f} {r[1]:6.2f} {r[2]:6.2f} | "
-              f"{ps_.passes:6d} {ps_.per_person:7.2f} {ps_.false_passes:5d} {ps_.jumps:3d}/{ps_.links:<4d}"
-              f"{ps_.jump_rate:5.1%} {ps_.people_without_pass:6d} | {gs.passes:6d} {gs.per_person:7.2f} "
-              f"{gs.jumps:3d}/{gs.links:<4d}{gs.jump_rate:5.1%}")
-        # counted against true persons over time: passes started vs people first seen
-        first_seen: dict[int, int] = {}
-        for fr, _, _, _, ok in gt_in:
-            for l in ok:
-                first_seen.setdefault(l.person, fr)
+              f"{ps_.passes:6d} {ps_.per_person:7.2f} {ps_.passes / max(n_vis, 1):6.2f} {ps_.false_passes:5d} "
+              f"{ps_.jumps:3d}/{ps_.links:<4d}{ps_.jump_rate:5.1%} {ps_.people_without_pass:6d} | {gs.passes:6d} "
+              f"{gs.per_person:7.2f} {gs.passes / max(n_vis, 1):6.2f} {gs.jumps:3d}/{gs.links:<4d}{gs.jump_rate:5.1%}"
+              f" | visits {n_vis}")
+        # counted against true visits over time: passes started vs visits begun
+        runs = ev.visit_runs(labels, int(round(cfg.max_gap_s * VIDEO_FPS)), frames=[fr for fr, _ in frames])
         starts = sorted(v[0][0] for v in tracks.values())
-        plot_series[fps] = (sorted(first_seen.values()), starts)
+        plot_series[fps] = (sorted(lo for r in runs.values() for lo, _ in r), starts)
     print(f"people in the sampled frames: {len(people_seen)}; size bins (px, 640x480): "
           + ", ".join(f"{k}: n={v[1]}" for k, v in score.recall_by_size().items()))
     print(f"cost, 1 thread: detect {statistics.median(det_ms):.1f} ms/frame (median of {len(det_ms)})"
@@ -192,12 +192,12 @@ def _plot(series, out: Path, det: str, desc: str) -> None:
     for fps, (truth, starts) in series.items():
         if not truth_done:
             ax.step([t / VIDEO_FPS for t in truth], range(1, len(truth) + 1), where="post", color="k", lw=2,
-                    label="true persons (labelled)")
+                    label="true visits (labelled persons entering the view)")
             truth_done = True
         ax.step([t / VIDEO_FPS for t in starts], range(1, len(starts) + 1), where="post", label=f"passes counted, {fps:g} fps")
     ax.set_xlabel("seconds into vtest.avi")
     ax.set_ylabel("cumulative count")
-    ax.set_title(f"Counted passes against true persons ({det}, {desc})")
+    ax.set_title(f"Passes counted against true visits, vtest.avi ({det}, {desc})")
     ax.legend()
     fig.tight_layout()
     path = out / "counted_vs_true.png"

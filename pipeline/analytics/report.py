@@ -32,6 +32,7 @@ from pipeline.analytics.queries import (  # noqa: E402
 from pipeline.sink.clickhouse import Warehouse  # noqa: E402
 
 MAX_TRANSIT_PLOTS = 6
+FEW_HOURS = 6  # up to this many hours, footfall is drawn as bars per hour
 SECTION_TITLES = ("Summary", "Hourly footfall", "Flows between cameras", "Transit times",
                   "Demographics by hour", "SQL used")
 
@@ -129,6 +130,17 @@ class ReportData:
     demographics: list[DemographicRow]
     sql: dict[str, str] = field(default_factory=dict)   # title -> statement with values filled in
     figures: list[str] = field(default_factory=list)    # titles of the embedded images, in order
+    truth: "GroundTruth | None" = None                  # labelled persons, for footage with labels
+
+
+@dataclass(frozen=True)
+class GroundTruth:
+    """Labelled persons per camera for footage that has labels (the demo's vtest.avi): lets the
+    report set what the pipeline counted against who was really there."""
+
+    persons: dict[str, int]          # camera key -> distinct labelled persons in the frames it got
+    source: str                      # where the labels come from, for the reader
+    seconds: dict[str, float]        # camera key -> seconds of footage it got
 
 
 def params_summary(wh: Warehouse, version: str) -> ParamsSummary:
@@ -155,7 +167,7 @@ def _cameras(wh: Warehouse, version: str, start: datetime, end: datetime,
 def build_report(wh: Warehouse, version: str, start: datetime, end: datetime, *,
                  cameras: Sequence[CameraRef | str] = (), min_lag: int = 0, max_lag: int = 30,
                  window_seconds: int = 60, level: str = "camera", out_path: Path | str,
-                 max_transit_plots: int = MAX_TRANSIT_PLOTS) -> ReportData:
+                 max_transit_plots: int = MAX_TRANSIT_PLOTS, truth: GroundTruth | None = None) -> ReportData:
     """Query everything, draw the figures and write one HTML file to ``out_path``.
 
     ``cameras``: CameraRef or "SITE/CAMERA" strings; empty means every camera with data in the
@@ -191,7 +203,7 @@ def build_report(wh: Warehouse, version: str, start: datetime, end: datetime, *,
         "Demographics by hour": render_sql(*demographics_sql(db, version, start, end, sites)),
     }
     data = ReportData(Path(out_path), version, start, end, level, window_seconds, min_lag, max_lag, params, cams,
-                      flows, by_lag, transit_pairs, footfall, demo, sql)
+                      flows, by_lag, transit_pairs, footfall, demo, sql, truth=truth)
     Path(out_path).parent.mkdir(parents=True, exist_ok=True)
     Path(out_path).write_text(_render(data), encoding="utf-8")
     return data
@@ -221,14 +233,26 @@ def _fig_footfall(rows: list[FootfallRow]):
         by_cam: dict[str, list[FootfallRow]] = {}
         for r in rows:
             by_cam.setdefault(r.camera, []).append(r)
-        for cam, rs in sorted(by_cam.items()):
-            rs.sort(key=lambda r: r.hour)
-            ax.plot([r.hour for r in rs], [r.estimated_persons for r in rs], marker="o", label=cam)
+        hours = sorted({r.hour for r in rows})
+        if len(hours) <= FEW_HOURS:
+            # A handful of hours: bars per hour and camera. A date axis would stretch two points
+            # over years of empty ticks.
+            width = 0.8 / max(len(by_cam), 1)
+            for k, (cam, rs) in enumerate(sorted(by_cam.items())):
+                at = {r.hour: r.estimated_persons for r in rs}
+                ax.bar([i + k * width for i in range(len(hours))], [at.get(h, 0.0) for h in hours], width=width,
+                       label=cam)
+            ax.set_xticks([i + width * (len(by_cam) - 1) / 2 for i in range(len(hours))],
+                          [h.strftime("%Y-%m-%d %H:00") for h in hours])
+        else:
+            for cam, rs in sorted(by_cam.items()):
+                rs.sort(key=lambda r: r.hour)
+                ax.plot([r.hour for r in rs], [r.estimated_persons for r in rs], marker="o", label=cam)
+            fig.autofmt_xdate()
         ax.set_ylabel("estimated persons per hour")
         ax.set_xlabel("hour (UTC)")
         ax.legend(fontsize="small")
         ax.grid(alpha=0.3)
-        fig.autofmt_xdate()
     ax.set_title("Estimated footfall per camera and hour")
     return fig
 
@@ -345,6 +369,53 @@ def _fmt_time(t: datetime) -> str:
     return t.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
 
 
+def _fig_truth(d: ReportData):
+    cams = sorted(d.truth.persons)
+    counted = {}
+    for r in d.footfall:
+        counted[r.camera] = counted.get(r.camera, 0.0) + r.estimated_persons
+    fig, ax = plt.subplots(figsize=(7, 3.2))
+    xs = range(len(cams))
+    ax.bar([x - 0.2 for x in xs], [d.truth.persons[c] for c in cams], width=0.4, label="labelled persons",
+           color="#555555")
+    ax.bar([x + 0.2 for x in xs], [counted.get(c, 0.0) for c in cams], width=0.4, label="counted (estimated persons)",
+           color="#4c72b0")
+    ax.set_xticks(list(xs), cams)
+    ax.set_ylabel("persons")
+    ax.legend(fontsize="small")
+    ax.grid(axis="y", alpha=0.3)
+    ax.set_title("Counted against labelled persons, per camera")
+    return fig
+
+
+def _render_truth(d: ReportData, parts: list[str]) -> None:
+    e = html.escape
+    t = d.truth
+    counted: dict[str, float] = {}
+    for r in d.footfall:
+        counted[r.camera] = counted.get(r.camera, 0.0) + r.estimated_persons
+    parts.append('<h3 id="truth">Counted against labelled persons</h3>')
+    _img(d, parts, _fig_truth(d), "Counted against labelled persons")
+    parts.append('<table class="truth"><tr><th>camera</th><th>footage</th><th>labelled persons</th>'
+                 "<th>counted</th><th>counted / labelled</th></tr>")
+    for cam in sorted(t.persons):
+        n, c = t.persons[cam], counted.get(cam, 0.0)
+        parts.append(f'<tr><td class="label">{e(cam)}</td><td>{t.seconds.get(cam, 0):.0f} s</td><td>{n}</td>'
+                     f"<td>{format_number(c)}</td><td>{format_number(c / n if n else float('nan'), 2)}</td></tr>")
+    parts.append("</table>")
+    parts.append(f'<p class="note">Labels: {e(t.source)}. A labelled person counts once per camera if they '
+                 "appear in any frame that camera was sent; the count is occurrences minus the expected "
+                 "fictitious persons, so it carries that noise (about ±1 here). <b>What this footage can "
+                 "show:</b> that each person walking through the view is counted about once (not once per "
+                 "frame, not several times when crossing others), and that the pipeline runs end to end. "
+                 "<b>What it cannot show:</b> flows or transit times. The \"cameras\" here are two halves of "
+                 "one 80-second clip of one plaza, so nobody walks from one to the other, the period is far "
+                 "shorter than the lag range the estimator needs for its chance level, and a few dozen "
+                 "occurrences cannot separate a flow from chance at 1,000 groups. The flow section below "
+                 "therefore shows no usable estimate; the simulated-week report (flow-report.html) shows "
+                 "flows at a realistic scale.</p>")
+
+
 def _render(d: ReportData) -> str:
     e = html.escape
     p = d.params
@@ -393,6 +464,8 @@ def _render(d: ReportData) -> str:
     for cam, (o, w, est) in sorted(tot.items()):
         parts.append(f'<tr><td class="label">{e(cam)}</td><td>{o}</td><td>{w}</td><td>{format_number(est)}</td></tr>')
     parts.append("</table>")
+    if d.truth is not None:
+        _render_truth(d, parts)
 
     # flows
     parts.append(f'<h2 id="flows">{SECTION_TITLES[2]}</h2>')
@@ -410,6 +483,16 @@ def _render(d: ReportData) -> str:
                      f'<td class="flow">{format_number(f.flow)}</td><td class="se">{format_number(f.se)}</td>'
                      f'<td class="ci-low">{format_number(lo)}</td><td class="ci-high">{format_number(hi)}</td></tr>')
     parts.append("</table>")
+    if any(not math.isfinite(f.flow) or not math.isfinite(f.se) for f in d.flows):
+        span_min = (d.end - d.start).total_seconds() / 60
+        parts.append('<p class="note"><b>Why some cells say n/a.</b> The chance level κ is measured from pairs '
+                     "of windows further apart than the lag range "
+                     f"({d.max_lag * d.window_seconds / 60:g} minutes), so that no person's own visit to both "
+                     f"cameras inflates it. This period spans {span_min:.0f} minutes"
+                     + (", too short to hold such pairs" if span_min <= d.max_lag * d.window_seconds / 60 else
+                        ", and the cameras published too few windows that far apart")
+                     + ". Without κ there is no chance term to subtract, so no flow and no interval can be "
+                     "given: the estimator says it does not know rather than print a number.</p>")
 
     # transit
     parts.append(f'<h2 id="transit">{SECTION_TITLES[3]}</h2>')

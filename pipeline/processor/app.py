@@ -66,6 +66,14 @@ def descriptor(name: str) -> tuple[Callable[[np.ndarray, list], np.ndarray], int
     return hsv.describe, hsv.DIM
 
 
+def detector(ps: ProcessorSettings):
+    """The configured person detector; OMZ detectors return boxes down to the tracker's low
+    score, which may continue (never start) a pass."""
+    if ps.detector.startswith("omz-"):
+        return make_detector(ps.detector, score_threshold=min(ps.track_low_score, ps.track_high_score))
+    return make_detector(ps.detector)
+
+
 def pass_counter(ps: ProcessorSettings) -> PassCounter:
     """The pass counter the settings describe; appearance joins the tracking only for re-id
     embeddings, whose cosine distances the gate was chosen for."""
@@ -129,7 +137,7 @@ def build_app(settings: Settings, *, max_frames: int | None = None, idle_timeout
     # Demographics are always on (no setting exists for them): face detector + age/gender models,
     # loaded and hash-checked here so a missing model fails at start, not on the first person.
     describe, dim = descriptor(ps.descriptor)
-    processor = FrameProcessor(store, load_keyring(settings.keys.dir), make_detector(ps.detector),
+    processor = FrameProcessor(store, load_keyring(settings.keys.dir), detector(ps),
                                Anonymizer(params, input_dim=dim), settings.store.max_blob_bytes,
                                demographics=DemographicEstimator(), describe=describe)
     windows = WindowAggregator(ps.window_seconds, ps.grace_seconds, ps.idle_flush_seconds)

@@ -180,5 +180,41 @@ def score_passes(tracks: dict[int, list[tuple[int, int | None]]], people: Iterab
                      len(people - set(per_person)))
 
 
-__all__ = ["Label", "load_labels", "iou_matrix", "match_frame", "FrameMatch", "DetectionScore", "PassScore",
+def visit_runs(labels: dict[int, list[Label]], max_gap_frames: int,
+               frames: Iterable[int] | None = None) -> dict[int, list[tuple[int, int]]]:
+    """Per labelled person, their separate visits to the view as (first frame, last frame): runs
+    of labelled frames (``ok`` or ``ignore``, so time hidden behind something stays inside a
+    visit) split where the person is absent from more than ``max_gap_frames`` consecutive frames.
+    Someone who leaves and comes back is two passes for any counter, and should be: a visit is
+    what a pass is meant to count. With ``frames`` (the sampled frame indices), only visits with
+    an ``ok`` box in a sampled frame are kept (a visit no sampled frame shows cannot be counted)."""
+    present: dict[int, list[int]] = defaultdict(list)
+    shown: dict[int, set[int]] = defaultdict(set)
+    sampled = None if frames is None else set(frames)
+    for fr, ls in labels.items():
+        for l in ls:
+            present[l.person].append(fr)
+            if not l.ignore and (sampled is None or fr in sampled):
+                shown[l.person].add(fr)
+    out: dict[int, list[tuple[int, int]]] = {}
+    for person, frs in present.items():
+        frs.sort()
+        runs, start = [], frs[0]
+        for a, b in zip(frs, frs[1:]):
+            if b - a > max_gap_frames + 1:
+                runs.append((start, a))
+                start = b
+        runs.append((start, frs[-1]))
+        kept = [(lo, hi) for lo, hi in runs if any(lo <= f <= hi for f in shown[person])]
+        if kept:
+            out[person] = kept
+    return out
+
+
+def visits(labels: dict[int, list[Label]], max_gap_frames: int, frames: Iterable[int] | None = None) -> dict[int, int]:
+    """Per labelled person, how many visits :func:`visit_runs` finds."""
+    return {p: len(r) for p, r in visit_runs(labels, max_gap_frames, frames).items()}
+
+
+__all__ = ["visits", "visit_runs", "Label", "load_labels", "iou_matrix", "match_frame", "FrameMatch", "DetectionScore", "PassScore",
            "score_passes", "SIZE_BINS"]

@@ -49,7 +49,7 @@ class TrackerConfig:
     min_hits: int = 2              # detections before a track counts as a person
     gate_chi2: float = 16.27       # Mahalanobis gate, chi-square 3 dof at 99.9 %
     low_gate_chi2: float = 7.81    # stricter gate for low-confidence detections (95 %)
-    app_gate: float = 0.45         # max cosine distance between a track's appearance and a detection
+    app_gate: float = 0.6          # max cosine distance between a track's appearance and a detection
     app_weight: float = 0.5        # share of appearance in the stage-1 cost (0 = motion only)
     app_momentum: float = 0.8      # EMA of a track's embedding
     accel_noise: float = 0.8       # random acceleration, body heights / s^2

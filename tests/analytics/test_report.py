@@ -4,6 +4,7 @@ registered same-group rate), on the local ClickHouse 18.16 server and on chdb.
 """
 from __future__ import annotations
 
+import math
 import random
 import re
 import uuid
@@ -54,10 +55,14 @@ def synthetic(params: PrivacyParams, seed: int = 7):
     return occ, demo
 
 
-def load(wh, params: PrivacyParams, *, epoch_ints: bool) -> tuple[Counter, Counter]:
+def load(wh, params: PrivacyParams, *, epoch_ints: bool, windows: int | None = None) -> tuple[Counter, Counter]:
+    """Insert the synthetic set (only its first ``windows`` windows when given)."""
     migrate(wh)
     register_params(wh, params)
     occ, demo = synthetic(params)
+    if windows is not None:
+        occ = Counter({k: v for k, v in occ.items() if k[1] < windows})
+        demo = Counter({k: v for k, v in demo.items() if k[1] < windows})
 
     def t(w: int):
         ts = START + timedelta(seconds=w * W)
@@ -222,5 +227,32 @@ def test_queries_and_report_on_chdb(tmp_path):
         q = FlowQuery(params.version, CAMERAS, START, end, window_seconds=W, min_lag=MIN_LAG, max_lag=MAX_LAG)
         sql, values = flow_sql(wh.database, q, by_lag=True)
         assert wh.rows(pretty_sql(render_sql(sql, values))) == wh.rows(sql, values)
+    finally:
+        wh.close()
+
+
+def test_short_labelled_footage_report_explains_missing_flows_and_sets_counts_against_labels(tmp_path):
+    """The demo's footage report: minutes of two cameras, with labels. Flows cannot be estimated
+    (the period is shorter than the lag range that chance is measured beyond) and the report must
+    say why; counted persons are set against the labelled ones."""
+    pytest.importorskip("chdb")
+    from pipeline.analytics.report import GroundTruth
+
+    wh = ChdbWarehouse(str(tmp_path / "chdb"), database="flow")
+    try:
+        params = PrivacyParams.default()
+        load(wh, params, epoch_ints=True, windows=8)   # 8 minutes of data, as the demo has a few
+        end = START + timedelta(minutes=8)
+        truth = GroundTruth({"s1/A": 11, "s1/B": 9}, "test labels", {"s1/A": 40.0, "s1/B": 40.0})
+        data = build_report(wh, params.version, START, end, cameras=CAMERAS[:2], min_lag=0, max_lag=30,
+                            window_seconds=W, out_path=tmp_path / "r.html", truth=truth)
+        text = (tmp_path / "r.html").read_text()
+        assert all(not math.isfinite(f.flow) for f in data.flows)
+        assert "Why some cells say n/a" in text and "too short to hold such pairs" in text
+        assert "Counted against labelled persons" in data.figures
+        row = re.search(r'<tr><td class="label">s1/A</td><td>40 s</td><td>11</td><td>([^<]+)</td>', text)
+        counted = sum(r.estimated_persons for r in data.footfall if r.camera == "s1/A")
+        assert row and row.group(1) == format_number(counted)
+        assert "cannot show" in text
     finally:
         wh.close()

@@ -48,8 +48,10 @@ def test_demographic_counts_land_in_clickhouse(env, footage, tmp_path):
                  max_frames=VTEST_FRAMES, start=start)
     e2 = EdgeProducer(s, store, pub, site_id="demo-site", camera_id="door")
     # Occurrences and demographics are counted per person pass, not per frame: with the pass gap
-    # shorter than the 0.25 s between photos, each photo is a pass of its own.
-    s = s.model_copy(update={"processor": s.processor.model_copy(update={"pass_max_gap_seconds": 0.2})})
+    # shorter than the 0.25 s between photos and one detection enough for a pass, each photo is a
+    # pass of its own.
+    s = s.model_copy(update={"processor": s.processor.model_copy(update={"pass_max_gap_seconds": 0.2,
+                                                                         "pass_min_hits": 1})})
     st2 = e2.run(open_source(str(folder), 4.0, s.edge.max_width, s.edge.max_height), start=start)
     n = VTEST_FRAMES + 2 * COPIES
     assert st1.delivered + st2.delivered == n and st1.failed == st2.failed == 0

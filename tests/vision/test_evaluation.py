@@ -64,3 +64,14 @@ def test_clean_crops_exclude_border_cuts_and_people_behind_someone_nearer():
              (400, 100, 40, 100)]    # alone
     assert crop_weights(boxes, 640, 480) == [0.0, 0.0, 1.0, 1.0]
     assert crop_weights([], 640, 480) == []
+
+
+def test_visits_split_on_absence_not_on_occlusion_and_count_only_what_the_samples_show():
+    labels = {}
+    for fr in list(range(0, 30)) + list(range(60, 80)):          # person 1: leaves for 30 frames, comes back
+        labels.setdefault(fr, []).append(L(fr, 1, (0, 0, 10, 20), ignore=10 <= fr < 20))  # hidden 10..19: same visit
+    for fr in range(0, 3):                                       # person 2: a glimpse
+        labels.setdefault(fr, []).append(L(fr, 2, (50, 0, 10, 20)))
+    assert ev.visits(labels, max_gap_frames=20) == {1: 2, 2: 1}
+    assert ev.visits(labels, max_gap_frames=40) == {1: 1, 2: 1}
+    assert ev.visits(labels, max_gap_frames=20, frames=range(5, 80, 5)) == {1: 2}  # 2's glimpse is never sampled
