@@ -141,6 +141,10 @@ class GroundTruth:
     persons: dict[str, int]          # camera key -> distinct labelled persons in the frames it got
     source: str                      # where the labels come from, for the reader
     seconds: dict[str, float]        # camera key -> seconds of footage it got
+    # camera key -> persons the pipeline counted in exactly this run (occurrences minus expected
+    # fictitious ones). Not the hourly footfall: an hour can hold other runs of the same cameras.
+    counted: dict[str, float]
+    visits: dict[str, int] = field(default_factory=dict)  # camera key -> labelled visits (exits and returns split)
 
 
 def params_summary(wh: Warehouse, version: str) -> ParamsSummary:
@@ -371,15 +375,15 @@ def _fmt_time(t: datetime) -> str:
 
 def _fig_truth(d: ReportData):
     cams = sorted(d.truth.persons)
-    counted = {}
-    for r in d.footfall:
-        counted[r.camera] = counted.get(r.camera, 0.0) + r.estimated_persons
+    counted = d.truth.counted
     fig, ax = plt.subplots(figsize=(7, 3.2))
     xs = range(len(cams))
-    ax.bar([x - 0.2 for x in xs], [d.truth.persons[c] for c in cams], width=0.4, label="labelled persons",
-           color="#555555")
-    ax.bar([x + 0.2 for x in xs], [counted.get(c, 0.0) for c in cams], width=0.4, label="counted (estimated persons)",
-           color="#4c72b0")
+    ax.bar([x - 0.27 for x in xs], [d.truth.persons[c] for c in cams], width=0.27, label="labelled persons",
+           color="#999999")
+    ax.bar([x for x in xs], [d.truth.visits.get(c, 0) for c in cams], width=0.27,
+           label="labelled visits (leaving and coming back: 2)", color="#555555")
+    ax.bar([x + 0.27 for x in xs], [counted.get(c, 0.0) for c in cams], width=0.27,
+           label="counted (estimated persons)", color="#4c72b0")
     ax.set_xticks(list(xs), cams)
     ax.set_ylabel("persons")
     ax.legend(fontsize="small")
@@ -391,21 +395,23 @@ def _fig_truth(d: ReportData):
 def _render_truth(d: ReportData, parts: list[str]) -> None:
     e = html.escape
     t = d.truth
-    counted: dict[str, float] = {}
-    for r in d.footfall:
-        counted[r.camera] = counted.get(r.camera, 0.0) + r.estimated_persons
+    counted = t.counted
     parts.append('<h3 id="truth">Counted against labelled persons</h3>')
     _img(d, parts, _fig_truth(d), "Counted against labelled persons")
     parts.append('<table class="truth"><tr><th>camera</th><th>footage</th><th>labelled persons</th>'
-                 "<th>counted</th><th>counted / labelled</th></tr>")
+                 "<th>labelled visits</th><th>counted</th><th>counted / visits</th></tr>")
     for cam in sorted(t.persons):
-        n, c = t.persons[cam], counted.get(cam, 0.0)
+        n, c, v = t.persons[cam], counted.get(cam, 0.0), t.visits.get(cam, 0)
         parts.append(f'<tr><td class="label">{e(cam)}</td><td>{t.seconds.get(cam, 0):.0f} s</td><td>{n}</td>'
-                     f"<td>{format_number(c)}</td><td>{format_number(c / n if n else float('nan'), 2)}</td></tr>")
+                     f"<td>{v}</td><td>{format_number(c)}</td>"
+                     f"<td>{format_number(c / v if v else float('nan'), 2)}</td></tr>")
     parts.append("</table>")
     parts.append(f'<p class="note">Labels: {e(t.source)}. A labelled person counts once per camera if they '
-                 "appear in any frame that camera was sent; the count is occurrences minus the expected "
-                 "fictitious persons, so it carries that noise (about ±1 here). <b>What this footage can "
+                 "appear in any frame that camera was sent; someone who leaves the view and comes back is "
+                 "rightly counted again, which is why the count is set against labelled visits. The count "
+                 "is this run's occurrences minus the expected fictitious persons, so it carries that noise "
+                 "(about ±1 here); the hourly footfall above covers whole hours and so also any earlier run "
+                 "in the same hour. <b>What this footage can "
                  "show:</b> that each person walking through the view is counted about once (not once per "
                  "frame, not several times when crossing others), and that the pipeline runs end to end. "
                  "<b>What it cannot show:</b> flows or transit times. The \"cameras\" here are two halves of "
