@@ -28,6 +28,7 @@ import numpy as np
 from pipeline.privacy.anonymizer import Anonymizer
 from pipeline.privacy.noise import add_noise
 from pipeline.privacy.params import PrivacyParams, ReferenceStats
+from pipeline.privacy.quantizer import QUANTIZER_METHODS, balance_offsets, fill_stats, fit_quantizer
 from pipeline.privacy.seeding import DOMAIN_CALIBRATION, seeded_rng
 
 __all__ = ["fit_reference", "same_group_rate", "choose_noise_scale", "fictitious_ratio_for",
@@ -52,7 +53,7 @@ def _check_samples(x: np.ndarray, what: str) -> np.ndarray:
 
 
 def fit_reference(embeddings: np.ndarray, pairs: tuple[np.ndarray, np.ndarray] | None = None,
-                  dims: int | None = None, shrinkage: float = 0.05) -> ReferenceStats:
+                  dims: int | None = None, shrinkage: float = 0.05, whiten: bool = True) -> ReferenceStats:
     """Centring and whitening statistics for the native descriptor.
 
     Without pairs: population whitening ``(C + shrinkage * mean_eig * I)^(-1/2)``
@@ -65,12 +66,24 @@ def fit_reference(embeddings: np.ndarray, pairs: tuple[np.ndarray, np.ndarray] |
     stable ones are kept and scaled to unit population variance. Dropping
     directions that mostly vary between captures of the same person is what
     lets a re-capture land in the same group.
+
+    ``whiten=False`` (no pairs only): principal components without rescaling, the ``dims``
+    directions of largest population variance with their variance kept ("pca"). Why: the hash
+    needs isotropic input to fill its groups equally, but a learned codebook balances its
+    groups itself, and whitening would blow the weak directions (mostly capture noise in a
+    re-id embedding) up to the strength of the identity-carrying ones.
     """
     x = _check_samples(embeddings, "sample descriptors")
     mean = x.mean(axis=0)
     d = x.shape[1]
     total = np.atleast_2d(np.cov(x - mean, rowvar=False))
-    if pairs is None:
+    if pairs is None and not whiten:
+        eig, vec = np.linalg.eigh(total)
+        order = np.argsort(eig)[::-1][: (dims or d)]
+        # One global scale (unit variance along the first component) keeps the numbers moderate.
+        w = vec[:, order].T / np.sqrt(max(float(eig[order[0]]), 1e-30))
+        method = "pca"
+    elif pairs is None:
         w = _inv_sqrt(total, shrinkage)
         if dims is not None and dims < d:
             eig, vec = np.linalg.eigh(total)
@@ -119,18 +132,8 @@ def fit_offsets(params: PrivacyParams, embeddings: np.ndarray, rng: np.random.Ge
             val_parts.append(np.take_along_axis(s, idx, axis=1))
     idx = np.concatenate(idx_parts)
     val = np.concatenate(val_parts)
-    n, k = idx.shape[0], params.n_groups
-    rows = np.arange(n)
-    beta = np.zeros(k, dtype=np.float32)
-    target = n / k
-    for it in range(iters):
-        win = idx[rows, np.argmax(val + beta[idx], axis=1)]
-        counts = np.bincount(win, minlength=k)
-        eta = 0.08 * (0.985 ** it) + 0.01
-        beta -= np.float32(eta) * np.log((counts + 1.0) / (target + 1.0)).astype(np.float32)
-        beta -= beta.mean()
-        if progress is not None:
-            progress(it + 1, iters)
+    k = params.n_groups
+    beta = balance_offsets(idx, val, k, iters=iters, progress=progress)
     # The candidate shortcut is only valid if every winner is among the candidates: check exactly.
     full = np.concatenate([np.argmax(h.scores(add_noise(work[lo:lo + 8192], params.noise_scale, rng)) + beta, axis=1)
                            for lo in range(0, work.shape[0], 8192)])
@@ -257,6 +260,9 @@ class CalibrationResult:
 
 
 MIN_STRATUM_SAMPLES_PER_GROUP = 10
+# Principal components kept for a learned quantizer unless told otherwise (bench/privacy/quantizer.py
+# --dims: the measured best on the synthetic 0288-like population; docs/PRIVACY.md, "Learned quantizer").
+QUANTIZER_DEFAULT_DIMS = 64
 CALIBRATION_STAGES = ("dims", "offsets", "noise", "rebalance")
 
 
@@ -286,7 +292,9 @@ def calibrate(embeddings: np.ndarray, *, version: str, pairs: tuple[np.ndarray, 
               max_posterior: float = 1 / 3, assumed_similarity: float = 0.85, shrinkage: float = 0.05,
               dims: int | None = None, seed: int | None = None, n_synthetic: int = 4000,
               offset_iters: int = 300, on_stage: Callable[[str], None] | None = None,
-              fictitious_ratio: float | None = None) -> CalibrationResult:
+              fictitious_ratio: float | None = None, quantizer: str | None = None,
+              quantizer_embeddings: np.ndarray | None = None, quantizer_dims: int | None = None,
+              quantizer_iters: int = 25) -> CalibrationResult:
     """Fit reference statistics, hash offsets, noise scale and fictitious ratio; return a new parameter set.
 
     ``embeddings``: sample descriptors of many different people (reference
@@ -302,6 +310,12 @@ def calibrate(embeddings: np.ndarray, *, version: str, pairs: tuple[np.ndarray, 
     ``pair_strata``: the guesses for the two sides of each pair, so that the
     same-group rate is measured the way the processor will assign groups.
     ``on_stage`` is called after each of the CALIBRATION_STAGES (for progress bars).
+    ``quantizer``: None or "hash" keeps the seeded hash; one of quantizer.QUANTIZER_METHODS
+    (e.g. "kmeans-balanced") fits a learned codebook instead, on ``quantizer_embeddings``
+    (unlabelled; default ``embeddings``), in a ``quantizer_dims``-dimensional principal-component
+    space (default QUANTIZER_DEFAULT_DIMS) of those embeddings. Pairs, if given, then only
+    measure the same-group rate and choose the noise; the method and the fit figures go into the
+    calibration record.
     """
     stage = on_stage or (lambda name: None)
     base = base or PrivacyParams.default()
@@ -315,6 +329,16 @@ def calibrate(embeddings: np.ndarray, *, version: str, pairs: tuple[np.ndarray, 
                                reference=None, hash_offsets=None, strata=(), stratum_offsets=None, noise_scale=0.0)
     rng = seeded_rng(params.seed, DOMAIN_CALIBRATION)
     dims_tried: dict[int, float] = {}
+    learned = quantizer not in (None, "hash")
+    qx = None
+    if learned:
+        if quantizer not in QUANTIZER_METHODS:
+            raise ValueError(f"unknown quantizer {quantizer!r}; choose hash or one of {', '.join(QUANTIZER_METHODS)}")
+        qx = x if quantizer_embeddings is None else _check_samples(quantizer_embeddings, "quantizer embeddings")
+        if qx.shape[1] != x.shape[1]:
+            raise ValueError(f"quantizer embeddings have {qx.shape[1]} columns, the sample descriptors {x.shape[1]}")
+        if dims is None:
+            dims = min(quantizer_dims or QUANTIZER_DEFAULT_DIMS, x.shape[1], params.working_dim)
     if pairs is not None:
         a, b = (np.asarray(v, dtype=np.float32) for v in pairs)
         if a.shape != b.shape or a.ndim != 2 or a.shape[1] != x.shape[1] or a.shape[0] < 20:
@@ -330,10 +354,19 @@ def calibrate(embeddings: np.ndarray, *, version: str, pairs: tuple[np.ndarray, 
         if dims is None:
             dims, dims_tried = choose_dims(x, fit_pairs, eval_pairs, params, shrinkage=shrinkage)
         stage("dims")
-        ref = fit_reference(x, fit_pairs, dims=dims, shrinkage=shrinkage)
-        source = f"{a.shape[0]} measured same-person pairs (half fit, half measured)"
+        if learned:  # the pairs fit nothing here: all of them measure
+            ref = fit_reference(qx, None, dims=dims, whiten=False)
+            eval_pairs = (a[perm], b[perm])
+            eval_strata = None if pair_strata is None else tuple(
+                [str(v) if v is not None else "unknown" for v in np.asarray(side, dtype=object)[perm]]
+                for side in pair_strata)
+            source = f"{a.shape[0]} measured same-person pairs (all measured; the quantizer is unlabelled)"
+        else:
+            ref = fit_reference(x, fit_pairs, dims=dims, shrinkage=shrinkage)
+            source = f"{a.shape[0]} measured same-person pairs (half fit, half measured)"
     else:
-        ref = fit_reference(x, None, dims=dims, shrinkage=shrinkage)
+        ref = fit_reference(qx, None, dims=dims, whiten=False) if learned else fit_reference(x, None, dims=dims,
+                                                                                            shrinkage=shrinkage)
         wa, wb = synthetic_pairs(ref.reduced_dim, n_synthetic, assumed_similarity, rng)
         inv = np.linalg.pinv(ref.whitening.astype(np.float64))
         eval_pairs = ((wa @ inv.T + ref.mean).astype(np.float32), (wb @ inv.T + ref.mean).astype(np.float32))
@@ -341,6 +374,9 @@ def calibrate(embeddings: np.ndarray, *, version: str, pairs: tuple[np.ndarray, 
         eval_strata = None
         stage("dims")
     params = params.with_changes(reference=ref)
+    qfit = None
+    if learned:
+        params, qfit = fit_quantizer(params, qx, method=quantizer, iters=quantizer_iters)
     # Round 1: balance without noise, find the noise for the target rate.
     # (The same-group rate is measured with the pooled offsets; per-stratum offsets differ little.)
     params = fit_all_offsets(params, x, labels, rng, iters=offset_iters)
@@ -354,13 +390,26 @@ def calibrate(embeddings: np.ndarray, *, version: str, pairs: tuple[np.ndarray, 
     stage("rebalance")
     # A given ratio (a profile chosen for utility) wins over the one the linkage target implies.
     ratio = fictitious_ratio_for(linkage_prior, max_posterior) if fictitious_ratio is None else fictitious_ratio
-    params = params.with_changes(
-        noise_scale=round(scale, 7), same_group_rate=round(max(rate, 1e-4), 4), fictitious_ratio=round(ratio, 6),
-        calibration={"pairs": source, "target_same_group_rate": target_rate,
-                     "same_group_rate_without_noise": round(r0, 4), "reduced_dim": ref.reduced_dim,
-                     "linkage_prior": linkage_prior, "max_posterior": round(max_posterior, 6),
-                     "whitening_shrinkage": shrinkage, "reference_samples": int(x.shape[0]),
-                     "strata": ",".join(params.strata) or "none"})
+    params = params.with_changes(noise_scale=round(scale, 7))
+    record: dict[str, float | int | str] = {
+        "pairs": source, "target_same_group_rate": target_rate,
+        "same_group_rate_without_noise": round(r0, 4), "reduced_dim": ref.reduced_dim,
+        "linkage_prior": linkage_prior, "max_posterior": round(max_posterior, 6),
+        "whitening_shrinkage": shrinkage, "reference_samples": int(x.shape[0]),
+        "strata": ",".join(params.strata) or "none", "quantizer": quantizer if learned else "hash"}
+    # How the groups fill on the calibration sample, with the calibrated noise (pooled offsets).
+    anon = Anonymizer(params, x.shape[1])
+    fill = fill_stats(anon.groups_of_working(anon.working_vectors(x), rng), params.n_groups)
+    record.update({"fill_min_over_mean": round(fill["min_over_mean"], 3),
+                   "fill_max_over_mean": round(fill["max_over_mean"], 3),
+                   "effective_groups_simpson": round(fill["effective_groups_simpson"], 1),
+                   "effective_groups_entropy": round(fill["effective_groups_entropy"], 1)})
+    if qfit is not None:
+        record.update({"quantizer_samples": int(qx.shape[0]), "quantizer_space": f"pca-{ref.reduced_dim}",
+                       "quantizer_iterations": qfit.iterations, "quantizer_fit_seconds": round(qfit.seconds, 1),
+                       "quantizer_rotation": "seeded (domain 4)"})
+    params = params.with_changes(same_group_rate=round(max(rate, 1e-4), 4), fictitious_ratio=round(ratio, 6),
+                                 calibration=record)
     met = abs(rate - target_rate) <= 0.05
     log.info("calibrated %s: %d dims, noise_scale %.5f, same-group rate %.3f (without noise %.3f), "
              "fictitious ratio %.3f", version, ref.reduced_dim, scale, rate, r0, ratio)

@@ -19,6 +19,7 @@ import click
 import numpy as np
 
 from pipeline.privacy.params import PROFILES, ParamsError, PrivacyParams
+from pipeline.privacy.quantizer import QUANTIZER_METHODS
 
 __all__ = ["privacy"]
 
@@ -39,9 +40,20 @@ def _load_npz(path: Path, required: tuple[str, ...]) -> dict[str, np.ndarray]:
     return data
 
 
+def _load_embeddings(path: Path) -> np.ndarray:
+    """Unlabelled embeddings from a .npy array or an .npz with an 'embeddings' array."""
+    if path.suffix == ".npy":
+        arr = np.load(path, allow_pickle=False)
+    else:
+        arr = _load_npz(path, ("embeddings",))["embeddings"]
+    if arr.ndim != 2:
+        raise click.BadParameter(f"{path}: embeddings must be a 2-D array (n, D), got shape {arr.shape}")
+    return arr
+
+
 @privacy.command()
 @click.option("--embeddings", "emb_path", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help="NPZ with 'embeddings' (n, D) of many different people; optional 'strata' (n,) of "
+              help="NPZ with 'embeddings' (n, D) of many different people (or a .npy of them); optional 'strata' (n,) of "
                    "demographic guesses (e.g. female/male) to keep group ids from revealing them.")
 @click.option("--pairs", "pairs_path", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="NPZ of measured pairs: 'same_a', 'same_b' (n, D), the same person at two cameras; optional "
@@ -57,12 +69,21 @@ def _load_npz(path: Path, required: tuple[str, ...]) -> dict[str, np.ndarray]:
               help="Without --pairs: assumed same-person cosine similarity of whitened descriptors.")
 @click.option("--dims", type=int, default=None, help="Keep this many stable directions (default: measured best).")
 @click.option("--seed", type=int, default=None, help="Deployment seed (default: fresh secret seed = rotation).")
+@click.option("--quantizer", type=click.Choice(("hash",) + QUANTIZER_METHODS), default="hash", show_default=True,
+              help="Grouping: 'hash' (seeded random directions) or a learned codebook fitted on unlabelled "
+                   "embeddings; 'kmeans-balanced' is the measured best (docs/PRIVACY.md, 'Learned quantizer').")
+@click.option("--quantizer-embeddings", "q_path", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Unlabelled embeddings (.npy, or .npz with 'embeddings') to fit the quantizer on "
+                   "(default: --embeddings). Tens of thousands of passes for 1,000 groups.")
+@click.option("--quantizer-dims", type=int, default=None,
+              help="Principal components the learned quantizer works in (default 64).")
 @click.option("--profile", type=click.Choice(sorted(PROFILES)), default="flow", show_default=True,
               help="Fictitious persons: 'flow' (about one per camera-window; flows stay estimable) or 'strict' "
                    "(floor 2 + the ratio the linkage target implies, in every group; flows become unmeasurable).")
 def calibrate(emb_path: Path | None, pairs_path: Path | None, version: str, out_path: Path, target_rate: float,
               linkage_prior: float, max_posterior: float, assumed_similarity: float, dims: int | None,
-              seed: int | None, profile: str) -> None:
+              seed: int | None, quantizer: str, q_path: Path | None, quantizer_dims: int | None,
+              profile: str) -> None:
     """Choose noise scale, hash balancing and fictitious-person ratio for the targets; write a parameter set.
 
     Every run draws a fresh secret seed unless --seed is given, so running it
@@ -80,19 +101,27 @@ def calibrate(emb_path: Path | None, pairs_path: Path | None, version: str, out_
             pair_strata = (pz["same_a_strata"].astype(str), pz["same_b_strata"].astype(str))
         if "diff_a" in pz and "diff_b" in pz:
             diff = (pz["diff_a"], pz["diff_b"])
-    if emb_path is not None:
+    if emb_path is not None and emb_path.suffix == ".npy":
+        emb = _load_embeddings(emb_path)
+    elif emb_path is not None:
         ez = _load_npz(emb_path, ("embeddings",))
         emb = ez["embeddings"]
         strata = ez["strata"].astype(str) if "strata" in ez else None
     else:
         click.echo("warning: no --embeddings; using the pair descriptors as population sample", err=True)
         emb = np.concatenate(pairs)
+    q_emb = None
+    if q_path is not None:
+        if quantizer == "hash":
+            raise click.UsageError("--quantizer-embeddings needs --quantizer (a learned method)")
+        q_emb = _load_embeddings(q_path)
     try:
         res = run_calibration(emb, version=version, pairs=pairs, strata_labels=strata, pair_strata=pair_strata,
                               target_rate=target_rate, linkage_prior=linkage_prior, max_posterior=max_posterior,
                               assumed_similarity=assumed_similarity, dims=dims, seed=seed,
                               base=PrivacyParams.profile(profile),
-                              fictitious_ratio=PROFILES[profile]["fictitious_ratio"] if profile == "flow" else None)
+                              fictitious_ratio=PROFILES[profile]["fictitious_ratio"] if profile == "flow" else None,
+                              quantizer=quantizer, quantizer_embeddings=q_emb, quantizer_dims=quantizer_dims)
     except ValueError as e:
         raise click.ClickException(str(e)) from e
     res.params.save(out_path)
@@ -102,6 +131,13 @@ def calibrate(emb_path: Path | None, pairs_path: Path | None, version: str, out_
     click.echo(f"  noise_scale {p.noise_scale:.6f}; same-group rate {p.same_group_rate:.3f} "
                f"(without noise {res.rate_without_noise:.3f}); target {target_rate:.2f}: "
                f"{'met' if res.target_met else 'NOT met'}")
+    c = p.calibration
+    click.echo(f"  grouping: {c.get('quantizer', 'hash')}"
+               + (f" ({c['quantizer_space']}, {c['quantizer_samples']} embeddings, {c['quantizer_iterations']} "
+                  f"iterations, {c['quantizer_fit_seconds']} s)" if "quantizer_space" in c else ""))
+    click.echo(f"  groups fill {c['fill_min_over_mean']:.2f}x-{c['fill_max_over_mean']:.2f}x the mean; effective "
+               f"groups {c['effective_groups_simpson']:.0f} (1/sum share^2), {c['effective_groups_entropy']:.0f} "
+               f"(exp entropy) of {p.n_groups}, on the calibration sample")
     click.echo(f"  fictitious: floor {p.fictitious_floor} + geometric ratio {p.fictitious_ratio:.3f} "
                f"= {p.fictitious_rate:.2f} per group per window; linkage LR bound {p.linkage_likelihood_ratio_bound:.2f}")
     if diff is not None:
@@ -129,6 +165,9 @@ def show(params_path: Path) -> None:
     click.echo("reference: none (uncalibrated)" if ref is None else
                f"reference: {ref.method}, {ref.input_dim} -> {ref.reduced_dim} dims, {ref.n_samples} samples")
     click.echo(f"strata: {list(p.strata) or 'none'}; demographic min count {p.demographic_min_count}")
+    click.echo("grouping: seeded hash" if p.codebook is None else
+               f"grouping: learned codebook, {p.codebook.shape[0]} centroids in {p.codebook.shape[1]} dims "
+               "(secret rotation from the seed)")
     for k, v in sorted(p.calibration.items()):
         click.echo(f"  calibration.{k}: {v}")
 

@@ -26,6 +26,16 @@ seeded Haar-random rotation. Why this family:
   same share *of that stratum*; then P(group | stratum) is the same for all
   strata and the group id carries (up to estimation error) no information
   about the stratum.
+
+Learned quantizer (issue 10): when the parameter set has a ``codebook``
+(pipeline/privacy/quantizer.py), the directions are not random: they are the
+codebook's unit centroids ``v_j``, stored in coordinates rotated by the seed's
+secret rotation ``R`` and mapped into the working space by the projection
+``M``, i.e. ``c_j = M R^T v_j``. The scores are then computed in the reduced
+space (``u = z M R^T``, ``s_j = <v_j, u>``), which is the same number at a
+fraction of the arithmetic. All centroids lie in the signal subspace, so the
+per-direction standardisation is one common factor, and the offsets ``b_j``
+balance the groups exactly as for the hash.
 """
 
 from __future__ import annotations
@@ -33,6 +43,7 @@ from __future__ import annotations
 import numpy as np
 
 from pipeline.privacy.params import PrivacyParams
+from pipeline.privacy.quantizer import quantizer_rotation
 from pipeline.privacy.seeding import DOMAIN_HASH, random_partial_isometry, seeded_rng
 
 __all__ = ["GroupHash"]
@@ -42,12 +53,24 @@ class GroupHash:
     """The seeded hash family of one parameter set, bound to one projection."""
 
     def __init__(self, params: PrivacyParams, projection: np.ndarray, signal_rank: int) -> None:
-        rng = seeded_rng(params.seed, DOMAIN_HASH, params.working_dim, params.n_groups)
-        # (n_groups, working_dim) with orthonormal rows.
-        self.directions = random_partial_isometry(rng, params.n_groups, params.working_dim).astype(np.float32)
-        # Share of each direction lying in the signal subspace, and the resulting score std.
-        self._signal_var = np.sum((self.directions.astype(np.float64) @ projection.astype(np.float64)) ** 2,
-                                  axis=1) / float(signal_rank)
+        # (working_dim, k): maps a working vector to the codebook's rotated reduced coordinates; None for the hash.
+        self.to_codebook: np.ndarray | None = None
+        if params.codebook is not None:
+            k = params.codebook.shape[1]
+            if projection.shape[1] != k or k > projection.shape[0]:
+                raise ValueError(f"codebook of dimension {k} does not fit a projection of shape {projection.shape}")
+            rot = quantizer_rotation(params.seed, k)
+            self.to_codebook = (projection.astype(np.float64) @ rot.T).astype(np.float32)
+            # (n_groups, k) unit rows: each centroid is a unit direction of the signal subspace.
+            self.directions = params.codebook.astype(np.float32)
+            self._signal_var = np.full(params.n_groups, 1.0 / float(signal_rank))
+        else:
+            rng = seeded_rng(params.seed, DOMAIN_HASH, params.working_dim, params.n_groups)
+            # (n_groups, working_dim) with orthonormal rows.
+            self.directions = random_partial_isometry(rng, params.n_groups, params.working_dim).astype(np.float32)
+            # Share of each direction lying in the signal subspace, and the resulting score std.
+            self._signal_var = np.sum((self.directions.astype(np.float64) @ projection.astype(np.float64)) ** 2,
+                                      axis=1) / float(signal_rank)
         self.inv_std = self._inv_std(params.noise_scale)
         self.n_groups = params.n_groups
         pooled = (np.zeros(params.n_groups, dtype=np.float32) if params.hash_offsets is None
@@ -70,6 +93,8 @@ class GroupHash:
 
     def scores(self, z: np.ndarray) -> np.ndarray:
         """Standardised projection scores, (n, n_groups)."""
+        if self.to_codebook is not None:
+            return ((z @ self.to_codebook) @ self.directions.T) * self.inv_std
         return (z @ self.directions.T) * self.inv_std
 
     def __call__(self, z: np.ndarray, offset_rows: np.ndarray | None = None) -> np.ndarray:

@@ -9,9 +9,16 @@ check them. The noise itself is *not* in here: it is drawn from fresh OS
 entropy at run time and is never reproducible from this file.
 
 The file format is JSON. Arrays (the reference statistics used to centre and
-whiten a descriptor before hashing) are stored as base64 float32 so that the
-file stays a single self-contained artifact. Unknown keys are rejected: a typo
-in a hand-edited parameter file must not silently fall back to a default.
+whiten a descriptor before hashing, the balancing offsets, a learned codebook)
+are stored as base64 float32 so that the file stays a single self-contained
+artifact. Unknown keys are rejected: a typo in a hand-edited parameter file
+must not silently fall back to a default.
+
+A parameter set with a ``codebook`` (issue 10: a learned, balanced quantizer,
+pipeline/privacy/quantizer.py) groups by nearest centroid instead of by the
+random hash directions; one without keeps the hash. The key is written only
+when a codebook is present, so files without one are exactly what earlier
+code wrote and read, and the schema version did not change.
 """
 
 from __future__ import annotations
@@ -155,8 +162,11 @@ class PrivacyParams(BaseModel):
         default=None, description="(len(strata), n_groups): offsets making groups fill equally *within* each stratum")
     calibration: dict[str, float | int | str] = Field(
         default_factory=dict, description="how the figures above were obtained (for the record)")
+    codebook: np.ndarray | None = Field(
+        default=None, description="(n_groups, reference.reduced_dim) unit centroids of a learned quantizer, in "
+                                  "coordinates rotated by the seed's secret rotation; None: the seeded hash")
 
-    @field_validator("hash_offsets", "stratum_offsets", mode="before")
+    @field_validator("hash_offsets", "stratum_offsets", "codebook", mode="before")
     @classmethod
     def _offsets(cls, v: Any) -> np.ndarray | None:
         return None if v is None else _decode_array(v)
@@ -188,7 +198,26 @@ class PrivacyParams(BaseModel):
                                  f"expected ({len(self.strata)}, {self.n_groups})")
             if not np.isfinite(self.stratum_offsets).all():
                 raise ValueError("stratum_offsets contain NaN or infinity")
+        if self.codebook is not None:
+            self._check_codebook()
         return self
+
+    def _check_codebook(self) -> None:
+        cb = self.codebook
+        if self.reference is None:
+            raise ValueError("a codebook lives in the reduced space of the reference statistics: "
+                             "a parameter set with a codebook needs a reference")
+        k = self.reference.reduced_dim
+        if cb.shape != (self.n_groups, k):
+            raise ValueError(f"codebook has shape {cb.shape}, expected (n_groups, reduced_dim) = ({self.n_groups}, {k})")
+        if k > self.working_dim:
+            raise ValueError(f"a codebook needs reduced_dim ({k}) <= working_dim ({self.working_dim}): "
+                             "the projection must keep the whole reduced space")
+        if not np.isfinite(cb).all():
+            raise ValueError("codebook contains NaN or infinity")
+        norms = np.linalg.norm(cb.astype(np.float64), axis=1)
+        if np.any(np.abs(norms - 1.0) > 1e-3):
+            raise ValueError("codebook rows must be unit vectors (centroids on the sphere)")
 
     # ---- derived figures used by estimators and by the documentation -------
 
@@ -251,17 +280,26 @@ class PrivacyParams(BaseModel):
         if version == self.version:
             raise ParamsError("a rotated parameter set needs a new version string")
         # The offsets balance the groups of *this* hash family; they are meaningless for a new one.
+        # A codebook is expressed in the old seed's secret rotation and would, re-rotated, give the
+        # same groups: it is dropped too; a rotated deployment fits a new one (calibrate).
         return self.with_changes(seed=secrets.randbits(127) if seed is None else seed, version=version,
-                                 hash_offsets=None, strata=(), stratum_offsets=None)
+                                 hash_offsets=None, strata=(), stratum_offsets=None, codebook=None)
 
     def to_json_dict(self) -> dict[str, Any]:
-        d = self.model_dump(exclude={"reference", "hash_offsets", "stratum_offsets"})
+        d = self.model_dump(exclude={"reference", "hash_offsets", "stratum_offsets", "codebook"})
         d["strata"] = list(self.strata)
         d["reference"] = None if self.reference is None else self.reference.to_json_dict()
         for name in ("hash_offsets", "stratum_offsets"):
             arr = getattr(self, name)
             d[name] = None if arr is None else _encode_array(arr)
+        if self.codebook is not None:  # absent otherwise: files without a codebook stay as before
+            d["codebook"] = _encode_array(self.codebook)
         return d
+
+    @property
+    def quantizer(self) -> str:
+        """'codebook' (learned quantizer) or 'hash' (seeded random directions): which grouping this set uses."""
+        return "hash" if self.codebook is None else "codebook"
 
     def save(self, path: str | Path) -> None:
         """Write the parameter set as JSON (atomically: write then rename)."""

@@ -17,6 +17,8 @@ __all__ = ["seeded_rng", "random_partial_isometry"]
 DOMAIN_PROJECTION = 1
 DOMAIN_HASH = 2
 DOMAIN_CALIBRATION = 3
+# The learned quantizer's secret rotation and its k-means initialisation (pipeline/privacy/quantizer.py).
+DOMAIN_QUANTIZER = 4
 
 
 def seeded_rng(seed: int, domain: int, *extra: int) -> np.random.Generator:

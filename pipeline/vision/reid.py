@@ -5,12 +5,11 @@ models/manifest.yaml) and run by onnxruntime.
 ``ReidEmbedder.embed(image_bgr, boxes)`` crops every box, resizes it to the models' 128x256
 (width x height; aspect not kept, as the models were trained), passes BGR 0..255 float32 NCHW and
 returns one L2-normalised 256-d vector per box; a frame's crops go through in batches of
-``batch_size``. ``crop_quality`` tells which crops are cut by the frame border or overlapped by
-another box, so a caller can leave them out of a pass's mean appearance.
+``batch_size``. Which crops are clean enough to shape a pass's appearance is decided by
+``pipeline.vision.crops.crop_weights``.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any, Sequence
 
 import cv2
@@ -94,38 +93,4 @@ class ReidEmbedder:
         return (e / np.maximum(np.linalg.norm(e, axis=1, keepdims=True), 1e-12)).astype(np.float32)
 
 
-@dataclass(frozen=True)
-class CropQuality:
-    """How usable a person crop is for appearance: cut by the frame border, overlapped by others."""
-    touches_border: bool   # within ``border_px`` of a frame edge: the person is probably cut
-    max_iou: float         # highest IoU with another box of the same frame
-    max_covered: float     # highest share of this box's area covered by another single box
-
-    def clean(self, max_iou: float = 0.1) -> bool:
-        return not self.touches_border and self.max_iou <= max_iou
-
-
-def crop_quality(boxes: Sequence[Any], frame_shape: tuple[int, ...], *, border_px: int = 3) -> list[CropQuality]:
-    """Per box of one frame: whether it touches the border (within ``border_px``) and its largest
-    overlap with any other box of the frame (IoU and share covered). ``frame_shape`` is
-    ``image.shape`` (or (h, w))."""
-    fh, fw = int(frame_shape[0]), int(frame_shape[1])
-    if not len(boxes):
-        return []
-    b = np.asarray([_xywh(x) for x in boxes], dtype=np.float64)
-    x1, y1, x2, y2 = b[:, 0], b[:, 1], b[:, 0] + b[:, 2], b[:, 1] + b[:, 3]
-    border = (x1 <= border_px) | (y1 <= border_px) | (x2 >= fw - border_px) | (y2 >= fh - border_px)
-    iw = np.clip(np.minimum(x2[:, None], x2[None]) - np.maximum(x1[:, None], x1[None]), 0, None)
-    ih = np.clip(np.minimum(y2[:, None], y2[None]) - np.maximum(y1[:, None], y1[None]), 0, None)
-    inter = iw * ih
-    area = np.clip(b[:, 2], 0, None) * np.clip(b[:, 3], 0, None)
-    iou = inter / np.maximum(area[:, None] + area[None] - inter, 1e-12)
-    covered = inter / np.maximum(area[:, None], 1e-12)
-    np.fill_diagonal(iou, 0.0)
-    np.fill_diagonal(covered, 0.0)
-    return [CropQuality(bool(t), float(i), float(c))
-            for t, i, c in zip(border, iou.max(axis=1), covered.max(axis=1))]
-
-
-__all__ = ["REID_MODELS", "DEFAULT_REID_MODEL", "EMBEDDING_DIM", "ReidEmbedder", "CropQuality", "crop_quality",
-           "crop_blob"]
+__all__ = ["REID_MODELS", "DEFAULT_REID_MODEL", "EMBEDDING_DIM", "ReidEmbedder", "crop_blob"]

@@ -20,7 +20,7 @@ from pipeline.settings import REPO_ROOT
 from pipeline.vision.detector import (DETECTORS, Box, HogPeopleDetector, OmzPersonDetector, SsdLitePersonDetector,
                                       decode_ssd, make_detector, nms_indices)
 from pipeline.vision.models import load_manifest, sha256_of, shared_onnx_model, verify
-from pipeline.vision.reid import REID_MODELS, CropQuality, ReidEmbedder, crop_quality
+from pipeline.vision.reid import REID_MODELS, ReidEmbedder
 from tests.sample_data import footage_path
 
 HAND_COUNTS = yaml.safe_load((Path(__file__).parent / "vtest_person_counts.yaml").read_text())["counts"]
@@ -317,19 +317,3 @@ def test_reid_bad_input():
         ReidEmbedder("person-reidentification-retail-0277")
     with pytest.raises(ValueError):
         ReidEmbedder(batch_size=0)
-
-
-def test_crop_quality_flags_border_and_overlap():
-    boxes = [Box(0, 100, 40, 120, 0.9),     # touches the left border
-             Box(200, 100, 50, 120, 0.9),   # overlapped by the next one
-             Box(220, 110, 50, 120, 0.8),
-             Box(400, 50, 40, 100, 0.7),    # alone, clear of the border
-             Box(590, 300, 48, 178, 0.6)]   # 2 px from the bottom-right corner of 640x480
-    q = crop_quality(boxes, (480, 640, 3))
-    assert [x.touches_border for x in q] == [True, False, False, False, True]
-    inter = 30 * 110
-    assert q[1].max_iou == pytest.approx(inter / (2 * 50 * 120 - inter))
-    assert q[1].max_covered == pytest.approx(inter / (50 * 120))
-    assert q[3] == CropQuality(False, 0.0, 0.0) and q[3].clean()
-    assert not q[0].clean() and not q[1].clean() and q[1].clean(max_iou=0.5)
-    assert crop_quality([], (480, 640)) == []

@@ -104,7 +104,7 @@ def write_json(res: EvalResult, out: Path) -> Path:
     path = out / "figures.json"
     payload = {"params_version": res.params.version, "params": {
         k: v for k, v in res.params.to_json_dict().items()
-        if k not in ("reference", "hash_offsets", "stratum_offsets")}, "figures": res.figures}
+        if k not in ("reference", "hash_offsets", "stratum_offsets", "codebook")}, "figures": res.figures}
     path.write_text(json.dumps(payload, indent=2, default=float) + "\n", encoding="utf-8")
     return path
 
