@@ -137,9 +137,15 @@ def keys() -> None:
 def keys_init(ctx: click.Context, rotate: bool) -> None:
     from pipeline.envelope import ensure_keypair, generate_keypair
 
+    from pipeline.privacy.deployment import ensure_deployment_params
+
     d = _settings(ctx).keys.dir
     kid = generate_keypair(d) if rotate else ensure_keypair(d)
     console.print(f"processor key {kid} in {d}")
+    # The deployment's secret privacy parameter set lives beside the key, with the same
+    # protection: created once from OS entropy (rotate it with `flowctl privacy rotate`).
+    params, created = ensure_deployment_params(d)
+    console.print(f"privacy parameter set {params.version} {'created' if created else 'present'} in {d}")
 
 
 # --- warehouse ---------------------------------------------------------------------------------
@@ -164,14 +170,20 @@ def migrate(ctx: click.Context, chdb_path: str | None) -> None:
         done = run(wh)
         # The estimators need the public figures of the parameter set the processors use.
         from pipeline.analytics.dimensions import register_params
-        from pipeline.processor.app import load_params
+        from pipeline.privacy import ParamsError
+        from pipeline.privacy.deployment import load_params
 
-        params = load_params(s)
-        register_params(wh, params)
+        try:
+            params = load_params(s)
+        except ParamsError as e:
+            params = None
+            note = f"no privacy parameters registered ({e})"
+        else:
+            register_params(wh, params)
+            note = f"privacy parameters {params.version} registered"
     except (WarehouseError, MigrationError) as e:
         raise click.ClickException(str(e)) from None
-    console.print(f"ClickHouse {wh.server_version()}: applied {done or 'nothing (up to date)'}; "
-                  f"privacy parameters {params.version} registered")
+    console.print(f"ClickHouse {wh.server_version()}: applied {done or 'nothing (up to date)'}; {note}")
 
 
 # --- stages ------------------------------------------------------------------------------------
@@ -212,9 +224,14 @@ def edge(ctx: click.Context, source: str, site: str | None, camera: str | None, 
 @click.pass_context
 def process(ctx: click.Context, max_frames: int | None, idle_timeout: float | None, max_seconds: float | None) -> None:
     """Run the stream processor (faust-streaming worker)."""
+    from pipeline.privacy import ParamsError
     from pipeline.processor.app import run_processor
 
-    stats = run_processor(_settings(ctx), max_frames=max_frames, idle_timeout=idle_timeout, max_seconds=max_seconds)
+    try:
+        stats = run_processor(_settings(ctx), max_frames=max_frames, idle_timeout=idle_timeout,
+                              max_seconds=max_seconds)
+    except ParamsError as e:
+        raise click.ClickException(str(e)) from None
     console.print(f"processor: {stats.frames} frames, {stats.persons} detections in {stats.passes} person passes, "
                   f"{stats.windows_emitted} windows, "
                   f"{stats.occurrence_records} occurrence records, {stats.demographic_records} demographic records, "
@@ -344,7 +361,7 @@ def query() -> None:
 
 def _print_counts(rows: list[tuple], title: str, settings: Settings) -> None:
     """Occurrences include fictitious persons; the estimate subtracts their known expectation."""
-    from pipeline.processor.app import load_params
+    from pipeline.privacy.deployment import load_params
 
     params = load_params(settings)
     t = Table("site", "camera", "windows", "occurrences", "est. persons (± 1 sd)", title=title)
@@ -450,7 +467,7 @@ def demo(ctx: click.Context, source: str | None, site: str, cameras: str, max_fr
     _print_counts(rows, f"{site}: occurrences per camera since {started:%H:%M:%S} UTC", s)
     if not rows:
         raise click.ClickException("no occurrences reached ClickHouse")
-    from pipeline.processor.app import load_params
+    from pipeline.privacy.deployment import load_params
 
     fict = load_params(s).fictitious_per_window
     counted = {f"{r[0]}/{r[1]}": r[3] - r[2] * fict for r in rows}
@@ -496,7 +513,8 @@ def _demo_reports(ctx: click.Context, s: Settings, site: str, cams: list[str], s
     cameras, so its flows are noise and say so through their intervals) and one on a simulated
     week of the reference scenario (two sites, six cameras), where flows are measurable."""
     from pipeline.analytics.report import build_report
-    from pipeline.processor.app import load_params
+    from pipeline.privacy.deployment import load_params
+    from pipeline.privacy.deployment import deployment_params_path
     from pipeline.simulator.cli import run as simulate_run
     from pipeline.simulator.scenario import load_scenario
     from pipeline.sink.clickhouse import ServerWarehouse
@@ -510,7 +528,7 @@ def _demo_reports(ctx: click.Context, s: Settings, site: str, cams: list[str], s
     console.print(f"footage report: {footage.out_path} ({len(footage.flows)} camera pairs)")
     ctx.invoke(simulate_run, scenario="reference", days=None, mode=None, target="clickhouse", database="flow_sim",
                replace=True, append=False, truth_path=reports / "reference-truth.json",
-               params_path=s.processor.privacy_params, seed=None,
+               params_path=s.processor.privacy_params or deployment_params_path(s.keys.dir), seed=None,
                calibrate=False)
     sc = load_scenario("reference")
     t_start = datetime(sc.start.year, sc.start.month, sc.start.day, tzinfo=timezone.utc)

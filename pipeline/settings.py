@@ -119,7 +119,11 @@ class ProcessorSettings(_Section):
     # histograms) or 'hsv-cnn' (768-d). Measured in bench/vision/perception.py and issue 10's
     # notes. The privacy parameter set must be calibrated for the chosen descriptor's dimension.
     descriptor: Literal["reid-0288", "reid-0286", "hsv", "hsv-cnn"] = "reid-0288"
+    # A calibrated parameter file; without one the processor uses the deployment's secret set in
+    # keys.dir (created by `flowctl keys init`). The public development set (seed in the source
+    # code) is refused unless allow_development_params is set (pipeline/privacy/deployment.py).
     privacy_params: Path | None = None
+    allow_development_params: bool = False
     worker_threads: int = Field(1, ge=1, le=64)
     # Prometheus /metrics of the worker itself (0 = off). Labels never carry personal data.
     metrics_port: int = Field(0, ge=0, le=65535)
@@ -169,6 +173,9 @@ class AggregatorSettings(_Section):
     cross_site: bool = True
     restricted_bound_seconds: int = Field(7200, ge=60, le=86400)
     processor_delay_seconds: int = Field(15, ge=0, le=3600)
+    # How long a state snapshot may stay on the aggregator's changelog topics: retention.ms +
+    # segment.ms + the broker's retention check of those topics (infra/topics.yaml).
+    changelog_seconds: int = Field(600, ge=0, le=86400)
 
     @model_validator(mode="after")
     def _spec_is_valid(self) -> "AggregatorSettings":
@@ -184,7 +191,8 @@ class AggregatorSettings(_Section):
                                   ranges=self.se_ranges, far_min=self.far_lag_min, far_max=self.far_lag_max,
                                   lateness_seconds=self.lateness_seconds, cross_site=self.cross_site,
                                   bound_seconds=self.restricted_bound_seconds,
-                                  processor_delay_seconds=self.processor_delay_seconds)
+                                  processor_delay_seconds=self.processor_delay_seconds,
+                                  changelog_seconds=self.changelog_seconds)
         except SpecError as e:
             raise ValueError(str(e)) from None
 

@@ -39,9 +39,21 @@ def _version(ctx: click.Context, given: str | None) -> str:
     if given:
         return given
     from pipeline.cli import _settings
-    from pipeline.processor.app import load_params
+    from pipeline.privacy import ParamsError
+    from pipeline.privacy.deployment import load_params
 
-    return load_params(_settings(ctx)).version
+    try:
+        return load_params(_settings(ctx)).version
+    except ParamsError:
+        # Analysts do not hold the processors' secret parameter set; the warehouse has the public
+        # figures of every version, and the newest registered one is the current one.
+        rows = _warehouse(ctx).rows(f"SELECT params_version FROM {_settings(ctx).clickhouse.database}.privacy_params "
+                                    "ORDER BY registered_at DESC, params_version DESC LIMIT 1")
+        if not rows:
+            raise click.ClickException("no privacy parameter set is registered in the warehouse: run "
+                                       "`flowctl migrate` on a processor host or `flowctl params register --params F`, "
+                                       "or pass --params-version") from None
+        return str(rows[0][0])
 
 
 def question(f: Callable[..., Any]) -> Callable[..., Any]:
@@ -278,7 +290,7 @@ def params_register(ctx: click.Context, path: Path | None) -> None:
             p = PrivacyParams.load(path)
         else:
             from pipeline.cli import _settings
-            from pipeline.processor.app import load_params
+            from pipeline.privacy.deployment import load_params
 
             p = load_params(_settings(ctx))
     except ParamsError as e:

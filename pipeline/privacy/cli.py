@@ -149,6 +149,23 @@ def calibrate(emb_path: Path | None, pairs_path: Path | None, version: str, out_
 
 
 @privacy.command()
+@click.pass_context
+def rotate(ctx: click.Context) -> None:
+    """New secret seed and version for the deployment's parameter set (beside the processor key).
+
+    Groups before and after are unrelated, so flows are estimated per version; restart the
+    processors to use it and register it with `flowctl migrate` or `flowctl params register`."""
+    from pipeline.cli import _settings
+    from pipeline.privacy.deployment import rotate_deployment_params
+
+    try:
+        old, new = rotate_deployment_params(_settings(ctx).keys.dir)
+    except ParamsError as e:
+        raise click.ClickException(str(e)) from e
+    click.echo(f"rotated {old.version} -> {new.version}; restart the processors and register the new version")
+
+
+@privacy.command()
 @click.argument("params_path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 def show(params_path: Path) -> None:
     """Print a parameter set's settings (not its arrays)."""

@@ -25,6 +25,7 @@ from pipeline.ops import metrics as m_
 from pipeline.framestore import open_store
 from pipeline.privacy import Anonymizer, PrivacyParams, pad_with_fictitious
 from pipeline.privacy.demographics import protect_demographic_counts
+from pipeline.privacy.deployment import load_params
 from pipeline.processor.frames import FrameProcessor, ProcessingError, dead_letter
 from pipeline.processor.passes import Contribution, PassCounter
 from pipeline.processor.windows import ClosedWindow, WindowAggregator
@@ -81,11 +82,6 @@ def pass_counter(ps: ProcessorSettings) -> PassCounter:
                         max_gap_s=ps.pass_max_gap_seconds, min_hits=ps.pass_min_hits,
                         app_gate=ps.track_appearance_gate)
     return PassCounter(cfg, max_pass_seconds=ps.pass_max_seconds, appearance=ps.descriptor.startswith("reid"))
-
-
-def load_params(settings: Settings) -> PrivacyParams:
-    p = settings.processor.privacy_params
-    return PrivacyParams.load(p) if p else PrivacyParams.default()
 
 
 def occurrence_records(w: ClosedWindow, params: PrivacyParams, rng: np.random.Generator) -> list[dict]:

@@ -22,8 +22,13 @@ pytestmark = pytest.mark.integration
 PERIOD = ["--from", "2026-11-02", "--to", "2026-11-03"]
 
 
+# An analyst's machine: no processor keys and so no secret parameter set; the CLI takes the
+# newest version registered in the warehouse (here the simulator's).
+ANALYST_KEYS = f"/tmp/flowpipe-analyst-keys-{secrets.token_hex(4)}"
+
+
 def flowctl(*args: str, db: str | None = None) -> subprocess.CompletedProcess:
-    env = dict(os.environ, COLUMNS="200")
+    env = dict(os.environ, COLUMNS="200", FLOW_KEYS__DIR=ANALYST_KEYS)
     if db:
         env["FLOW_CLICKHOUSE__DATABASE"] = db
     return subprocess.run([sys.executable, "-m", "pipeline.cli", *args], cwd=REPO_ROOT, env=env,
