@@ -43,20 +43,21 @@ def main() -> None:
         from threadpoolctl import threadpool_limits
 
         threadpool_limits(limits=args.blas_threads, user_api="blas")
-    from pipeline.processor.app import descriptor, detector, pass_counter
+    from pipeline.processor.app import pass_counter
+    from pipeline.vision.factory import descriptor_for, detector_for
     from pipeline.settings import load_settings
 
     ps = load_settings().processor.model_copy(update={"descriptor": args.descriptor, "detector": args.detector})
     from pipeline.vision.age_gender import DemographicEstimator
 
-    describe, dim = descriptor(args.descriptor)
+    describe, dim = descriptor_for(args.descriptor)
     footage = subprocess.check_output(["bash", str(REPO_ROOT / "infra/local/footage.sh")], text=True).strip()
     images = [f.image for f in open_source(footage, 2.0, 640, 480)][: args.frames]
     tmp = Path(tempfile.mkdtemp())
     ensure_keypair(tmp / "keys")
     store = LocalDirFrameStore(tmp / "frames", ttl_seconds=600)
     sealer = Sealer(load_public_key(tmp / "keys"))
-    proc = FrameProcessor(store, load_keyring(tmp / "keys"), detector(ps),
+    proc = FrameProcessor(store, load_keyring(tmp / "keys"), detector_for(ps),
                           Anonymizer(PrivacyParams.default(), input_dim=dim), 4_000_000, describe=describe,
                           demographics=None if args.no_demographics else DemographicEstimator())
     fps_runs, stage_runs, persons = [], {}, 0

@@ -80,10 +80,17 @@ def _load_embeddings(path: Path) -> np.ndarray:
 @click.option("--profile", type=click.Choice(sorted(PROFILES)), default="flow", show_default=True,
               help="Fictitious persons: 'flow' (about one per camera-window; flows stay estimable) or 'strict' "
                    "(floor 2 + the ratio the linkage target implies, in every group; flows become unmeasurable).")
+@click.option("--footage", "footage", multiple=True, metavar="CAMERA=PATH",
+              help="The site's own recorded footage of one camera (repeat per camera): passes are found with the "
+                   "processor's perception; their embeddings fit the quantizer and reference, halves of each pass "
+                   "give within-camera same-person pairs. Kept in memory only.")
+@click.option("--walkthrough", "walk_path", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="With --footage: a staff walk-through schedule (pipeline/privacy/walkthrough.py); its matched "
+                   "passes give the cross-camera pairs p is measured and registered on.")
 def calibrate(emb_path: Path | None, pairs_path: Path | None, version: str, out_path: Path, target_rate: float,
               linkage_prior: float, max_posterior: float, assumed_similarity: float, dims: int | None,
               seed: int | None, quantizer: str, q_path: Path | None, quantizer_dims: int | None,
-              profile: str) -> None:
+              profile: str, footage: tuple[str, ...], walk_path: Path | None) -> None:
     """Choose noise scale, hash balancing and fictitious-person ratio for the targets; write a parameter set.
 
     Every run draws a fresh secret seed unless --seed is given, so running it
@@ -91,9 +98,25 @@ def calibrate(emb_path: Path | None, pairs_path: Path | None, version: str, out_
     """
     from pipeline.privacy.calibration import calibrate as run_calibration
 
-    if emb_path is None and pairs_path is None:
-        raise click.UsageError("give --embeddings, --pairs or both")
+    if emb_path is None and pairs_path is None and not footage:
+        raise click.UsageError("give --footage, --embeddings, --pairs or a combination")
+    if walk_path is not None and not footage:
+        raise click.UsageError("--walkthrough needs --footage of the cameras it names")
     pairs = strata = pair_strata = diff = None
+    within = None
+    if footage:
+        fz = _from_footage(footage, walk_path)
+        emb_from_footage, within, cross = fz
+        if cross is not None and len(cross[0]):
+            pairs = cross
+        elif within is not None and len(within[0]):
+            click.echo("warning: no cross-camera pairs (no --walkthrough or nothing matched); measuring p on "
+                       "within-camera pass halves, which overstates p across cameras", err=True)
+            pairs = within
+        if emb_path is None and q_path is None:
+            q_emb_footage = emb_from_footage
+        else:
+            q_emb_footage = None
     if pairs_path is not None:
         pz = _load_npz(pairs_path, ("same_a", "same_b"))
         pairs = (pz["same_a"], pz["same_b"])
@@ -107,6 +130,8 @@ def calibrate(emb_path: Path | None, pairs_path: Path | None, version: str, out_
         ez = _load_npz(emb_path, ("embeddings",))
         emb = ez["embeddings"]
         strata = ez["strata"].astype(str) if "strata" in ez else None
+    elif footage:
+        emb = emb_from_footage
     else:
         click.echo("warning: no --embeddings; using the pair descriptors as population sample", err=True)
         emb = np.concatenate(pairs)
@@ -115,6 +140,8 @@ def calibrate(emb_path: Path | None, pairs_path: Path | None, version: str, out_
         if quantizer == "hash":
             raise click.UsageError("--quantizer-embeddings needs --quantizer (a learned method)")
         q_emb = _load_embeddings(q_path)
+    elif footage and q_emb_footage is not None and quantizer != "hash":
+        q_emb = q_emb_footage
     try:
         res = run_calibration(emb, version=version, pairs=pairs, strata_labels=strata, pair_strata=pair_strata,
                               target_rate=target_rate, linkage_prior=linkage_prior, max_posterior=max_posterior,
@@ -127,6 +154,15 @@ def calibrate(emb_path: Path | None, pairs_path: Path | None, version: str, out_
     res.params.save(out_path)
     p = res.params
     click.echo(f"wrote {out_path}: version {p.version}")
+    if footage:
+        from pipeline.privacy.anonymizer import Anonymizer
+
+        anon = Anonymizer(p, emb.shape[1])
+        for what, pr in (("within cameras (pass halves)", within), ("across cameras (walk-through)", pairs
+                                                                     if pairs is not within else None)):
+            if pr is not None and len(pr[0]):
+                rate = float(np.mean(anon.assign_groups(pr[0]) == anon.assign_groups(pr[1])))
+                click.echo(f"  same-group rate {what}: {rate:.3f} over {len(pr[0])} pairs (with noise)")
     click.echo(f"  reduced dims {p.reference.reduced_dim if p.reference else '-'}; strata {list(p.strata) or 'none'}")
     click.echo(f"  noise_scale {p.noise_scale:.6f}; same-group rate {p.same_group_rate:.3f} "
                f"(without noise {res.rate_without_noise:.3f}); target {target_rate:.2f}: "
@@ -146,6 +182,71 @@ def calibrate(emb_path: Path | None, pairs_path: Path | None, version: str, out_
         anon = Anonymizer(p, diff[0].shape[1])
         rate = float(np.mean(anon.assign_groups(diff[0]) == anon.assign_groups(diff[1])))
         click.echo(f"  different-person same-group rate {rate:.4f} (1/n_groups = {1 / p.n_groups:.4f})")
+
+
+def _from_footage(footage: tuple[str, ...], walk_path: Path | None):
+    """Pass embeddings (n, D), within-camera pairs and walk-through pairs from recorded footage,
+    found with the processor's configured perception. In memory only: these are personal data."""
+    import cv2
+
+    from pipeline.edge.sources import SourceError, open_source
+    from pipeline.privacy.walkthrough import load_schedule, match_walkthrough
+    from pipeline.settings import load_settings
+    from pipeline.vision.factory import descriptor_for, detector_for
+    from pipeline.vision.footage import collect_passes
+    from pipeline.vision.tracker import TrackerConfig
+
+    s = load_settings()
+    ps, edge = s.processor, s.edge
+    cams: dict[str, Path] = {}
+    for spec in footage:
+        cam, sep, path = spec.partition("=")
+        if not sep or not cam or not path:
+            raise click.BadParameter(f"{spec!r}: expected CAMERA=PATH", param_hint="--footage")
+        if cam in cams:
+            raise click.BadParameter(f"camera {cam!r} given twice", param_hint="--footage")
+        if not Path(path).is_file():
+            raise click.BadParameter(f"{path}: no such file", param_hint="--footage")
+        cams[cam] = Path(path)
+    schedule = None
+    if walk_path is not None:
+        try:
+            schedule = load_schedule(walk_path)
+        except ValueError as e:
+            raise click.BadParameter(str(e), param_hint="--walkthrough") from None
+    detect, (embed, _) = detector_for(ps), descriptor_for(ps.descriptor)
+    cfg = TrackerConfig(high_score=ps.track_high_score, low_score=min(ps.track_low_score, ps.track_high_score),
+                        max_gap_s=ps.pass_max_gap_seconds, min_hits=ps.pass_min_hits,
+                        app_gate=ps.track_appearance_gate)
+
+    def edge_like(path: Path):
+        # as the edge sends frames: its rate, its size, JPEG at its quality
+        for f in open_source(str(path), edge.sample_fps, edge.max_width, edge.max_height):
+            _, buf = cv2.imencode(".jpg", f.image, [cv2.IMWRITE_JPEG_QUALITY, edge.jpeg_quality])
+            yield f.offset_seconds, cv2.imdecode(buf, cv2.IMREAD_COLOR)
+
+    passes = []
+    try:
+        for cam, path in cams.items():
+            got = collect_passes(edge_like(path), cam, detect.detect, embed, cfg)
+            click.echo(f"  {cam}: {len(got)} passes in {path.name}", err=True)
+            passes += got
+    except SourceError as e:
+        raise click.ClickException(str(e)) from None
+    if not passes:
+        raise click.ClickException("no person passes found in the footage: nothing to calibrate on")
+    emb = np.stack([p.mean for p in passes])
+    halves = [p.halves for p in passes if p.halves is not None]
+    within = (np.stack([a for a, _ in halves]), np.stack([b for _, b in halves])) if halves else None
+    cross = None
+    if schedule is not None:
+        m = match_walkthrough(schedule, [(p.camera, p.start_s, p.end_s) for p in passes])
+        for why in m.unmatched:
+            click.echo(f"  walk-through: skipped {why}", err=True)
+        click.echo(f"  walk-through: {m.matched} sightings matched, {len(m.pairs)} cross-camera pairs", err=True)
+        if m.pairs:
+            cross = (np.stack([passes[i].mean for i, _ in m.pairs]), np.stack([passes[j].mean for _, j in m.pairs]))
+    return emb, within, cross
 
 
 @privacy.command()

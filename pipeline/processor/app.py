@@ -12,7 +12,6 @@ import logging
 import os
 import signal
 import time
-from typing import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -31,7 +30,7 @@ from pipeline.processor.passes import Contribution, PassCounter
 from pipeline.processor.windows import ClosedWindow, WindowAggregator
 from pipeline.settings import ProcessorSettings, Settings
 from pipeline.vision.age_gender import DemographicEstimator
-from pipeline.vision.detector import make_detector
+from pipeline.vision.factory import descriptor_for, detector_for
 from pipeline.vision.tracker import TrackerConfig
 
 log = logging.getLogger(__name__)
@@ -48,31 +47,6 @@ class ProcessorStats:
     demographic_records: int = 0
     last_event: float = field(default_factory=time.monotonic)
     started: float = field(default_factory=time.monotonic)
-
-
-def descriptor(name: str) -> tuple[Callable[[np.ndarray, list], np.ndarray], int]:
-    """The appearance descriptor function and its dimension (settings.processor.descriptor)."""
-    if name.startswith("reid-"):
-        from pipeline.vision import reid
-
-        model = {"reid-0288": "person-reidentification-retail-0288",
-                 "reid-0286": "person-reidentification-retail-0286"}[name]
-        return reid.ReidEmbedder(model).embed, reid.EMBEDDING_DIM
-    if name == "hsv-cnn":
-        from pipeline.vision import embedding
-
-        return embedding.embed, embedding.DIM
-    from pipeline.vision import descriptor as hsv
-
-    return hsv.describe, hsv.DIM
-
-
-def detector(ps: ProcessorSettings):
-    """The configured person detector; OMZ detectors return boxes down to the tracker's low
-    score, which may continue (never start) a pass."""
-    if ps.detector.startswith("omz-"):
-        return make_detector(ps.detector, score_threshold=min(ps.track_low_score, ps.track_high_score))
-    return make_detector(ps.detector)
 
 
 def pass_counter(ps: ProcessorSettings) -> PassCounter:
@@ -132,8 +106,8 @@ def build_app(settings: Settings, *, max_frames: int | None = None, idle_timeout
     store = open_store(settings.store.url, settings.store.ttl_seconds)
     # Demographics are always on (no setting exists for them): face detector + age/gender models,
     # loaded and hash-checked here so a missing model fails at start, not on the first person.
-    describe, dim = descriptor(ps.descriptor)
-    processor = FrameProcessor(store, load_keyring(settings.keys.dir), detector(ps),
+    describe, dim = descriptor_for(ps.descriptor)
+    processor = FrameProcessor(store, load_keyring(settings.keys.dir), detector_for(ps),
                                Anonymizer(params, input_dim=dim), settings.store.max_blob_bytes,
                                demographics=DemographicEstimator(), describe=describe)
     windows = WindowAggregator(ps.window_seconds, ps.grace_seconds, ps.idle_flush_seconds)

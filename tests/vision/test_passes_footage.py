@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from pipeline.edge.sources import open_source
-from pipeline.processor.app import descriptor, detector, pass_counter
+from pipeline.processor.app import pass_counter
+from pipeline.vision.factory import descriptor_for, detector_for
 from pipeline.settings import REPO_ROOT, load_settings
 from pipeline.vision import evaluation as ev
 from pipeline.vision.crops import crop_weights
@@ -23,7 +24,7 @@ VIDEO_FPS = 10.0
 @pytest.fixture(scope="module")
 def run():
     ps = load_settings().processor
-    det, (embed, _) = detector(ps), descriptor(ps.descriptor)
+    det, (embed, _) = detector_for(ps), descriptor_for(ps.descriptor)
     labels = ev.load_labels(LABELS, scale=640 / 768)
     frames = []
     for f in open_source(str(footage_path()), 2.0, 640, 480):
