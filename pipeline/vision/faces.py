@@ -86,7 +86,13 @@ def _crop_square(image: np.ndarray, x0: float, y0: float, side: float, size: int
         small = cv2.resize(sub, (sw, sh), interpolation=interp)
         out = np.zeros((size, size, 3), np.uint8)
         ox, oy = int(round((xa - x0) * k)), int(round((ya - y0) * k))
-        ox2, oy2 = min(size, ox + sw), min(size, oy + sh)
+        # floor() of a fractional origin can land half a pixel before it: round to -1, so trim
+        # the shrunk region instead of indexing from -1 (which wrapped and raised, issue 13)
+        if ox < 0:
+            small, ox = small[:, -ox:], 0
+        if oy < 0:
+            small, oy = small[-oy:], 0
+        ox2, oy2 = min(size, ox + small.shape[1]), min(size, oy + small.shape[0])
         out[oy:oy2, ox:ox2] = small[:oy2 - oy, :ox2 - ox]
         return out
     return cv2.warpAffine(image, m, (size, size), flags=interp, borderMode=cv2.BORDER_CONSTANT, borderValue=0)

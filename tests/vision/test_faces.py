@@ -124,3 +124,17 @@ def test_head_region_and_decode_on_a_stub():
     assert score == pytest.approx(0.9)
     assert box.tolist() == pytest.approx([10.0, 6.0, 26.0, 22.0])  # centre (18, 14), 16 px
     assert lms.shape == (5, 2)
+
+
+def test_crop_square_of_a_shrunk_region_at_a_fractional_origin_never_raises():
+    """Issue 13's repro: a head region over 128 px whose fractional origin rounds to -1."""
+    from pipeline.vision.faces import _crop_square
+
+    img = np.full((480, 640, 3), 200, np.uint8)
+    out = _crop_square(img, 100.0, 50.9, 150.0, 128)
+    assert out.shape == (128, 128, 3) and out.mean() > 150
+    rng = np.random.default_rng(3)
+    for _ in range(500):
+        x0, y0 = rng.uniform(-50, 600, 2)
+        side = rng.uniform(130, 400)
+        assert _crop_square(img, float(x0), float(y0), float(side), 128).shape == (128, 128, 3)
