@@ -75,6 +75,9 @@ ALLOWED_COLUMNS = {
     # flow analytics (0004): aggregates, the camera layout and the public privacy figures
     "group_rows", "estimated_persons", "zone", "store", "loaded_at", "n_groups", "same_group_rate",
     "fictitious_floor", "fictitious_ratio", "fictitious_per_group", "fictitious_variance_per_group", "registered_at",
+    # published tier (0005): flow components per camera pair, lag and hour; integers only
+    "origin_site", "origin_camera", "dest_site", "dest_camera", "kind", "lag_lo", "lag_hi", "s", "nn", "qq", "qn",
+    "nn2_hi", "nn2_lo",
 }
 # Stored floats could hold an embedding; only the parameter-set figures (one row per version) are floats.
 FLOAT_TABLES = {"privacy_params"}
