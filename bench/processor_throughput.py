@@ -119,18 +119,20 @@ def inference_bound(proc: FrameProcessor, images: list) -> float | None:
     emb = getattr(proc.describe, "__self__", None)
     if not isinstance(det, OmzPersonDetector) or not isinstance(emb, ReidEmbedder):
         return None
-    per_frame = []
+    inputs = []
     for img in images:
-        x = omz_blob(img, det.in_h, det.in_w)
         boxes = det.detect(img)
-        crops = emb.blobs(img, boxes) if boxes else None
+        inputs.append((omz_blob(img, det.in_h, det.in_w), emb.blobs(img, boxes) if boxes else None))
+    best = 0.0
+    for _ in range(3):  # the best of three passes: a bound, so the least disturbed measurement
         t = time.perf_counter()
-        det.model.run(x)
-        if crops is not None:
-            for i in range(0, len(crops), emb.batch_size):
-                emb.model.run(crops[i:i + emb.batch_size])
-        per_frame.append(time.perf_counter() - t)
-    return 1.0 / statistics.median(per_frame)
+        for x, crops in inputs:
+            det.model.run(x)
+            if crops is not None:
+                for i in range(0, len(crops), emb.batch_size):
+                    emb.model.run(crops[i:i + emb.batch_size])
+        best = max(best, len(inputs) / (time.perf_counter() - t))
+    return best
 
 
 if __name__ == "__main__":
