@@ -352,6 +352,47 @@ def audit_receipts(ctx: click.Context, hours: int) -> None:
     out.print("every issued frame past its TTL has a deletion receipt")
 
 
+@audit_group.command("ages")
+@click.pass_context
+def audit_ages(ctx: click.Context) -> None:
+    """Oldest record on the broker of every raw and restricted topic against its bound (retention +
+    segment roll + retention check interval); exit 1 if any outlives it."""
+    from confluent_kafka.admin import ConfigResource
+
+    from pipeline.ops.exporter import oldest_record_ages
+    from pipeline.ops.topics import admin_client, policy_for_settings
+
+    s = _settings(ctx)
+    pol = policy_for_settings(s)
+    admin = admin_client(s.kafka.bootstrap)
+    specs = [t for t in pol.topics if pol.limits(t)]
+    t = Table("tier", "topic", "partition", "records", "oldest age s", "bound s", "tier limit s", title="data-age audit")
+    over = []
+    cfgs = {r.name: {k: v.value for k, v in f.result(timeout=15).items()}
+            for r, f in admin.describe_configs([ConfigResource(ConfigResource.Type.TOPIC, x.name)
+                                                for x in specs]).items()} if specs else {}
+    for spec in specs:
+        cfg = cfgs.get(spec.name, {})
+        check = s.exporter.retention_check_interval_ms
+        bound = (int(cfg.get("retention.ms", -1)) + int(cfg.get("segment.ms", 0)) + check) / 1000
+        max_ret, max_seg = pol.limits(spec)
+        limit = (max_ret + max_seg + check) / 1000
+        if int(cfg.get("retention.ms", -1)) < 0 or bound > limit:
+            over.append(f"{spec.name} (its configuration lets records live {bound:.0f} s, over the {spec.tier} "
+                        f"limit of {limit:.0f} s: run `flowctl topics apply`)")
+        for pa in oldest_record_ages(s.kafka.bootstrap, spec.name):
+            t.add_row(spec.tier, spec.name, str(pa.partition), str(pa.high - pa.low), f"{pa.oldest_age_seconds:.0f}",
+                      f"{bound:.0f}", f"{limit:.0f}")
+            if pa.oldest_age_seconds > min(bound, limit) + 5:
+                over.append(f"{spec.name}[{pa.partition}] (oldest record {pa.oldest_age_seconds:.0f} s)")
+    out.print(t)
+    if over:
+        for o in over:
+            out.print(f"[red]outlives its bound: {o}[/red]")
+        sys.exit(1)
+    out.print("every raw and restricted record is within its age bound")
+
+
 # --- queries -----------------------------------------------------------------------------------
 
 @cli.group()

@@ -107,39 +107,35 @@ class PipelineCollector(Collector):
     def collect(self) -> Iterator[GaugeMetricFamily]:
         t0 = time.monotonic()
         up = GaugeMetricFamily("flowpipe_exporter_kafka_up", "1 when the broker answered this scrape")
-        age = GaugeMetricFamily("flowpipe_raw_oldest_record_age_seconds",
-                                "Age of the oldest record still on the broker in a raw-data topic partition",
-                                labels=["topic", "partition"])
-        recs = GaugeMetricFamily("flowpipe_raw_records", "Records still on the broker in a raw-data topic partition",
-                                 labels=["topic", "partition"])
-        ret = GaugeMetricFamily("flowpipe_raw_retention_seconds", "Configured retention.ms of a raw topic", labels=["topic"])
-        seg = GaugeMetricFamily("flowpipe_raw_segment_seconds", "Configured segment.ms of a raw topic", labels=["topic"])
-        bound = GaugeMetricFamily("flowpipe_raw_age_bound_seconds",
-                                  "Worst age a raw record may reach: retention + segment roll + retention check interval",
-                                  labels=["topic"])
+        fams = {tier: _tier_families(tier) for tier in ("raw", "restricted")}
         lagm = GaugeMetricFamily("flowpipe_processor_lag_records", "Processor group lag on a raw topic partition",
                                  labels=["topic", "partition"])
         viol = GaugeMetricFamily("flowpipe_topic_policy_violations", "Violations found by the topic-policy audit")
         try:
-            raw_topics = [t.name for t in self.policy.topics if t.raw]
-            cfgs = self._configs(raw_topics)
-            for t in raw_topics:
-                cfg = cfgs.get(t, {})
-                r_ms, s_ms = int(cfg.get("retention.ms", -1)), int(cfg.get("segment.ms", -1))
-                ret.add_metric([t], r_ms / 1000)
-                seg.add_metric([t], s_ms / 1000)
-                bound.add_metric([t], (r_ms + s_ms + self.check_ms) / 1000)
-                for pa in oldest_record_ages(self.bootstrap, t):
-                    age.add_metric([t, str(pa.partition)], pa.oldest_age_seconds)
-                    recs.add_metric([t, str(pa.partition)], pa.high - pa.low)
-                for p, lag in consumer_lag(self.admin, self.bootstrap, self.group, t).items():
-                    lagm.add_metric([t, str(p)], lag)
+            for tier, (age, recs, ret, seg, bound) in fams.items():
+                topics = [t.name for t in self.policy.topics if t.tier == tier]
+                cfgs = self._configs(topics) if topics else {}
+                for t in topics:
+                    cfg = cfgs.get(t, {})
+                    r_ms, s_ms = int(cfg.get("retention.ms", -1)), int(cfg.get("segment.ms", -1))
+                    ret.add_metric([t], r_ms / 1000)
+                    seg.add_metric([t], s_ms / 1000)
+                    bound.add_metric([t], (r_ms + s_ms + self.check_ms) / 1000)
+                    for pa in oldest_record_ages(self.bootstrap, t):
+                        age.add_metric([t, str(pa.partition)], pa.oldest_age_seconds)
+                        recs.add_metric([t, str(pa.partition)], pa.high - pa.low)
+                    if tier == "raw":
+                        for p, lag in consumer_lag(self.admin, self.bootstrap, self.group, t).items():
+                            lagm.add_metric([t, str(p)], lag)
             viol.add_metric([], len(audit(self.admin, self.policy).violations))
             up.add_metric([], 1)
         except Exception as e:  # the exporter must keep serving store metrics when Kafka is down
             log.warning("kafka metrics unavailable: %s", type(e).__name__)
             up.add_metric([], 0)
-        yield from (up, age, recs, ret, seg, bound, lagm, viol)
+        yield up
+        for families in fams.values():
+            yield from families
+        yield from (lagm, viol)
         if self.store is not None:
             st = self.store.stats()
             yield GaugeMetricFamily("flowpipe_framestore_blobs", "Encrypted frame blobs in the store", value=st.blobs)
@@ -147,3 +143,22 @@ class PipelineCollector(Collector):
                                     value=st.oldest_age_seconds)
             yield GaugeMetricFamily("flowpipe_framestore_ttl_seconds", "The store's TTL", value=self.store.ttl_seconds)
         yield GaugeMetricFamily("flowpipe_exporter_scrape_seconds", "Time this scrape took", value=time.monotonic() - t0)
+
+
+def _tier_families(tier: str) -> tuple[GaugeMetricFamily, ...]:
+    """Age metrics of one data tier's topics (raw frames; restricted group cells)."""
+    what = "a raw-data" if tier == "raw" else "a restricted (pseudonymous)"
+    return (
+        GaugeMetricFamily(f"flowpipe_{tier}_oldest_record_age_seconds",
+                          f"Age of the oldest record still on the broker in {what} topic partition",
+                          labels=["topic", "partition"]),
+        GaugeMetricFamily(f"flowpipe_{tier}_records", f"Records still on the broker in {what} topic partition",
+                          labels=["topic", "partition"]),
+        GaugeMetricFamily(f"flowpipe_{tier}_retention_seconds", f"Configured retention.ms of {what} topic",
+                          labels=["topic"]),
+        GaugeMetricFamily(f"flowpipe_{tier}_segment_seconds", f"Configured segment.ms of {what} topic",
+                          labels=["topic"]),
+        GaugeMetricFamily(f"flowpipe_{tier}_age_bound_seconds",
+                          f"Worst age {what} record may reach: retention + segment roll + retention check interval",
+                          labels=["topic"]),
+    )

@@ -2,6 +2,9 @@
 
 Raw-data topics are where personal data could linger, so their limits are checked when the
 policy is loaded (a policy that breaks them is refused) and again against the live broker.
+Restricted topics carry pseudonymous data (per-window group cells: linkable by design, issue
+11) that lives only as long as the flow aggregator needs it; they get the same enforcement
+with their own, longer limits (worst record age under two hours).
 """
 from __future__ import annotations
 
@@ -29,6 +32,11 @@ class TopicSpec:
     raw: bool
     partitions: int
     config: dict[str, str]
+    restricted: bool = False
+
+    @property
+    def tier(self) -> str:
+        return "raw" if self.raw else "restricted" if self.restricted else "other"
 
 
 @dataclass(frozen=True)
@@ -36,6 +44,16 @@ class Policy:
     topics: tuple[TopicSpec, ...]
     max_retention_ms: int
     max_segment_ms: int
+    restricted_max_retention_ms: int = 6_000_000
+    restricted_max_segment_ms: int = 600_000
+
+    def limits(self, spec: TopicSpec) -> tuple[int, int] | None:
+        """(max retention ms, max segment ms) for a raw or restricted topic, None otherwise."""
+        if spec.raw:
+            return self.max_retention_ms, self.max_segment_ms
+        if spec.restricted:
+            return self.restricted_max_retention_ms, self.restricted_max_segment_ms
+        return None
 
     def renamed(self, names: dict[str, str]) -> "Policy":
         """Same policy with topics renamed by role (tests use per-test topic names)."""
@@ -69,22 +87,29 @@ def load_policy(path: Path = DEFAULT_POLICY) -> Policy:
         raise PolicyError(f"cannot read topic policy {path}: {e}") from e
     limits = doc.get("raw_limits", {})
     max_ret, max_seg = int(limits.get("max_retention_ms", 60000)), int(limits.get("max_segment_ms", 10000))
+    rlim = doc.get("restricted_limits", {})
+    r_ret, r_seg = int(rlim.get("max_retention_ms", 6_000_000)), int(rlim.get("max_segment_ms", 600_000))
     specs = []
     for i, t in enumerate(doc.get("topics", [])):
-        unknown = set(t) - {"name", "role", "raw", "partitions", "config"}
+        unknown = set(t) - {"name", "role", "raw", "restricted", "partitions", "config"}
         if unknown:
             raise PolicyError(f"{path}: topics[{i}] has unknown keys {sorted(unknown)}")
         try:
             spec = TopicSpec(str(t["name"]), str(t["role"]), bool(t["raw"]), int(t["partitions"]),
-                             {str(k): str(v) for k, v in (t.get("config") or {}).items()})
+                             {str(k): str(v) for k, v in (t.get("config") or {}).items()},
+                             bool(t.get("restricted", False)))
         except KeyError as e:
             raise PolicyError(f"{path}: topics[{i}] lacks {e}") from None
-        if spec.raw:
-            problems = raw_problems(spec.config, max_ret, max_seg)
+        if spec.raw and spec.restricted:
+            raise PolicyError(f"{path}: topic {spec.name} is declared both raw and restricted; choose one")
+        lim = (max_ret, max_seg) if spec.raw else (r_ret, r_seg) if spec.restricted else None
+        if lim:
+            problems = raw_problems(spec.config, *lim)
             if problems:
-                raise PolicyError(f"{path}: raw topic {spec.name} breaks the raw-data limits: {'; '.join(problems)}")
+                raise PolicyError(f"{path}: {spec.tier} topic {spec.name} breaks the {spec.tier}-data limits: "
+                                  f"{'; '.join(problems)}")
         specs.append(spec)
-    return Policy(tuple(specs), max_ret, max_seg)
+    return Policy(tuple(specs), max_ret, max_seg, r_ret, r_seg)
 
 
 def raw_problems(config: dict[str, str], max_retention_ms: int, max_segment_ms: int) -> list[str]:
@@ -162,13 +187,14 @@ def audit(admin: AdminClient, policy: Policy, timeout: float = 30.0, ignore_pref
         if spec is None:
             rep.findings.append(Finding(name, "violation", "undeclared topic: not in the topic policy, so nobody vouches for its retention"))
             continue
+        lim = policy.limits(spec)
         for k, v in spec.config.items():
             if cfg.get(k) != v:
-                sev = "violation" if spec.raw else "drift"
+                sev = "violation" if lim else "drift"
                 rep.findings.append(Finding(name, sev, f"{k} is {cfg.get(k)!r}, policy says {v!r}"))
-        if spec.raw:
-            for p in raw_problems(cfg, policy.max_retention_ms, policy.max_segment_ms):
-                rep.findings.append(Finding(name, "violation", f"raw topic: {p}"))
+        if lim:
+            for p in raw_problems(cfg, *lim):
+                rep.findings.append(Finding(name, "violation", f"{spec.tier} topic: {p}"))
         have = len(md.topics[name].partitions)
         if have != spec.partitions:
             rep.findings.append(Finding(name, "drift", f"{have} partitions, policy says {spec.partitions}"))

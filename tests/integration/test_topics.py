@@ -51,3 +51,25 @@ def test_undeclared_topic_is_reported(env):
         assert not rep.ok
     finally:
         admin.delete_topics([rogue])[rogue].result(timeout=10)
+
+
+def test_restricted_group_cells_topic_is_enforced_like_raw_data_and_its_ages_are_audited(env):
+    """Per-window group cells are pseudonymous (issue 11): their topic is declared restricted,
+    a configuration that would keep them past the tier's bound is a violation, and
+    `flowctl audit ages` shows each partition's oldest record against the bound."""
+    admin = admin_client(env.kafka.bootstrap)
+    pol = policy_for_settings(env)
+    occ = env.kafka.occurrences_topic
+    spec = next(t for t in pol.topics if t.name == occ)
+    assert spec.tier == "restricted"
+    max_ret, max_seg = pol.limits(spec)
+    assert max_ret + max_seg + env.exporter.retention_check_interval_ms < 2 * 3600 * 1000
+    p = flowctl(env, "audit", "ages", check=False)
+    assert p.returncode == 0 and "restricted" in p.stdout, p.stdout + p.stderr
+    set_config(admin, occ, retention_ms="604800000")
+    found = [f for f in _only_ours(audit(admin, pol), env) if f.topic == occ]
+    assert any(f.severity == "violation" and "restricted topic" in f.message for f in found)
+    p = flowctl(env, "audit", "ages", check=False)
+    assert p.returncode == 1 and "over the restricted limit" in p.stdout.replace("\n", " ")
+    apply_policy(admin, pol)
+    assert [f for f in _only_ours(audit(admin, pol), env) if f.topic == occ] == []

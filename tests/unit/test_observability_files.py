@@ -7,11 +7,15 @@ import yaml
 
 from pipeline.settings import REPO_ROOT
 
-KNOWN = {
+def _tier_metric_names() -> set[str]:
+    from pipeline.ops.exporter import _tier_families
+
+    return {f.name for tier in ("raw", "restricted") for f in _tier_families(tier)}
+
+
+KNOWN = _tier_metric_names() | {
     # exporter (pipeline/ops/exporter.py)
-    "flowpipe_exporter_kafka_up", "flowpipe_raw_oldest_record_age_seconds", "flowpipe_raw_records",
-    "flowpipe_raw_retention_seconds", "flowpipe_raw_segment_seconds", "flowpipe_raw_age_bound_seconds",
-    "flowpipe_processor_lag_records", "flowpipe_topic_policy_violations", "flowpipe_framestore_blobs",
+    "flowpipe_exporter_kafka_up", "flowpipe_processor_lag_records", "flowpipe_topic_policy_violations", "flowpipe_framestore_blobs",
     "flowpipe_framestore_oldest_blob_age_seconds", "flowpipe_framestore_ttl_seconds", "flowpipe_exporter_scrape_seconds",
 }
 
@@ -37,7 +41,8 @@ def test_alert_rules_reference_real_metrics():
     known = KNOWN | _processor_metrics()
     doc = yaml.safe_load((REPO_ROOT / "infra/prometheus/alerts.yml").read_text())
     rules = [r for g in doc["groups"] for r in g["rules"]]
-    assert {"RawRecordOutlivesPolicy", "FrameBlobOutlivesTTL", "TopicPolicyViolation"} <= {r["alert"] for r in rules}
+    assert {"RawRecordOutlivesPolicy", "RestrictedRecordOutlivesPolicy", "FrameBlobOutlivesTTL",
+            "TopicPolicyViolation"} <= {r["alert"] for r in rules}
     for r in rules:
         refs = _referenced(r["expr"])
         assert refs, r["alert"]
