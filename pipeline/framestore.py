@@ -7,6 +7,7 @@ HTTP or S3-style store (with a bucket lifecycle rule as the sweeper) can replace
 from __future__ import annotations
 
 import os
+import stat
 import re
 import threading
 import time
@@ -96,13 +97,20 @@ class LocalDirFrameStore(FrameStore):
     def get(self, uri: str, frame_id: str, max_bytes: int) -> bytes:
         p = self._path_for(uri, frame_id)
         try:
-            with open(p, "rb") as f:
-                size = os.fstat(f.fileno()).st_size
-                if size > max_bytes:
-                    raise BlobRejected("oversized_frame", f"blob is {size} bytes, limit {max_bytes}")
-                return f.read()
+            # O_NONBLOCK: opening a FIFO planted at a blob path must not block the worker forever;
+            # O_NOFOLLOW: a symlink must not lead the processor out of the store.
+            fd = os.open(p, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOFOLLOW", 0))
         except FileNotFoundError:
             raise BlobNotFound("blob not in store (processed, swept or never stored)") from None
+        except OSError as e:
+            raise BlobRejected("unreadable_blob", f"blob path cannot be opened as a file ({e.strerror})") from None
+        with os.fdopen(fd, "rb") as f:
+            st = os.fstat(f.fileno())
+            if not stat.S_ISREG(st.st_mode):
+                raise BlobRejected("unreadable_blob", "blob path is not a regular file")
+            if st.st_size > max_bytes:
+                raise BlobRejected("oversized_frame", f"blob is {st.st_size} bytes, limit {max_bytes}")
+            return f.read(max_bytes + 1)
 
     def delete(self, uri: str, frame_id: str) -> bool:
         p = self._path_for(uri, frame_id)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -139,3 +140,13 @@ def decode(name: str, data: bytes | None) -> dict[str, Any]:
 
 
 __all__ = ["SerdeError", "Registry", "registry", "encode", "decode", "RECORD_NAMES", "epoch_ms"]
+
+
+_IDENTIFIER = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,63}")
+
+
+def valid_identifier(value: object) -> bool:
+    """Site and camera ids: 1-64 characters of A-Z a-z 0-9 . _ : - (first alphanumeric). They are
+    shown in reports, dashboards and logs and used as metric labels: control characters, NUL,
+    newlines or bidirectional overrides would forge or hide lines there."""
+    return isinstance(value, str) and _IDENTIFIER.fullmatch(value) is not None

@@ -73,8 +73,9 @@ class KeySettings(_Section):
 
 
 class EdgeSettings(_Section):
-    site_id: str = "site-1"
-    camera_id: str = "cam-1"
+    # 1-64 characters of A-Z a-z 0-9 . _ : - : ids appear in reports, logs and metric labels
+    site_id: str = Field("site-1", pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$")
+    camera_id: str = Field("cam-1", pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$")
     sample_fps: float = Field(2.0, gt=0, le=60)
     max_width: int = Field(640, ge=64, le=4096)
     max_height: int = Field(480, ge=64, le=4096)

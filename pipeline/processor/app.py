@@ -161,7 +161,8 @@ def build_app(settings: Settings, *, max_frames: int | None = None, idle_timeout
                 stats.dead_letters[e.reason] = stats.dead_letters.get(e.reason, 0) + 1
                 m_.FRAMES.labels("dead_letter").inc()
                 m_.DEAD_LETTERS.labels("processor", e.reason).inc()
-                log.warning("dead letter %s[%d]@%d: %s", m.topic, m.partition, m.offset, e.reason)
+                log.warning("dead letter %s[%d]@%d: %s", m.topic, m.partition, m.offset, e.reason,
+                            exc_info=e.reason == "internal_error")  # a bug: keep its traceback
                 await dlq_topic.send(key=m.key or b"", value=serde.encode(
                     "DeadLetter", dead_letter(e, event.value, m.topic, m.partition, m.offset, "processor")))
                 if e.receipt:

@@ -80,6 +80,10 @@ class FrameProcessor:
         except serde.SerdeError as e:
             raise ProcessingError("malformed_record", str(e)) from None
         fid = ref["frame_id"]
+        for key in ("site_id", "camera_id"):
+            if not serde.valid_identifier(ref[key]):
+                raise ProcessingError("malformed_record", f"{key} must be 1-64 characters of A-Z a-z 0-9 . _ : - "
+                                      "(no control, space or bidirectional characters)")
         timings: dict[str, float] = {}
         t0 = time.perf_counter()
         deleted = False
@@ -106,6 +110,13 @@ class FrameProcessor:
             # The blob is no longer needed: delete before the (slow) inference, not after.
             deleted = self.store.delete(ref["blob_uri"], fid)
             timings["fetch_decrypt"] = (time.perf_counter() - t0) * 1000
+            # The pixel limit is checked on the image header, before decoding: a small JPEG can
+            # declare a huge canvas, and decoding it first would allocate it.
+            dims = image_dimensions(plain)
+            if dims is None:
+                raise ProcessingError("undecodable_image", "decrypted payload is not a decodable image", ref)
+            if dims[0] * dims[1] > self.max_pixels:
+                raise ProcessingError("oversized_frame", f"image {dims[0]}x{dims[1]} exceeds the pixel limit", ref)
             image = cv2.imdecode(np.frombuffer(plain, dtype=np.uint8), cv2.IMREAD_COLOR)
             del plain
             if image is None:
@@ -128,9 +139,11 @@ class FrameProcessor:
         except ProcessingError as e:
             e.receipt = self._delete_and_receipt(ref, already=deleted)
             raise
-        except Exception:
-            self._delete_and_receipt(ref, already=deleted)
-            raise
+        except Exception as exc:
+            # A bug after the blob was fetched: the blob is gone either way, so the receipt must
+            # still be sent (else the audit reports a frame that was in fact deleted).
+            receipt = self._delete_and_receipt(ref, already=deleted)
+            raise ProcessingError("internal_error", type(exc).__name__, ref, receipt) from exc
         receipt = self._receipt(ref, "DELETED" if deleted else "ALREADY_ABSENT")
         return FrameResult(ref["site_id"], ref["camera_id"], epoch_ms(ref["captured_at"]), receipt,
                            persons=len(boxes), timings_ms=timings,
@@ -157,6 +170,21 @@ class FrameProcessor:
         return {"frame_id": ref["frame_id"], "site_id": ref["site_id"], "camera_id": ref["camera_id"],
                 "captured_at": epoch_ms(ref["captured_at"]), "deleted_at": int(time.time() * 1000),
                 "outcome": outcome, "deleted_by": "processor"}
+
+
+def image_dimensions(data: bytes) -> tuple[int, int] | None:
+    """(width, height) from an image's header without decoding its pixels; None if unreadable."""
+    import io
+
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            return int(im.size[0]), int(im.size[1])
+    except Image.DecompressionBombError:
+        return 1 << 20, 1 << 20  # far over any pixel limit: reported as oversized, never decoded
+    except (UnidentifiedImageError, OSError, ValueError):
+        return None
 
 
 def dead_letter(err: Exception, value: bytes | None, topic: str, partition: int, offset: int, stage: str) -> dict[str, Any]:

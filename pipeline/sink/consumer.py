@@ -28,6 +28,26 @@ def _dt(v: Any) -> datetime:
     return datetime.fromtimestamp(epoch_ms(v) / 1000, tz=timezone.utc).replace(microsecond=0)
 
 
+
+# Column ranges of the warehouse (schemas/clickhouse): a value outside them would wrap silently
+# into the column (a group id of 65536 becomes group 0), so such a record is dead-lettered.
+_UINT_RANGES = {"group_id": 1 << 16, "occurrences": 1 << 32, "persons": 1 << 32, "window_seconds": 1 << 32}
+
+
+class InvalidRecord(ValueError):
+    reason = "invalid_value"
+
+
+def check_record(kind: str, rec: dict) -> None:
+    """InvalidRecord (-> dead letter) for identifiers or numbers the warehouse would mangle.
+    ``kind``: the Avro record name."""
+    for key in ("site_id", "camera_id"):
+        if key in rec and not serde.valid_identifier(rec[key]):
+            raise InvalidRecord(f"{kind}.{key} is not a valid identifier (1-64 of A-Z a-z 0-9 . _ : -)")
+    for key, limit in _UINT_RANGES.items():
+        if key in rec and not 0 <= int(rec[key]) < limit:
+            raise InvalidRecord(f"{kind}.{key}={rec[key]} is outside the column's range [0, {limit})")
+
 @dataclass(frozen=True)
 class TableSpec:
     record: str
@@ -127,6 +147,7 @@ class ClickHouseSink:
         spec = self.specs[topic]
         try:
             rec = serde.decode(spec.record, msg.value())
+            check_record(spec.record, rec)
             row = spec.row(rec) + [part, off]
         except (serde.SerdeError, KeyError, TypeError, ValueError) as e:
             self.stats.dead_letters += 1

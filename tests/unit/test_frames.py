@@ -1,0 +1,117 @@
+"""FrameProcessor's guards on one frame, without Kafka: identifiers, the pixel limit before any
+decoding, and the deletion receipt when a bug strikes after the blob was fetched (issue 13)."""
+import hashlib
+import os
+import struct
+import threading
+import time
+import uuid
+import zlib
+
+import cv2
+import numpy as np
+import pytest
+
+from pipeline import serde
+from pipeline.envelope import Sealer, associated_data, ensure_keypair, load_keyring, load_public_key
+from pipeline.framestore import BlobRejected, LocalDirFrameStore
+from pipeline.processor.frames import FrameProcessor, ProcessingError, image_dimensions
+from pipeline.sink.consumer import InvalidRecord, check_record
+
+
+class NoPeople:
+    name = "none"
+
+    def detect(self, image):
+        return []
+
+
+class Broken:
+    name = "broken"
+
+    def detect(self, image):
+        raise RuntimeError("a bug")
+
+
+@pytest.fixture()
+def kit(tmp_path):
+    ensure_keypair(tmp_path / "keys")
+    store = LocalDirFrameStore(tmp_path / "frames", ttl_seconds=600)
+    sealer = Sealer(load_public_key(tmp_path / "keys"))
+
+    def ref(payload: bytes, site="s1", cam="c1"):
+        fid, cap = str(uuid.uuid4()), int(time.time() * 1000)
+        sealed = sealer.seal(payload, associated_data(fid, site, cam, cap))
+        uri = store.put(fid, sealed.ciphertext)
+        return serde.encode("FrameRef", dict(
+            frame_id=fid, site_id=site, camera_id=cam, captured_at=cap, expires_at=cap + 600_000, blob_uri=uri,
+            blob_sha256=hashlib.sha256(sealed.ciphertext).hexdigest(), blob_size=len(sealed.ciphertext),
+            nonce=sealed.nonce, key_id=sealed.key_id, wrapped_key=sealed.wrapped_key, width=64, height=64)), fid
+
+    def proc(detector=NoPeople(), max_pixels=4096 * 4096):
+        return FrameProcessor(store, load_keyring(tmp_path / "keys"), detector, None, 4_000_000,
+                              max_pixels=max_pixels)
+
+    return ref, proc, store
+
+
+def jpeg(w=64, h=48) -> bytes:
+    return cv2.imencode(".jpg", np.full((h, w, 3), 128, np.uint8))[1].tobytes()
+
+
+def png_declaring(w: int, h: int) -> bytes:
+    """A PNG whose header declares w x h (valid CRC) with almost no pixel data."""
+    ihdr = struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0)
+    chunk = lambda t, d: struct.pack(">I", len(d)) + t + d + struct.pack(">I", zlib.crc32(t + d))  # noqa: E731
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\x00" * 10)) + chunk(b"IEND", b"")
+
+
+def test_an_image_declaring_a_huge_canvas_is_refused_from_its_header_and_its_blob_deleted(kit):
+    ref, proc, store = kit
+    assert image_dimensions(png_declaring(8000, 6000)) == (8000, 6000)
+    assert image_dimensions(b"not an image") is None
+    value, fid = ref(png_declaring(30000, 30000))
+    with pytest.raises(ProcessingError) as e:
+        proc(max_pixels=640 * 480).process(value)
+    assert e.value.reason == "oversized_frame" and e.value.receipt["outcome"] == "DELETED"
+    assert not (store.root / f"{fid}.bin").exists()
+
+
+def test_identifiers_with_control_or_bidi_characters_are_malformed(kit):
+    ref, proc, _ = kit
+    for bad in ("cam\n1", "cam\x00", "cam\u202e1", "", "x" * 65):
+        value, _ = ref(jpeg(), cam=bad)
+        with pytest.raises(ProcessingError) as e:
+            proc().process(value)
+        assert e.value.reason == "malformed_record" and "camera_id" in e.value.detail
+
+
+def test_a_bug_after_decryption_still_yields_the_deletion_receipt(kit):
+    ref, proc, store = kit
+    value, fid = ref(jpeg())
+    with pytest.raises(ProcessingError) as e:
+        proc(detector=Broken()).process(value)
+    assert e.value.reason == "internal_error" and e.value.detail == "RuntimeError"
+    assert e.value.receipt["outcome"] == "DELETED" and e.value.receipt["frame_id"] == fid
+    assert not (store.root / f"{fid}.bin").exists()
+
+
+def test_a_fifo_at_a_blob_path_is_rejected_without_blocking(kit):
+    _, _, store = kit
+    fid = str(uuid.uuid4())
+    path = store.root / f"{fid}.bin"
+    os.mkfifo(path)
+    result = {}
+    t = threading.Thread(target=lambda: result.update(
+        err=pytest.raises(BlobRejected, store.get, path.as_uri(), fid, 1000)))
+    t.start()
+    t.join(5)
+    assert not t.is_alive() and result["err"].value.reason == "unreadable_blob"
+
+
+def test_sink_refuses_values_the_warehouse_would_wrap_or_ids_it_would_show():
+    ok = {"site_id": "s1", "camera_id": "c1", "group_id": 999, "occurrences": 3, "window_seconds": 60}
+    check_record("GroupOccurrence", ok)
+    for bad in ({"group_id": 65536}, {"group_id": -1}, {"occurrences": 1 << 32}, {"camera_id": "c\u202e1"}):
+        with pytest.raises(InvalidRecord):
+            check_record("GroupOccurrence", {**ok, **bad})
