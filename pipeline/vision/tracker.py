@@ -52,7 +52,7 @@ class TrackerConfig:
     app_gate: float = 0.6          # max cosine distance between a track's appearance and a detection
     app_weight: float = 0.5        # share of appearance in the stage-1 cost (0 = motion only)
     app_momentum: float = 0.8      # EMA of a track's embedding
-    accel_noise: float = 0.8       # random acceleration, body heights / s^2
+    accel_noise: float = 0.5       # random acceleration, body heights / s^2 (about 0.85 m/s^2)
     height_noise: float = 0.1      # random height change rate, relative / s^1.5
     meas_noise: float = 0.08       # measurement std of the centre, in body heights
     init_speed: float = 1.0        # prior std of a new track's speed, body heights / s
