@@ -34,6 +34,7 @@ class KafkaSettings(_Section):
     frame_refs_topic: str = "frames.refs"
     occurrences_topic: str = "flow.group-occurrences"
     demographics_topic: str = "flow.demographic-counts"
+    crossings_topic: str = "flow.line-crossings"
     receipts_topic: str = "ops.deletion-receipts"
     dead_letter_topic: str = "ops.dead-letters"
     ledger_topic: str = "ops.frame-ledger"
@@ -125,6 +126,9 @@ class ProcessorSettings(_Section):
     # code) is refused unless allow_development_params is set (pipeline/privacy/deployment.py).
     privacy_params: Path | None = None
     allow_development_params: bool = False
+    # The camera layout (pipeline/layout.py; the file `flowctl layout load` reads): cameras with
+    # a count_line get their crossings counted by direction, per demographics window.
+    layout: Path | None = None
     worker_threads: int = Field(1, ge=1, le=64)
     # Prometheus /metrics of the worker itself (0 = off). Labels never carry personal data.
     metrics_port: int = Field(0, ge=0, le=65535)

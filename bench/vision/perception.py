@@ -22,11 +22,16 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from collections import Counter
+
 from pipeline.edge.sources import open_source
+from pipeline.layout import CountLine
+from pipeline.processor.passes import PassCounter
 from pipeline.settings import REPO_ROOT, load_settings
 from pipeline.vision import evaluation as ev
 from pipeline.vision.detector import Box, make_detector
 from pipeline.vision.crops import crop_weights
+from pipeline.vision.lines import LineCounter
 from pipeline.vision.tracker import Tracker, TrackerConfig
 
 DEFAULT_LABELS = REPO_ROOT / "bench" / "data" / "vtest-gt" / "annotations.csv"
@@ -85,6 +90,32 @@ def track(frames: list[tuple[int, list[Box], np.ndarray | None, list[float]]], c
     return {t: v for t, v in seq.items() if len(v) >= cfg.min_hits}
 
 
+def _line(text: str) -> CountLine:
+    try:
+        x1, y1, x2, y2 = (float(v) for v in text.split(","))
+        return CountLine(name="bench", a=(x1, y1), b=(x2, y2))
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(f"--line wants x1,y1,x2,y2 in 0..1 ({e})") from None
+
+
+def crossings(frames, labels, cfg: TrackerConfig, appearance: bool, line: CountLine) -> tuple[Counter, Counter]:
+    """Line crossings by direction from the labelled people's feet, and as the processor counts
+    them (PassCounter with the line): the cross-check a people counter offers for footfall."""
+    truth, counted = Counter(), Counter()
+    gt = LineCounter(line)
+    pc = PassCounter(cfg, appearance=appearance, lines={("s", "c"): line})
+    for fr, boxes, desc, q in frames:
+        for l in labels.get(fr, []):
+            if not l.ignore:
+                x, y, w, h = l.box
+                d = gt.update(l.person, (x + w / 2) / 640, (y + h) / 480)
+                truth[d] += d is not None
+        d = desc if desc is not None else np.zeros((len(boxes), 1), np.float32)
+        for c in pc.update("s", "c", int(fr * 100), boxes, d, None, q, (640, 480)):
+            counted.update({k[1]: v for k, v in c.crossings.items()})
+    return truth, counted
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--labels", type=Path, default=DEFAULT_LABELS)
@@ -92,6 +123,8 @@ def main() -> int:
     ap.add_argument("--descriptor", default="reid-0288", help="reid-0288, reid-0286, hsv or none")
     ap.add_argument("--fps", default="2,4,5")
     ap.add_argument("--threshold", type=float, default=None, help="detector score threshold for P/R")
+    ap.add_argument("--line", type=_line, default=_line("0.5,0,0.5,1"),
+                    help="counting line x1,y1,x2,y2 in fractions of the image, for the line-crossing cross-check")
     ap.add_argument("--out", type=Path, default=REPO_ROOT / ".var" / "reports" / "perception")
     args = ap.parse_args()
     if not args.labels.is_file():
@@ -117,6 +150,7 @@ def main() -> int:
     emb_ms: list[float] = []
     rates = [float(x) for x in args.fps.split(",")]
     plot_series = {}
+    line_rows = []
     print(f"labels: {args.labels} ({sum(len(v) for v in labels.values())} boxes, "
           f"{len({l.person for v in labels.values() for l in v})} people)   detector: {det_name}   "
           f"descriptor: {args.descriptor}   tracker: {cfg}")
@@ -168,10 +202,15 @@ def main() -> int:
               f"{ps_.jumps:3d}/{ps_.links:<4d}{ps_.jump_rate:5.1%} {ps_.people_without_pass:6d} | {gs.passes:6d} "
               f"{gs.per_person:7.2f} {gs.passes / max(n_vis, 1):6.2f} {gs.jumps:3d}/{gs.links:<4d}{gs.jump_rate:5.1%}"
               f" | visits {n_vis}")
+        line_gt, line_counted = crossings(seq_in, labels, cfg, appearance, args.line)
+        line_rows.append((fps, line_gt, line_counted))
         # counted against true visits over time: passes started vs visits begun
         runs = ev.visit_runs(labels, int(round(cfg.max_gap_s * VIDEO_FPS)), frames=[fr for fr, _ in frames])
         starts = sorted(v[0][0] for v in tracks.values())
         plot_series[fps] = (sorted(lo for r in runs.values() for lo, _ in r), starts)
+    for fps, g, c in line_rows:
+        print(f"line {args.line.a}->{args.line.b} at {fps:g} fps: crossings in/out labelled {g['in']}/{g['out']}, "
+              f"counted {c['in']}/{c['out']}")
     print(f"people in the sampled frames: {len(people_seen)}; size bins (px, 640x480): "
           + ", ".join(f"{k}: n={v[1]}" for k, v in score.recall_by_size().items()))
     print(f"cost, 1 thread: detect {statistics.median(det_ms):.1f} ms/frame (median of {len(det_ms)})"

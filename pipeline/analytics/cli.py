@@ -262,7 +262,8 @@ def layout() -> None:
 @click.pass_context
 def layout_load(ctx: click.Context, path: Path) -> None:
     """Load a site layout YAML (sites: [{site_id, cameras: [{camera_id, name, zone, store}]}])."""
-    from pipeline.analytics.dimensions import LayoutError, load_layout, read_layout
+    from pipeline.analytics.dimensions import load_layout
+    from pipeline.layout import LayoutError, read_layout
 
     try:
         n = load_layout(_warehouse(ctx), read_layout(path))

@@ -7,63 +7,9 @@ seed and reference statistics never leave the processors.
 """
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Any
-
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
-
+from pipeline.layout import Layout, LayoutError
 from pipeline.privacy import PrivacyParams
 from pipeline.sink.clickhouse import Warehouse
-
-_ID = r"^[A-Za-z0-9._-]{1,64}$"
-
-
-class LayoutError(ValueError):
-    pass
-
-
-class CameraLayout(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    camera_id: str = Field(pattern=_ID)
-    name: str = ""
-    zone: str = ""
-    store: str = ""
-
-
-class SiteLayout(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    site_id: str = Field(pattern=_ID)
-    cameras: list[CameraLayout] = Field(min_length=1)
-
-
-class Layout(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    sites: list[SiteLayout] = Field(min_length=1)
-
-
-def read_layout(path: Path | str) -> Layout:
-    p = Path(path)
-    try:
-        data: Any = yaml.safe_load(p.read_text(encoding="utf-8"))
-        layout = Layout.model_validate(data)
-    except OSError as e:
-        raise LayoutError(f"{p}: cannot read layout file ({e.strerror})") from e
-    except yaml.YAMLError as e:
-        raise LayoutError(f"{p}: not valid YAML ({e})") from e
-    except ValidationError as e:
-        first = e.errors()[0]
-        where = ".".join(str(x) for x in first["loc"])
-        raise LayoutError(f"{p}: {where}: {first['msg']} (expected sites: [{{site_id, cameras: [{{camera_id, "
-                          f"name, zone, store}}]}}])") from e
-    seen = set()
-    for s in layout.sites:
-        for c in s.cameras:
-            if (s.site_id, c.camera_id) in seen:
-                raise LayoutError(f"{p}: camera {s.site_id}/{c.camera_id} is listed twice")
-            seen.add((s.site_id, c.camera_id))
-    return layout
-
 
 def load_layout(wh: Warehouse, layout: Layout) -> int:
     rows = [(s.site_id, c.camera_id, c.name, c.zone, c.store) for s in layout.sites for c in s.cameras]

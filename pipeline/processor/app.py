@@ -28,6 +28,7 @@ from pipeline.privacy.deployment import load_params
 from pipeline.processor.frames import FrameProcessor, ProcessingError, dead_letter
 from pipeline.processor.passes import Contribution, PassCounter
 from pipeline.processor.windows import ClosedWindow, WindowAggregator
+from pipeline.layout import count_lines, read_layout
 from pipeline.settings import ProcessorSettings, Settings
 from pipeline.vision.age_gender import DemographicEstimator
 from pipeline.vision.factory import descriptor_for, detector_for
@@ -51,11 +52,14 @@ class ProcessorStats:
 
 def pass_counter(ps: ProcessorSettings) -> PassCounter:
     """The pass counter the settings describe; appearance joins the tracking only for re-id
-    embeddings, whose cosine distances the gate was chosen for."""
+    embeddings, whose cosine distances the gate was chosen for; cameras with a counting line in
+    the layout file get their crossings counted."""
     cfg = TrackerConfig(high_score=ps.track_high_score, low_score=min(ps.track_low_score, ps.track_high_score),
                         max_gap_s=ps.pass_max_gap_seconds, min_hits=ps.pass_min_hits,
                         app_gate=ps.track_appearance_gate)
-    return PassCounter(cfg, max_pass_seconds=ps.pass_max_seconds, appearance=ps.descriptor.startswith("reid"))
+    lines = count_lines(read_layout(ps.layout)) if ps.layout else {}
+    return PassCounter(cfg, max_pass_seconds=ps.pass_max_seconds, appearance=ps.descriptor.startswith("reid"),
+                       lines=lines)
 
 
 def occurrence_records(w: ClosedWindow, params: PrivacyParams, rng: np.random.Generator) -> list[dict]:
@@ -64,6 +68,17 @@ def occurrence_records(w: ClosedWindow, params: PrivacyParams, rng: np.random.Ge
              "window_seconds": w.window_seconds, "group_id": int(g), "occurrences": int(c),
              "params_version": params.version}
             for g, c in sorted(padded.items()) if c > 0]
+
+
+def crossing_records(w: ClosedWindow, params: PrivacyParams) -> list[dict]:
+    """The window's line crossings per (line, direction). A count below the parameter set's
+    minimum cell (3) would describe one or two people's movement, so it is withheld, as small
+    demographic cells are: low-traffic lines under-count by design until the published tier's
+    noise mechanism (issue 11) replaces suppression."""
+    return [{"site_id": w.site_id, "camera_id": w.camera_id, "window_start": w.window_start_ms,
+             "window_seconds": w.window_seconds, "line": line, "direction": d, "crossings": int(c),
+             "params_version": params.version}
+            for (line, d), c in sorted(w.demographics.items()) if c >= params.demographic_min_count]
 
 
 def demographic_records(w: ClosedWindow, params: PrivacyParams, rng: np.random.Generator) -> list[dict]:
@@ -99,6 +114,7 @@ def build_app(settings: Settings, *, max_frames: int | None = None, idle_timeout
     frames_topic = app.topic(k.frame_refs_topic, **raw)
     occ_topic = app.topic(k.occurrences_topic, **raw)
     demo_topic = app.topic(k.demographics_topic, **raw)
+    cross_topic = app.topic(k.crossings_topic, **raw)
     rec_topic = app.topic(k.receipts_topic, **raw)
     dlq_topic = app.topic(k.dead_letter_topic, **raw)
 
@@ -116,12 +132,17 @@ def build_app(settings: Settings, *, max_frames: int | None = None, idle_timeout
     demo_windows = WindowAggregator(ps.demographics_window_seconds, ps.grace_seconds,
                                     max(ps.idle_flush_seconds, float(ps.window_seconds)))
     passes = pass_counter(ps)
+    # Line crossings are counted per camera over the demographics window (counts of a few people
+    # per minute would describe individuals).
+    line_windows = WindowAggregator(ps.demographics_window_seconds, ps.grace_seconds,
+                                    max(ps.idle_flush_seconds, float(ps.window_seconds)))
     pool = ThreadPoolExecutor(max_workers=ps.worker_threads, thread_name_prefix="infer")
     rng = np.random.default_rng()  # fictitious persons: fresh entropy, never reproducible
     stats = ProcessorStats()
     stopping = {"flag": False}
 
-    async def emit_windows(closed: list[ClosedWindow], closed_demo: list[ClosedWindow]) -> None:
+    async def emit_windows(closed: list[ClosedWindow], closed_demo: list[ClosedWindow],
+                           closed_lines: list[ClosedWindow] = ()) -> None:
         for w in closed:
             recs = occurrence_records(w, params, rng)
             key = w.camera_id.encode()
@@ -135,6 +156,9 @@ def build_app(settings: Settings, *, max_frames: int | None = None, idle_timeout
             for r in demo:
                 await demo_topic.send(key=w.camera_id.encode(), value=serde.encode("DemographicCount", r))
             stats.demographic_records += len(demo)
+        for w in closed_lines:
+            for r in crossing_records(w, params):
+                await cross_topic.send(key=w.camera_id.encode(), value=serde.encode("LineCrossingCount", r))
         m_.OPEN_WINDOWS.set(windows.open_windows)
 
     async def count(loop: asyncio.AbstractEventLoop, site: str, cam: str, ended: list[Contribution]) -> None:
@@ -147,6 +171,8 @@ def build_app(settings: Settings, *, max_frames: int | None = None, idle_timeout
                 stats.passes += len(groups)
             if c.demographics:
                 demo_windows.add(site, cam, c.ts_ms, (), demographics=c.demographics)
+            if c.crossings:
+                line_windows.add(site, cam, c.ts_ms, (), demographics=c.crossings)
 
     @app.agent(frames_topic)
     async def process_frames(stream):  # noqa: ANN001 - faust's stream type
@@ -180,8 +206,9 @@ def build_app(settings: Settings, *, max_frames: int | None = None, idle_timeout
                 # mean descriptor when it ends.
                 windows.add(res.site_id, res.camera_id, res.captured_at_ms, ())
                 demo_windows.add(res.site_id, res.camera_id, res.captured_at_ms, ())  # advances its watermark
+                line_windows.add(res.site_id, res.camera_id, res.captured_at_ms, ())
                 ended = passes.update(res.site_id, res.camera_id, res.captured_at_ms, res.scored_boxes,
-                                      res.descriptors, res.labels, res.quality)
+                                      res.descriptors, res.labels, res.quality, res.frame_size)
                 await count(loop, res.site_id, res.camera_id, ended)
                 stats.persons += res.persons
                 m_.FRAMES.labels("processed").inc()
@@ -192,11 +219,11 @@ def build_app(settings: Settings, *, max_frames: int | None = None, idle_timeout
                     m_.STAGE_SECONDS.labels(stage).observe(ms / 1000)
                 await rec_topic.send(key=res.camera_id.encode(), value=serde.encode("DeletionReceipt", res.receipt))
             stats.frames += 1
-            await emit_windows(windows.flush_ready(), demo_windows.flush_ready())
+            await emit_windows(windows.flush_ready(), demo_windows.flush_ready(), line_windows.flush_ready())
 
     @app.timer(interval=1.0)
     async def housekeeping() -> None:
-        await emit_windows(windows.flush_ready(), demo_windows.flush_ready())
+        await emit_windows(windows.flush_ready(), demo_windows.flush_ready(), line_windows.flush_ready())
         now = time.monotonic()
         done = (max_frames is not None and stats.frames >= max_frames) or \
                (idle_timeout is not None and now - stats.last_event >= idle_timeout) or \
@@ -205,7 +232,7 @@ def build_app(settings: Settings, *, max_frames: int | None = None, idle_timeout
             stopping["flag"] = True
             for site, cam, c in passes.flush():
                 await count(asyncio.get_running_loop(), site, cam, [c])
-            await emit_windows(windows.flush_all(), demo_windows.flush_all())
+            await emit_windows(windows.flush_all(), demo_windows.flush_all(), line_windows.flush_all())
             await app.producer.flush()
             log.info("bounded run complete: %d frames, %d persons, dead letters %s",
                      stats.frames, stats.persons, stats.dead_letters)
@@ -218,7 +245,7 @@ def build_app(settings: Settings, *, max_frames: int | None = None, idle_timeout
             stopping["flag"] = True
             for site, cam, c in passes.flush():
                 await count(asyncio.get_running_loop(), site, cam, [c])
-            await emit_windows(windows.flush_all(), demo_windows.flush_all())
+            await emit_windows(windows.flush_all(), demo_windows.flush_all(), line_windows.flush_all())
             await app.producer.flush()
 
     return app, stats

@@ -50,6 +50,7 @@ class FrameResult:
     descriptors: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), dtype=np.float32))
     labels: list[tuple[str, str]] = field(default_factory=list)
     scores: list[float] = field(default_factory=list)
+    frame_size: tuple[int, int] | None = None  # (width, height) of the decoded image
     # Per detection, the weight of its crop in the pass's mean descriptor (0: cut by the frame
     # border or overlapped by another person).
     quality: list[float] = field(default_factory=list)
@@ -148,7 +149,8 @@ class FrameProcessor:
         return FrameResult(ref["site_id"], ref["camera_id"], epoch_ms(ref["captured_at"]), receipt,
                            persons=len(boxes), timings_ms=timings,
                            boxes=[(int(b.x), int(b.y), int(b.w), int(b.h)) for b in boxes], descriptors=emb,
-                           labels=labels, scores=[float(b.score) for b in boxes], quality=quality)
+                           labels=labels, scores=[float(b.score) for b in boxes], quality=quality,
+                           frame_size=(int(dims[0]), int(dims[1])))
 
     def assign_groups(self, descriptors: list[np.ndarray]) -> list[int]:
         """Groups of ended passes' mean descriptors (the privacy core; fresh noise per call)."""

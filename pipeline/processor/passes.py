@@ -40,6 +40,8 @@ from typing import Any, Sequence
 import numpy as np
 
 from pipeline.privacy import UNKNOWN
+from pipeline.layout import CountLine
+from pipeline.vision.lines import LineCounter
 from pipeline.vision.tracker import Tracker, TrackerConfig
 
 UNKNOWN_CELL = (UNKNOWN, UNKNOWN)
@@ -65,6 +67,7 @@ class Contribution:
     ts_ms: int
     descriptors: list[np.ndarray] = field(default_factory=list)
     demographics: Counter = field(default_factory=Counter)
+    crossings: Counter = field(default_factory=Counter)   # (line name, 'in'|'out') -> crossings
 
 
 def _xywhs(b: Any) -> tuple[float, float, float, float, float]:
@@ -76,11 +79,13 @@ def _xywhs(b: Any) -> tuple[float, float, float, float, float]:
 
 class PassCounter:
     def __init__(self, tracker: TrackerConfig | None = None, max_pass_seconds: float = 30.0,
-                 appearance: bool = True) -> None:
+                 appearance: bool = True, lines: dict[tuple[str, str], CountLine] | None = None) -> None:
         """``appearance``: use the descriptors as the tracker's appearance cue (re-id embeddings);
-        off for descriptors whose distances the gate was not chosen for."""
+        off for descriptors whose distances the gate was not chosen for. ``lines``: a counting
+        line per (site, camera) (pipeline/layout.py), whose crossings are counted by direction."""
         if max_pass_seconds <= 0:
             raise ValueError("max_pass_seconds > 0 is required")
+        self._lines = {cam: LineCounter(line) for cam, line in (lines or {}).items()}
         self.cfg = tracker or TrackerConfig()
         self.max_pass_ms = int(max_pass_seconds * 1000)
         self.appearance = appearance
@@ -111,7 +116,10 @@ class PassCounter:
     def _end(self, cam: tuple[str, str], ended: list[Any]) -> list[Contribution]:
         out = []
         passes = self._passes.get(cam, {})
+        counter = self._lines.get(cam)
         for tr in ended:
+            if counter is not None:
+                counter.forget(tr.track_id)
             p = passes.pop(tr.track_id, None)
             if p is None:
                 continue
@@ -123,7 +131,8 @@ class PassCounter:
 
     def update(self, site_id: str, camera_id: str, ts_ms: int, boxes: Sequence[Any], descriptors: np.ndarray,
                labels: Sequence[tuple[str, str]] | None = None,
-               quality: Sequence[float] | None = None) -> list[Contribution]:
+               quality: Sequence[float] | None = None,
+               frame_size: tuple[int, int] | None = None) -> list[Contribution]:
         """One frame's detections (descriptor rows, labels and crop quality weights aligned with
         boxes) in; what to count out. Boxes carry detector scores (``Box.score`` or a fifth item)."""
         n = len(boxes)
@@ -154,9 +163,15 @@ class PassCounter:
         assoc = tracker.update(ts_ms / 1000.0, [r[:4] for r in rows], [r[4] for r in rows], feats)
         out = self._end(cam, assoc.ended)
         now = Contribution(ts_ms)
+        line = self._lines.get(cam) if frame_size else None
         for j, tid in enumerate(assoc.track_of):
             if tid is None:
                 continue  # a low-confidence detection that continued no track
+            if line is not None:
+                x, y, w, h = rows[j][:4]
+                d = line.update(tid, (x + w / 2) / frame_size[0], (y + h) / frame_size[1])  # foot point
+                if d:
+                    now.crossings[(line.line.name, d)] += 1
             d = descriptors[j].astype(np.float64)
             p = passes.get(tid)
             if p is None:
@@ -178,7 +193,7 @@ class PassCounter:
             if p.confirmed and p.total is not None and ts_ms - p.first_ms >= self.max_pass_ms:
                 out.append(Contribution(ts_ms, [self._mean(p)]))
                 p.total = p.total_any = None
-        if now.demographics:
+        if now.demographics or now.crossings:
             out.append(now)
         return out
 

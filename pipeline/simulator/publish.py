@@ -390,7 +390,8 @@ def register_dimensions(wh: Any, sc: Scenario, params: PrivacyParams) -> None:
     """Load the scenario's camera layout and the parameter set's public figures into the analysts'
     dimension tables (``cameras``, ``privacy_params``), so the flow estimators run on the
     simulator's database as on the sink's."""
-    from pipeline.analytics.dimensions import Layout, load_layout, register_params
+    from pipeline.analytics.dimensions import load_layout, register_params
+    from pipeline.layout import Layout
 
     load_layout(wh, Layout.model_validate({"sites": [
         {"site_id": s.site_id, "cameras": [{"camera_id": c.camera_id, "zone": c.zone or "", "store": c.store or ""}

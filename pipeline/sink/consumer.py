@@ -31,7 +31,8 @@ def _dt(v: Any) -> datetime:
 
 # Column ranges of the warehouse (schemas/clickhouse): a value outside them would wrap silently
 # into the column (a group id of 65536 becomes group 0), so such a record is dead-lettered.
-_UINT_RANGES = {"group_id": 1 << 16, "occurrences": 1 << 32, "persons": 1 << 32, "window_seconds": 1 << 32}
+_UINT_RANGES = {"group_id": 1 << 16, "occurrences": 1 << 32, "persons": 1 << 32, "crossings": 1 << 32,
+                "window_seconds": 1 << 32}
 
 
 class InvalidRecord(ValueError):
@@ -64,6 +65,10 @@ DEMOGRAPHICS = TableSpec("DemographicCount", "demographic_counts",
     ("site_id", "camera_id", "window_start", "window_seconds", "age_band", "gender", "persons", "params_version"),
     lambda r: [r["site_id"], r["camera_id"], _dt(r["window_start"]), r["window_seconds"], r["age_band"],
                r["gender"], r["persons"], r["params_version"]])
+CROSSINGS = TableSpec("LineCrossingCount", "line_crossings",
+    ("site_id", "camera_id", "window_start", "window_seconds", "line", "direction", "crossings", "params_version"),
+    lambda r: [r["site_id"], r["camera_id"], _dt(r["window_start"]), r["window_seconds"], r["line"],
+               r["direction"], r["crossings"], r["params_version"]])
 RECEIPTS = TableSpec("DeletionReceipt", "deletion_receipts",
     ("frame_id", "site_id", "camera_id", "captured_at", "captured_at_ms", "deleted_at_ms", "latency_ms",
      "outcome", "deleted_by"),
@@ -91,6 +96,7 @@ class ClickHouseSink:
         self.wh = warehouse
         k = settings.kafka
         self.specs: dict[str, TableSpec] = {k.occurrences_topic: OCCURRENCES, k.demographics_topic: DEMOGRAPHICS,
+                                            k.crossings_topic: CROSSINGS,
                                             k.receipts_topic: RECEIPTS, k.ledger_topic: LEDGER}
         self.consumer = Consumer({
             "bootstrap.servers": k.bootstrap,

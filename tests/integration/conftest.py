@@ -40,6 +40,7 @@ def env(stack, tmp_path):
             "frame_refs_topic": f"t{tag}.frames.refs",
             "occurrences_topic": f"t{tag}.flow.group-occurrences",
             "demographics_topic": f"t{tag}.flow.demographic-counts",
+            "crossings_topic": f"t{tag}.flow.line-crossings",
             "receipts_topic": f"t{tag}.ops.deletion-receipts",
             "dead_letter_topic": f"t{tag}.ops.dead-letters",
             "ledger_topic": f"t{tag}.ops.frame-ledger",

@@ -78,6 +78,8 @@ ALLOWED_COLUMNS = {
     # published tier (0005): flow components per camera pair, lag and hour; integers only
     "origin_site", "origin_camera", "dest_site", "dest_camera", "kind", "lag_lo", "lag_hi", "s", "nn", "qq", "qn",
     "nn2_hi", "nn2_lo",
+    # line crossings (0006): counts per camera line, direction and window
+    "line", "direction", "crossings",
 }
 # Stored floats could hold an embedding; only the parameter-set figures (one row per version) are floats.
 FLOAT_TABLES = {"privacy_params"}

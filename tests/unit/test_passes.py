@@ -124,3 +124,18 @@ def test_out_of_order_frame_is_counted_alone_and_bad_input_refused():
         pc.update("s", "a", 2000, [box], vec(1)[None], [F, F])
     with pytest.raises(ValueError):
         pc.update("s", "a", 2000, [box], vec(1)[None], [F], quality=[1.0, 1.0])
+
+
+def test_crossings_of_a_cameras_counting_line_are_counted_once_per_crossing_by_direction():
+    from pipeline.layout import CountLine
+
+    line = CountLine(name="door", a=(0.0, 0.5), b=(1.0, 0.5))
+    pc = PassCounter(lines={("s", "c"): line})
+    up = [(300, 400 - 60 * i, 40, 100) for i in range(8)]       # feet from y=500 to 80 of 600: walks up
+    out = []
+    for i, b in enumerate(up):
+        out += pc.update("s", "c", i * 500, [b], vec(0, 1)[None], None, frame_size=(800, 600))
+    out += [c for _, _, c in pc.flush()]
+    assert sum((c.crossings for c in out), Counter()) == Counter({("door", "in"): 1})
+    other = PassCounter(lines={("s", "c"): line})  # another camera has no line; no frame size: nothing
+    assert all(not c.crossings for c in other.update("s", "x", 0, [up[0]], vec(0, 1)[None], None, frame_size=(800, 600)))

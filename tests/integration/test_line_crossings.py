@@ -1,0 +1,62 @@
+"""Entries and exits across a camera's counting line, end to end: a layout file with a
+count_line, edge -> processor (faust worker subprocess) -> sink -> flow.line_crossings, checked
+against the crossings of the project's labelled people over the same frames."""
+from collections import Counter
+from datetime import datetime, timezone
+
+import pytest
+
+from pipeline.edge.producer import EdgeProducer
+from pipeline.edge.sources import open_source
+from pipeline.envelope import load_public_key
+from pipeline.framestore import open_store
+from pipeline.layout import CountLine
+from pipeline.settings import REPO_ROOT
+from pipeline.sink.clickhouse import ServerWarehouse
+from pipeline.sink.consumer import ClickHouseSink
+from pipeline.vision import evaluation as ev
+from pipeline.vision.lines import LineCounter
+from tests.integration.conftest import flowctl
+
+pytestmark = pytest.mark.integration
+
+N_FRAMES = 120  # 60 s of vtest at 2 frames/s
+LINE = CountLine(name="mid", a=(0.5, 0.0), b=(0.5, 1.0))
+
+
+def labelled_crossings(frames) -> Counter:
+    labels = ev.load_labels(REPO_ROOT / "bench/data/vtest-gt/annotations.csv")
+    counter, out = LineCounter(LINE), Counter()
+    for f in frames:
+        for l in labels.get(int(round(f.offset_seconds * 10)), []):
+            if not l.ignore:
+                x, y, w, h = l.box
+                d = counter.update(l.person, (x + w / 2) / 768, (y + h) / 576)
+                out[d] += d is not None
+    return out
+
+
+def test_line_crossings_land_by_direction_and_match_the_labelled_people(env, footage, tmp_path):
+    layout = tmp_path / "layout.yaml"
+    layout.write_text("sites:\n  - site_id: s1\n    cameras:\n      - camera_id: plaza\n        count_line: "
+                      "{name: mid, a: [0.5, 0.0], b: [0.5, 1.0]}\n")
+    s = env.model_copy(update={"processor": env.processor.model_copy(update={"layout": layout})})
+    frames = list(open_source(str(footage), s.edge.sample_fps, s.edge.max_width, s.edge.max_height))[:N_FRAMES]
+    now = datetime.now(timezone.utc).timestamp()
+    w = s.processor.demographics_window_seconds
+    start = datetime.fromtimestamp(now - now % w, tz=timezone.utc)  # one crossing window
+    ep = EdgeProducer(s, open_store(s.store.url, s.store.ttl_seconds), load_public_key(s.keys.dir),
+                      site_id="s1", camera_id="plaza")
+    st = ep.run(frames, start=start)
+    assert st.delivered == N_FRAMES
+    proc = flowctl(s, "process", "--max-frames", str(N_FRAMES), "--max-seconds", "240")
+    assert f"processor: {N_FRAMES} frames" in proc.stderr, proc.stderr[-2000:]
+    ClickHouseSink(s, ServerWarehouse(s.clickhouse)).run(idle_timeout=4, max_seconds=120)
+    wh = ServerWarehouse(s.clickhouse)
+    rows = wh.rows(f"SELECT line, direction, sum(crossings) FROM {s.clickhouse.database}.line_crossings FINAL "
+                   f"WHERE site_id = 's1' AND camera_id = 'plaza' GROUP BY line, direction")
+    got = {(line, d): int(n) for line, d, n in rows}
+    truth = labelled_crossings(frames)
+    assert truth["in"] >= 3 and truth["out"] >= 3
+    for d in ("in", "out"):
+        assert abs(got.get(("mid", d), 0) - truth[d]) <= max(2, truth[d] // 5), (got, truth)
