@@ -1,15 +1,17 @@
 """Perception on the project's labelled clip: detector, tracker (passes) and their cost.
 
     .venv/bin/python bench/vision/perception.py [--labels bench/data/vtest-gt/annotations.csv]
-        [--detector omz-0201] [--descriptor reid-0288] [--fps 2,4,5] [--out .var/reports/perception]
+        [--detector omz-0200] [--descriptor reid-0288] [--fps 2,4,5] [--line x1,y1,x2,y2] [--throughput]
+        [--out .var/reports/perception]
 
 Frames are prepared as the edge prepares them (sampled at each rate by the edge's own source,
 downscaled to <= 640x480, JPEG q80) and the labels are scaled to match. Prints, per rate:
 detector precision/recall at IoU 0.5 (overall and by person height), passes per true person,
 false passes, links that jump to another person, and the same tracker on the labelled boxes
-themselves (which separates tracker errors from detector errors); the cost per frame of
-detection and per crop of the embedding; and writes a plot of counted against true persons
-over time. The scoring is pipeline/vision/evaluation.py (unit-tested).
+themselves (which separates tracker errors from detector errors); how well pass embeddings
+tell the labelled people apart; line crossings against the labelled people's; the cost per
+frame of detection and per crop of the embedding (with --throughput, the processor's frames/s
+per worker thread); and writes a plot of passes counted against true visits over time. The scoring is pipeline/vision/evaluation.py (unit-tested).
 """
 from __future__ import annotations
 
@@ -116,6 +118,48 @@ def crossings(frames, labels, cfg: TrackerConfig, appearance: bool, line: CountL
     return truth, counted
 
 
+def pass_appearance(tracks, frames, person_at):
+    """Each pass's clean-crop mean embedding (as the processor forms it) and its labelled person."""
+    by_frame = {fr: (desc, q) for fr, _, desc, q in frames}
+    means, who, start = [], [], []
+    for v in tracks.values():
+        ids = [person_at[(fr, j)] for fr, j in v if person_at[(fr, j)] is not None]
+        crops = [by_frame[fr][0][j] for fr, j in v if by_frame[fr][1][j] > 0] or [by_frame[fr][0][j] for fr, j in v]
+        if not ids:
+            continue
+        m = np.mean(crops, axis=0)
+        means.append(m / max(float(np.linalg.norm(m)), 1e-12))
+        who.append(Counter(ids).most_common(1)[0][0])
+        start.append(v[0][0])
+    return np.asarray(means), np.asarray(who), np.asarray(start)
+
+
+def print_appearance(means: np.ndarray, who: np.ndarray, start: np.ndarray, fps: float) -> None:
+    """Pairs of passes of the same labelled person (mostly different visits: someone who left and
+    came back, another pose and place in the view) against passes of different people: how well the embedding tells them apart, and
+    how often two visits of one person share a group under the public development hash (noise 0).
+    One camera and 13 people: a sanity figure, not the cross-camera p the estimator needs."""
+    from pipeline.privacy import Anonymizer, PrivacyParams
+
+    n = len(means)
+    iu = np.triu_indices(n, 1)
+    same = who[iu[0]] == who[iu[1]]
+    sims = (means @ means.T)[iu]
+    if not same.any() or same.all():
+        print("appearance: not enough same-person pass pairs on this clip")
+        return
+    # ROC AUC: probability a same-person pair is more similar than a different-person pair
+    pos, neg = sims[same], sims[~same]
+    auc = float((pos[:, None] > neg[None, :]).mean() + 0.5 * (pos[:, None] == neg[None, :]).mean())
+    params = PrivacyParams.default().with_changes(noise_scale=0.0)
+    groups = Anonymizer(params, means.shape[1]).assign_groups(means.astype(np.float32))
+    p = float(np.mean(groups[iu[0]][same] == groups[iu[1]][same]))
+    q = float(np.mean(groups[iu[0]][~same] == groups[iu[1]][~same]))
+    print(f"appearance at {fps:g} fps ({n} passes, {int(same.sum())} same-person pass pairs, "
+          f"{int((~same).sum())} different-person pairs): ROC AUC {auc:.3f}; same group at 1,000 groups "
+          f"(development hash, no noise) {p:.3f} same person vs {q:.4f} different")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--labels", type=Path, default=DEFAULT_LABELS)
@@ -125,6 +169,8 @@ def main() -> int:
     ap.add_argument("--threshold", type=float, default=None, help="detector score threshold for P/R")
     ap.add_argument("--line", type=_line, default=_line("0.5,0,0.5,1"),
                     help="counting line x1,y1,x2,y2 in fractions of the image, for the line-crossing cross-check")
+    ap.add_argument("--throughput", action="store_true",
+                    help="also run bench/processor_throughput.py (frames/s per worker thread, ratio to the inference bound)")
     ap.add_argument("--out", type=Path, default=REPO_ROOT / ".var" / "reports" / "perception")
     args = ap.parse_args()
     if not args.labels.is_file():
@@ -151,6 +197,7 @@ def main() -> int:
     rates = [float(x) for x in args.fps.split(",")]
     plot_series = {}
     line_rows = []
+    appearance_rows = None
     print(f"labels: {args.labels} ({sum(len(v) for v in labels.values())} boxes, "
           f"{len({l.person for v in labels.values() for l in v})} people)   detector: {det_name}   "
           f"descriptor: {args.descriptor}   tracker: {cfg}")
@@ -190,6 +237,8 @@ def main() -> int:
             for j, p in enumerate(m.person_of):
                 person_at[(fr, j)] = p
         ps_ = ev.score_passes({t: [(fr, person_at[(fr, j)]) for fr, j in v] for t, v in tracks.items()}, people_seen)
+        if fps == rates[0] and embed is not None:
+            appearance_rows = pass_appearance(tracks, seq_in, person_at)
         gtracks = track([(fr, b, d, q) for fr, b, d, q, _ in gt_in], cfg, appearance)
         gperson = {(fr, j): ok[j].person for fr, _, _, _, ok in gt_in for j in range(len(ok))}
         gs = ev.score_passes({t: [(fr, gperson[(fr, j)]) for fr, j in v] for t, v in gtracks.items()}, people_seen)
@@ -208,6 +257,8 @@ def main() -> int:
         runs = ev.visit_runs(labels, int(round(cfg.max_gap_s * VIDEO_FPS)), frames=[fr for fr, _ in frames])
         starts = sorted(v[0][0] for v in tracks.values())
         plot_series[fps] = (sorted(lo for r in runs.values() for lo, _ in r), starts)
+    if appearance_rows:
+        print_appearance(*appearance_rows, rates[0])
     for fps, g, c in line_rows:
         print(f"line {args.line.a}->{args.line.b} at {fps:g} fps: crossings in/out labelled {g['in']}/{g['out']}, "
               f"counted {c['in']}/{c['out']}")
@@ -216,6 +267,11 @@ def main() -> int:
     print(f"cost, 1 thread: detect {statistics.median(det_ms):.1f} ms/frame (median of {len(det_ms)})"
           + (f", embed {statistics.median(emb_ms):.1f} ms/crop (median)" if emb_ms else ""))
     _plot(plot_series, args.out, det_name, args.descriptor)
+    if args.throughput:
+        import subprocess
+
+        subprocess.run([sys.executable, str(REPO_ROOT / "bench" / "processor_throughput.py"), "--detector", det_name,
+                        "--descriptor", args.descriptor, "--runs", "3"], check=True)
     return 0
 
 
