@@ -402,17 +402,31 @@ def query() -> None:
 
 def _print_counts(rows: list[tuple], title: str, settings: Settings) -> None:
     """Occurrences include fictitious persons; the estimate subtracts their known expectation."""
+    from pipeline.privacy import ParamsError
     from pipeline.privacy.deployment import load_params
 
-    params = load_params(settings)
+    try:
+        p = load_params(settings)
+        version, per_window = p.version, p.fictitious_per_window
+        var_window = p.n_groups * p.fictitious_variance_per_group
+    except ParamsError:
+        # Not a processor host: the public figures of the newest registered version suffice.
+        got = _warehouse(settings).rows(
+            f"SELECT params_version, n_groups * fictitious_per_group, n_groups * fictitious_variance_per_group "
+            f"FROM {settings.clickhouse.database}.privacy_params ORDER BY registered_at DESC, params_version DESC "
+            f"LIMIT 1")
+        if not got:
+            raise click.ClickException("no privacy parameter set here or registered in the warehouse: run "
+                                       "`flowctl migrate` on a processor host") from None
+        version, per_window, var_window = str(got[0][0]), float(got[0][1]), float(got[0][2])
     t = Table("site", "camera", "windows", "occurrences", "est. persons (± 1 sd)", title=title)
     for site, cam, windows, occ in rows:
-        est = occ - windows * params.fictitious_per_window
-        sd = (windows * params.n_groups * params.fictitious_variance_per_group) ** 0.5
+        est = occ - windows * per_window
+        sd = (windows * var_window) ** 0.5
         t.add_row(site, cam, str(windows), str(occ), f"{est:.0f} ± {sd:.0f}")
     out.print(t)
-    out.print(f"[dim]occurrences include {params.fictitious_per_window:.0f} expected fictitious persons per camera "
-              f"and window (privacy parameters {params.version})[/dim]")
+    out.print(f"[dim]occurrences include {per_window:.0f} expected fictitious persons per camera "
+              f"and window (privacy parameters {version})[/dim]")
 
 
 @query.command("counts")

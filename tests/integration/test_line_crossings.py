@@ -60,3 +60,4 @@ def test_line_crossings_land_by_direction_and_match_the_labelled_people(env, foo
     assert truth["in"] >= 3 and truth["out"] >= 3
     for d in ("in", "out"):
         assert abs(got.get(("mid", d), 0) - truth[d]) <= max(2, truth[d] // 5), (got, truth)
+
