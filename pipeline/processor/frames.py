@@ -81,15 +81,16 @@ class FrameProcessor:
         except serde.SerdeError as e:
             raise ProcessingError("malformed_record", str(e)) from None
         fid = ref["frame_id"]
-        for key in ("site_id", "camera_id"):
-            if not serde.valid_identifier(ref[key]):
-                raise ProcessingError("malformed_record", f"{key} must be 1-64 characters of A-Z a-z 0-9 . _ : - "
-                                      "(no control, space or bidirectional characters)")
         timings: dict[str, float] = {}
         t0 = time.perf_counter()
         deleted = False
         try:
             try:
+                for key in ("site_id", "camera_id"):
+                    # refused inside the try, so the blob the reference names is still deleted
+                    if not serde.valid_identifier(ref[key]):
+                        raise ProcessingError("malformed_record", f"{key} must be 1-64 characters of A-Z a-z 0-9 "
+                                              ". _ : - (no control, space or bidirectional characters)", ref)
                 if ref["blob_size"] > self.max_blob_bytes:
                     raise ProcessingError("oversized_frame", f"blob_size {ref['blob_size']} exceeds {self.max_blob_bytes}", ref)
                 now_s = time.time() if now is None else now
@@ -122,8 +123,7 @@ class FrameProcessor:
             del plain
             if image is None:
                 raise ProcessingError("undecodable_image", "decrypted payload is not a decodable image", ref)
-            if image.shape[0] * image.shape[1] > self.max_pixels:
-                raise ProcessingError("oversized_frame", f"image {image.shape[1]}x{image.shape[0]} exceeds the pixel limit", ref)
+            frame_size = (int(image.shape[1]), int(image.shape[0]))
             t1 = time.perf_counter()
             boxes = self.detector.detect(image)
             timings["detect"] = (time.perf_counter() - t1) * 1000
@@ -150,7 +150,7 @@ class FrameProcessor:
                            persons=len(boxes), timings_ms=timings,
                            boxes=[(int(b.x), int(b.y), int(b.w), int(b.h)) for b in boxes], descriptors=emb,
                            labels=labels, scores=[float(b.score) for b in boxes], quality=quality,
-                           frame_size=(int(dims[0]), int(dims[1])))
+                           frame_size=frame_size)
 
     def assign_groups(self, descriptors: list[np.ndarray]) -> list[int]:
         """Groups of ended passes' mean descriptors (the privacy core; fresh noise per call)."""
@@ -199,7 +199,10 @@ def dead_letter(err: Exception, value: bytes | None, topic: str, partition: int,
         "failed_at": int(time.time() * 1000), "stage": stage, "reason": reason,
         "error_class": type(err).__name__, "detail": str(detail)[:300],
         "payload_size": len(value or b""), "payload_sha256": hashlib.sha256(value or b"").hexdigest(),
-        "site_id": ref.get("site_id"), "camera_id": ref.get("camera_id"), "frame_id": ref.get("frame_id"),
+        # ids that failed validation are not repeated where they could forge log or report lines
+        "site_id": ref.get("site_id") if serde.valid_identifier(ref.get("site_id")) else None,
+        "camera_id": ref.get("camera_id") if serde.valid_identifier(ref.get("camera_id")) else None,
+        "frame_id": ref.get("frame_id"),
     }
 
 

@@ -15,7 +15,7 @@ import pytest
 from pipeline import serde
 from pipeline.envelope import Sealer, associated_data, ensure_keypair, load_keyring, load_public_key
 from pipeline.framestore import BlobRejected, LocalDirFrameStore
-from pipeline.processor.frames import FrameProcessor, ProcessingError, image_dimensions
+from pipeline.processor.frames import FrameProcessor, ProcessingError, dead_letter, image_dimensions
 from pipeline.sink.consumer import InvalidRecord, check_record
 
 
@@ -78,12 +78,15 @@ def test_an_image_declaring_a_huge_canvas_is_refused_from_its_header_and_its_blo
 
 
 def test_identifiers_with_control_or_bidi_characters_are_malformed(kit):
-    ref, proc, _ = kit
+    ref, proc, store = kit
     for bad in ("cam\n1", "cam\x00", "cam\u202e1", "", "x" * 65):
-        value, _ = ref(jpeg(), cam=bad)
+        value, fid = ref(jpeg(), cam=bad)
         with pytest.raises(ProcessingError) as e:
             proc().process(value)
         assert e.value.reason == "malformed_record" and "camera_id" in e.value.detail
+        assert not (store.root / f"{fid}.bin").exists()  # refused, and its blob deleted all the same
+        dl = dead_letter(e.value, value, "frames.refs", 0, 1, "processor")
+        assert dl["camera_id"] is None and dl["site_id"] == "s1"  # the bad id is not repeated
 
 
 def test_a_bug_after_decryption_still_yields_the_deletion_receipt(kit):
