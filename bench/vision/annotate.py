@@ -44,7 +44,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import math
 import subprocess
 import sys
 from collections import defaultdict

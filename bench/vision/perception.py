@@ -32,7 +32,7 @@ from pipeline.processor.passes import PassCounter
 from pipeline.settings import REPO_ROOT, load_settings
 from pipeline.vision import evaluation as ev
 from pipeline.vision.detector import Box, make_detector
-from pipeline.vision.crops import crop_weights
+from pipeline.vision.crops import appearance_features, crop_weights
 from pipeline.vision.lines import LineCounter
 from pipeline.vision.tracker import Tracker, TrackerConfig
 
@@ -81,10 +81,7 @@ def track(frames: list[tuple[int, list[Box], np.ndarray | None, list[float]]], c
     tracker = Tracker(cfg)
     seq: dict[int, list[tuple[int, int]]] = {}
     for fr, boxes, desc, quality in frames:
-        feats = None
-        if appearance and desc is not None and len(boxes):
-            feats = desc / np.maximum(np.linalg.norm(desc, axis=1, keepdims=True), 1e-12)
-            feats[np.asarray(quality) <= 0] = np.nan  # as the pass counter does
+        feats = appearance_features(desc, quality) if appearance and desc is not None else None
         a = tracker.update(fr / VIDEO_FPS, [(b.x, b.y, b.w, b.h) for b in boxes], [b.score for b in boxes], feats)
         for j, tid in enumerate(a.track_of):
             if tid is not None:

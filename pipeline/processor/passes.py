@@ -41,6 +41,8 @@ import numpy as np
 
 from pipeline.privacy import UNKNOWN
 from pipeline.layout import CountLine
+from pipeline.vision.crops import appearance_features
+from pipeline.vision.detector import box_xywh
 from pipeline.vision.lines import LineCounter
 from pipeline.vision.tracker import Tracker, TrackerConfig
 
@@ -70,11 +72,11 @@ class Contribution:
     crossings: Counter = field(default_factory=Counter)   # (line name, 'in'|'out') -> crossings
 
 
-def _xywhs(b: Any) -> tuple[float, float, float, float, float]:
-    if hasattr(b, "x"):
-        return float(b.x), float(b.y), float(b.w), float(b.h), float(getattr(b, "score", 1.0))
-    x, y, w, h = b[:4]
-    return float(x), float(y), float(w), float(h), float(b[4]) if len(b) > 4 else 1.0
+def _score(b: Any) -> float:
+    """A detection's score: ``Box.score``, a fifth item, or 1 for a box given without one."""
+    if hasattr(b, "score"):
+        return float(b.score)
+    return float(b[4]) if len(b) > 4 else 1.0
 
 
 class PassCounter:
@@ -151,15 +153,8 @@ class PassCounter:
         self._last_ms[cam] = ts_ms
         tracker = self._trackers.setdefault(cam, Tracker(self.cfg))
         passes = self._passes.setdefault(cam, {})
-        rows = [_xywhs(b) for b in boxes]
-        feats = None
-        if self.appearance and n and descriptors.shape[1]:
-            norms = np.linalg.norm(descriptors, axis=1, keepdims=True)
-            if (norms > 1e-6).all():  # an empty descriptor says nothing about appearance
-                feats = descriptors / norms
-                # A cut or occluded crop's embedding describes part of someone (or someone else):
-                # such detections are associated on motion alone and do not update the track.
-                feats[np.asarray(weights) <= 0] = np.nan
+        rows = [(*box_xywh(b), _score(b)) for b in boxes]
+        feats = appearance_features(descriptors, weights) if self.appearance else None
         assoc = tracker.update(ts_ms / 1000.0, [r[:4] for r in rows], [r[4] for r in rows], feats)
         out = self._end(cam, assoc.ended)
         now = Contribution(ts_ms)

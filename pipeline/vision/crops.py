@@ -13,14 +13,10 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from pipeline.vision.detector import box_xywh
+
 BORDER_PX = 2
 MAX_COVERED = 0.25
-
-
-def _xywh(b: Any) -> tuple[float, float, float, float]:
-    if hasattr(b, "x"):
-        return float(b.x), float(b.y), float(b.w), float(b.h)
-    return float(b[0]), float(b[1]), float(b[2]), float(b[3])
 
 
 def crop_weights(boxes: Sequence[Any], frame_w: int, frame_h: int, border_px: int = BORDER_PX,
@@ -28,7 +24,7 @@ def crop_weights(boxes: Sequence[Any], frame_w: int, frame_h: int, border_px: in
     """Per box: 1.0 for a clean crop, 0.0 when cut by the border or covered by a nearer box."""
     if not len(boxes):
         return []
-    b = np.asarray([_xywh(x) for x in boxes], dtype=np.float64)
+    b = np.asarray([box_xywh(x) for x in boxes], dtype=np.float64)
     x1, y1, x2, y2 = b[:, 0], b[:, 1], b[:, 0] + b[:, 2], b[:, 1] + b[:, 3]
     cut = (x1 <= border_px) | (y1 <= border_px) | (x2 >= frame_w - border_px) | (y2 >= frame_h - border_px)
     iw = np.clip(np.minimum(x2[:, None], x2[None]) - np.maximum(x1[:, None], x1[None]), 0, None)
@@ -40,4 +36,20 @@ def crop_weights(boxes: Sequence[Any], frame_w: int, frame_h: int, border_px: in
     return [0.0 if (c or o) else 1.0 for c, o in zip(cut, occluded)]
 
 
-__all__ = ["crop_weights"]
+def appearance_features(descriptors: np.ndarray, weights: Sequence[float]) -> np.ndarray | None:
+    """The tracker's appearance input: unit rows, NaN where the crop is not clean (a cut or
+    occluded crop describes part of someone, or someone else, so that detection is associated on
+    motion alone and leaves the track's appearance alone). None when there are no detections or
+    a descriptor is empty, which says nothing about appearance."""
+    d = np.asarray(descriptors, dtype=np.float64)
+    if d.ndim != 2 or not len(d) or not d.shape[1]:
+        return None
+    norms = np.linalg.norm(d, axis=1, keepdims=True)
+    if not (norms > 1e-6).all():
+        return None
+    feats = d / norms
+    feats[np.asarray(weights) <= 0] = np.nan
+    return feats
+
+
+__all__ = ["crop_weights", "appearance_features"]

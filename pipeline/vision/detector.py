@@ -29,6 +29,14 @@ class Box:
     score: float
 
 
+def box_xywh(b: object) -> tuple[float, float, float, float]:
+    """A box as floats (x, y, w, h): a :class:`Box` or any sequence starting with x, y, w, h."""
+    if hasattr(b, "x"):
+        return float(b.x), float(b.y), float(b.w), float(b.h)  # type: ignore[attr-defined]
+    x, y, w, h = b[:4]  # type: ignore[index]
+    return float(x), float(y), float(w), float(h)
+
+
 class Detector(Protocol):
     name: str
 

@@ -18,7 +18,7 @@ from typing import Callable, Iterable, Sequence
 
 import numpy as np
 
-from pipeline.vision.crops import crop_weights
+from pipeline.vision.crops import appearance_features, crop_weights
 from pipeline.vision.tracker import Tracker, TrackerConfig
 
 __all__ = ["FootagePass", "collect_passes"]
@@ -64,10 +64,7 @@ def collect_passes(frames: Iterable[tuple[float, np.ndarray]], camera: str, dete
         boxes = detect(image)
         emb = embed(image, boxes) if boxes else np.zeros((0, 0), np.float32)
         weights = crop_weights(boxes, image.shape[1], image.shape[0])
-        feats = None
-        if len(boxes):
-            feats = emb.astype(np.float64).copy()
-            feats[np.asarray(weights) <= 0] = np.nan
+        feats = appearance_features(emb, weights)
         a = tracker.update(t, [(b.x, b.y, b.w, b.h) for b in boxes], [b.score for b in boxes], feats)
         close(tr.track_id for tr in a.ended)
         for j, tid in enumerate(a.track_of):

@@ -15,24 +15,19 @@ from typing import Any, Sequence
 import cv2
 import numpy as np
 
+from pipeline.vision.detector import box_xywh
+
 REID_MODELS = ("person-reidentification-retail-0288", "person-reidentification-retail-0286")
 DEFAULT_REID_MODEL = REID_MODELS[0]
 EMBEDDING_DIM = 256
 INPUT_H, INPUT_W = 256, 128
 
 
-def _xywh(b: Any) -> tuple[float, float, float, float]:
-    """A box as (x, y, w, h): a pipeline.vision.detector.Box or any 4-sequence."""
-    if hasattr(b, "x"):
-        return float(b.x), float(b.y), float(b.w), float(b.h)
-    if len(b) != 4:
-        raise ValueError(f"a box is (x, y, w, h), got {b!r}")
-    return float(b[0]), float(b[1]), float(b[2]), float(b[3])
-
-
 def _pixel_rect(b: Any, fw: int, fh: int) -> tuple[int, int, int, int]:
     """The box's pixels inside the frame (x1, y1, x2, y2); ValueError when none are."""
-    x, y, w, h = _xywh(b)
+    if not hasattr(b, "x") and len(b) != 4:
+        raise ValueError(f"a box is (x, y, w, h), got {b!r}")
+    x, y, w, h = box_xywh(b)
     if not all(np.isfinite((x, y, w, h))) or w <= 0 or h <= 0:
         raise ValueError(f"box {b!r} has no area")
     x1, y1 = max(0, int(round(x))), max(0, int(round(y)))

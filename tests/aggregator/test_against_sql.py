@@ -123,11 +123,11 @@ def test_footfall_components_equal_footfall_hourly(day):
     wh = day["wh"]
     v = day["params"].version
     old = {(s, c, int(h)): (int(o), int(w)) for s, c, h, o, w in wh.rows(
-        f"SELECT site_id, camera_id, toUInt32(hour), sum(occurrences), sum(windows) FROM flow.footfall_hourly "
-        f"WHERE params_version = %(v)s GROUP BY site_id, camera_id, hour", {"v": v})}
+        "SELECT site_id, camera_id, toUInt32(hour), sum(occurrences), sum(windows) FROM flow.footfall_hourly "
+        "WHERE params_version = %(v)s GROUP BY site_id, camera_id, hour", {"v": v})}
     new = {(s, c, int(h)): (int(o), int(w)) for s, c, h, o, w in wh.rows(
-        f"SELECT site_id, camera_id, toUInt32(hour), sum(occurrences), sum(windows) FROM flow.footfall_components "
-        f"FINAL WHERE params_version = %(v)s GROUP BY site_id, camera_id, hour", {"v": v})}
+        "SELECT site_id, camera_id, toUInt32(hour), sum(occurrences), sum(windows) FROM flow.footfall_components "
+        "FINAL WHERE params_version = %(v)s GROUP BY site_id, camera_id, hour", {"v": v})}
     assert new == old and len(new) == len(day["foot"])
 
 

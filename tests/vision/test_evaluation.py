@@ -75,3 +75,15 @@ def test_visits_split_on_absence_not_on_occlusion_and_count_only_what_the_sample
     assert ev.visits(labels, max_gap_frames=20) == {1: 2, 2: 1}
     assert ev.visits(labels, max_gap_frames=40) == {1: 1, 2: 1}
     assert ev.visits(labels, max_gap_frames=20, frames=range(5, 80, 5)) == {1: 2}  # 2's glimpse is never sampled
+
+
+def test_appearance_features_are_unit_rows_with_unclean_crops_blanked_and_nothing_for_empty_input():
+    import numpy as np
+
+    from pipeline.vision.crops import appearance_features
+
+    f = appearance_features(np.array([[3.0, 4.0], [1.0, 0.0]]), [1.0, 0.0])
+    np.testing.assert_allclose(f[0], [0.6, 0.8])
+    assert np.isnan(f[1]).all()
+    assert appearance_features(np.zeros((0, 4)), []) is None
+    assert appearance_features(np.zeros((2, 4)), [1, 1]) is None  # an empty descriptor says nothing

@@ -13,7 +13,7 @@ from pipeline.processor.app import pass_counter
 from pipeline.vision.factory import descriptor_for, detector_for
 from pipeline.settings import REPO_ROOT, load_settings
 from pipeline.vision import evaluation as ev
-from pipeline.vision.crops import crop_weights
+from pipeline.vision.crops import appearance_features, crop_weights
 from pipeline.vision.tracker import Tracker
 from tests.sample_data import footage_path
 
@@ -64,10 +64,8 @@ def test_passes_rarely_jump_to_another_person(run):
     tracker = Tracker(pass_counter(ps).cfg)
     seq: dict[int, list[tuple[int, int | None]]] = {}
     for fr, boxes, desc, q in frames:
-        feats = desc.astype(np.float64).copy()
-        feats[np.asarray(q) <= 0] = np.nan
         a = tracker.update(fr / VIDEO_FPS, [(b.x, b.y, b.w, b.h) for b in boxes], [b.score for b in boxes],
-                           feats if len(boxes) else None)
+                           appearance_features(desc, q))
         m = ev.match_frame([(b.x, b.y, b.w, b.h) for b in boxes], labels.get(fr, []))
         for tid, person in zip(a.track_of, m.person_of):
             if tid is not None:
