@@ -105,18 +105,13 @@ def calibrate(emb_path: Path | None, pairs_path: Path | None, version: str, out_
     pairs = strata = pair_strata = diff = None
     within = None
     if footage:
-        fz = _from_footage(footage, walk_path)
-        emb_from_footage, within, cross = fz
+        emb_from_footage, within, cross = _from_footage(footage, walk_path)
         if cross is not None and len(cross[0]):
             pairs = cross
         elif within is not None and len(within[0]):
             click.echo("warning: no cross-camera pairs (no --walkthrough or nothing matched); measuring p on "
                        "within-camera pass halves, which overstates p across cameras", err=True)
             pairs = within
-        if emb_path is None and q_path is None:
-            q_emb_footage = emb_from_footage
-        else:
-            q_emb_footage = None
     if pairs_path is not None:
         pz = _load_npz(pairs_path, ("same_a", "same_b"))
         pairs = (pz["same_a"], pz["same_b"])
@@ -140,8 +135,6 @@ def calibrate(emb_path: Path | None, pairs_path: Path | None, version: str, out_
         if quantizer == "hash":
             raise click.UsageError("--quantizer-embeddings needs --quantizer (a learned method)")
         q_emb = _load_embeddings(q_path)
-    elif footage and q_emb_footage is not None and quantizer != "hash":
-        q_emb = q_emb_footage
     try:
         res = run_calibration(emb, version=version, pairs=pairs, strata_labels=strata, pair_strata=pair_strata,
                               target_rate=target_rate, linkage_prior=linkage_prior, max_posterior=max_posterior,
