@@ -239,12 +239,52 @@ def process(ctx: click.Context, max_frames: int | None, idle_timeout: float | No
 
 
 @cli.command()
+@click.option("--stage", type=click.Choice(["all", "partitions", "combiner"]), default="all", show_default=True,
+              help="Run both stages, or only the per-partition workers (scale with the occurrences topic) or the "
+                   "combiner.")
+@click.option("--idle-timeout", type=click.FloatRange(min=0.5), default=None,
+              help="Stop after this many seconds without input.")
+@click.option("--max-seconds", type=click.FloatRange(min=1), default=None)
+@click.option("--max-records", type=click.IntRange(min=1), default=None, help="Stop after reading this many records.")
+@click.option("--flush/--no-flush", default=False, show_default=True,
+              help="At the end of a bounded run, close every open hour with what was seen (demo, backfills; one "
+                   "worker owning every partition). Never on a live deployment: later windows would arrive late.")
+@click.option("--cold-starts/--no-cold-starts", default=True, show_default=True,
+              help="Without a snapshot, and with records already expired from the topic, publish only hours that "
+                   "cannot have paired with the expired records. --no-cold-starts publishes them anyway (a demo on "
+                   "a local stack, where earlier runs' hours were already closed).")
+@click.pass_context
+def aggregate(ctx: click.Context, stage: str, idle_timeout: float | None, max_seconds: float | None,
+              max_records: int | None, flush: bool, cold_starts: bool) -> None:
+    """Run the flow aggregator: restricted group occurrences in, published flow and footfall
+    components out (docs/AGGREGATOR.md)."""
+    from pipeline.aggregator.app import run_aggregator
+    from pipeline.aggregator.model import SpecError
+
+    if flush and stage != "all":
+        raise click.BadParameter("--flush needs --stage all (one worker that owns both stages)", param_hint="--flush")
+    s = _settings(ctx)
+    try:
+        with _progress() as prog:
+            task = prog.add_task("aggregator: records read", total=max_records)
+            stats = run_aggregator(s, stage=stage, idle_timeout=idle_timeout, max_seconds=max_seconds,
+                                   stop_after_records=max_records, flush_at_end=flush, cold_starts=cold_starts,
+                                   on_progress=lambda st: prog.update(task, completed=sum(st.consumed.values())))
+    except SpecError as e:
+        raise click.ClickException(str(e)) from None
+    console.print(f"aggregator: read {stats.consumed or 'nothing'}, {stats.partials_out} partials, "
+                  f"{stats.flow_rows_out} flow and {stats.footfall_rows_out} footfall component rows, "
+                  f"{stats.snapshots} snapshots, restored {stats.restored or 'none'}, "
+                  f"dead letters {stats.dead_letters or 'none'}")
+
+
+@cli.command()
 @click.option("--max-records", type=click.IntRange(min=1), default=None)
 @click.option("--idle-timeout", type=click.FloatRange(min=0.5), default=None)
 @click.option("--max-seconds", type=click.FloatRange(min=1), default=None)
 @click.pass_context
 def sink(ctx: click.Context, max_records: int | None, idle_timeout: float | None, max_seconds: float | None) -> None:
-    """Land occurrences, demographics and receipts in ClickHouse."""
+    """Land the published components, demographics, crossings, receipts and the ledger in ClickHouse."""
     from pipeline.sink.consumer import ClickHouseSink
 
     s = _settings(ctx)
@@ -386,11 +426,37 @@ def audit_ages(ctx: click.Context) -> None:
             if pa.oldest_age_seconds > min(bound, limit) + 5:
                 over.append(f"{spec.name}[{pa.partition}] (oldest record {pa.oldest_age_seconds:.0f} s)")
     out.print(t)
+    over += _audit_aggregator_state(s, out)
     if over:
         for o in over:
             out.print(f"[red]outlives its bound: {o}[/red]")
         sys.exit(1)
     out.print("every raw and restricted record is within its age bound")
+
+
+def _audit_aggregator_state(s: Settings, out: Console) -> list[str]:
+    """The flow aggregator's restricted state, as its newest snapshots show it: the oldest window
+    whose counts it still holds, against the state bound its configuration promises."""
+    from pipeline.aggregator.app import snapshot_ages
+
+    spec = s.aggregator.spec()
+    bound = spec.state_age_seconds
+    slack = s.aggregator.snapshot_max_seconds
+    over = []
+    rows = snapshot_ages(s)
+    if not rows:
+        return over
+    t = Table("changelog", "partition", "oldest window held, age s", "snapshot age s", "state bound s",
+              title="flow aggregator state (restricted)")
+    for topic, p, age, snap_age in rows:
+        t.add_row(topic, str(p), "none" if age is None else f"{age:.0f}", f"{snap_age:.0f}", f"{bound}")
+        # The snapshot is up to snap_age old; by now the worker has dropped what it held then, so
+        # the state bound applies to the window's age when the snapshot was written.
+        if age is not None and age - snap_age > bound + slack:
+            over.append(f"aggregator state in {topic}[{p}] (held a window {age - snap_age:.0f} s old, "
+                        f"bound {bound} s)")
+    out.print(t)
+    return over
 
 
 # --- queries -----------------------------------------------------------------------------------
@@ -515,6 +581,10 @@ def demo(ctx: click.Context, source: str | None, site: str, cameras: str, max_fr
         if proc.poll() is None:
             proc.terminate()
             proc.wait(30)
+    # The footage is minutes long: close its hours with what was seen (a live deployment
+    # publishes an hour about three hours after it starts, when every lag pairing it is final).
+    ctx.invoke(aggregate, stage="all", idle_timeout=5.0, max_seconds=600, max_records=None, flush=True,
+               cold_starts=False)
     ctx.invoke(sink, max_records=None, idle_timeout=5.0, max_seconds=300)
     from pipeline.analytics.counts import camera_counts
 

@@ -38,6 +38,13 @@ class KafkaSettings(_Section):
     receipts_topic: str = "ops.deletion-receipts"
     dead_letter_topic: str = "ops.dead-letters"
     ledger_topic: str = "ops.frame-ledger"
+    # The flow aggregator's topics (docs/AGGREGATOR.md): restricted partials between its two
+    # stages and the snapshots of their state; published components for the sink.
+    partials_topic: str = "flow.aggregator-partials"
+    partitions_changelog_topic: str = "flow.aggregator-partitions-changelog"
+    combiner_changelog_topic: str = "flow.aggregator-combiner-changelog"
+    flow_components_topic: str = "flow.flow-components"
+    footfall_components_topic: str = "flow.footfall-components"
 
 
 class ClickHouseSettings(_Section):
@@ -163,12 +170,21 @@ class AggregatorSettings(_Section):
     """
 
     app_id: str = "flowpipe-aggregator"
-    # Topics: restricted partials between the two stages; published components for the sink.
-    partials_topic: str = "flow.aggregator-partials"
-    flow_components_topic: str = "flow.flow-components"
-    footfall_components_topic: str = "flow.footfall-components"
     # Partitions of the occurrences topic (keyed by group id): the combiner waits for all of them.
     partitions: int = Field(4, ge=1, le=1000)
+    # Worker: a partition's state is snapshotted whenever a window becomes final and at least
+    # this often while it changes (and every snapshot_max_seconds regardless, so the changelog,
+    # whose retention is changelog_seconds, always holds a recent one).
+    snapshot_interval_seconds: float = Field(10.0, gt=0, le=300)
+    snapshot_max_seconds: float = Field(120.0, gt=0, le=3600)
+    # With no input for this long, the clock moves with wall time (minus the processor's delay),
+    # so state still expires and hours still close at night or during an outage.
+    idle_advance_seconds: float = Field(60.0, gt=0, le=3600)
+    # Records whose window starts more than this after wall clock come from a skewed clock:
+    # dead-lettered, because they would finalise every earlier window (docs/AGGREGATOR.md §4).
+    future_tolerance_seconds: int = Field(300, ge=0, le=86400)
+    metrics_port: int = Field(0, ge=0, le=65535)   # 0: no metrics endpoint
+    metrics_addr: str = "127.0.0.1"
     window_seconds: int = Field(60, ge=1, le=3600)
     max_lag_windows: int = Field(30, ge=0, le=10_000)
     se_ranges: tuple[tuple[int, int], ...] = ()

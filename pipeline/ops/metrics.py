@@ -15,3 +15,10 @@ STAGE_SECONDS = Histogram("flowpipe_processor_stage_seconds", "Processor time pe
 WINDOWS = Counter("flowpipe_processor_windows_emitted_total", "Camera windows emitted")
 OPEN_WINDOWS = Gauge("flowpipe_processor_open_windows", "Camera windows held in memory (counts only)")
 LAST_EVENT = Gauge("flowpipe_processor_last_event_timestamp_seconds", "When the processor last handled a frame")
+
+# Flow aggregator (pipeline/aggregator/app.py). Labels are stage names only.
+AGG_STATE_AGE = Gauge("flowpipe_aggregator_state_oldest_window_age_seconds",
+                      "Age of the oldest restricted window a stage holds in memory (bound: aggregator spec)", ["stage"])
+AGG_SNAPSHOT_BYTES = Gauge("flowpipe_aggregator_snapshot_bytes", "Size of the last state snapshot written", ["stage"])
+AGG_LATE_CELLS = Counter("flowpipe_aggregator_late_cells_total", "Occurrence cells dropped as later than the lateness")
+AGG_ROWS = Counter("flowpipe_aggregator_published_rows_total", "Published component rows emitted")

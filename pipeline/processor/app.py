@@ -70,6 +70,12 @@ def occurrence_records(w: ClosedWindow, params: PrivacyParams, rng: np.random.Ge
             for g, c in sorted(padded.items()) if c > 0]
 
 
+def occurrence_key(group_id: int) -> bytes:
+    """Kafka key of an occurrence cell: its group (docs/AGGREGATOR.md §2). The aggregator never
+    needs to know which partition holds which group, only that each group has one."""
+    return str(int(group_id)).encode()
+
+
 def crossing_records(w: ClosedWindow, params: PrivacyParams) -> list[dict]:
     """The window's line crossings per (line, direction). A count below the parameter set's
     minimum cell (3) would describe one or two people's movement, so it is withheld, as small
@@ -145,9 +151,10 @@ def build_app(settings: Settings, *, max_frames: int | None = None, idle_timeout
                            closed_lines: list[ClosedWindow] = ()) -> None:
         for w in closed:
             recs = occurrence_records(w, params, rng)
-            key = w.camera_id.encode()
             for r in recs:
-                await occ_topic.send(key=key, value=serde.encode("GroupOccurrence", r))
+                # Keyed by group: every occurrence of a group, from every camera, lands in one
+                # partition, where the flow aggregator multiplies A_g(t)·B_g(t+d) locally.
+                await occ_topic.send(key=occurrence_key(r["group_id"]), value=serde.encode("GroupOccurrence", r))
             stats.windows_emitted += 1
             stats.occurrence_records += len(recs)
             m_.WINDOWS.inc()

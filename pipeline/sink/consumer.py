@@ -3,7 +3,11 @@
 Delivery is at-least-once on Kafka's side; exactly-once in the warehouse comes from storing
 each row's source partition/offset with it. On (re)assignment the sink resumes each partition
 after the highest offset already in ClickHouse, so a crash between insert and commit does not
-count anything twice. Offsets are committed only after an insert succeeded.
+count anything twice. Offsets are committed only after an insert succeeded. The published
+component tables are ReplacingMergeTree: a re-delivered row has the same key and replaces itself.
+
+The sink never lands per-window group cells: they are restricted data that only the flow
+aggregator reads (docs/AGGREGATOR.md).
 """
 from __future__ import annotations
 
@@ -16,6 +20,8 @@ from typing import Any, Callable
 from confluent_kafka import OFFSET_INVALID, Consumer, KafkaError, Message, Producer, TopicPartition
 
 from pipeline import serde
+from pipeline.aggregator.model import (FLOW_COMPONENT_COLUMNS, FOOTFALL_COMPONENT_COLUMNS, FlowComponent,
+                                       FootfallComponent, flow_component_columns, footfall_component_columns)
 from pipeline.serde import epoch_ms
 from pipeline.processor.frames import dead_letter
 from pipeline.settings import Settings
@@ -42,7 +48,7 @@ class InvalidRecord(ValueError):
 def check_record(kind: str, rec: dict) -> None:
     """InvalidRecord (-> dead letter) for identifiers or numbers the warehouse would mangle.
     ``kind``: the Avro record name."""
-    for key in ("site_id", "camera_id"):
+    for key in ("site_id", "camera_id", "origin_site", "origin_camera", "dest_site", "dest_camera"):
         if key in rec and not serde.valid_identifier(rec[key]):
             raise InvalidRecord(f"{kind}.{key} is not a valid identifier (1-64 of A-Z a-z 0-9 . _ : -)")
     for key, limit in _UINT_RANGES.items():
@@ -51,16 +57,22 @@ def check_record(kind: str, rec: dict) -> None:
 
 @dataclass(frozen=True)
 class TableSpec:
+    """How one topic lands in one table. ``offsets``: the table stores each row's source
+    partition/offset, and the sink resumes after the highest one it holds (append-only tables).
+    Published component tables are ReplacingMergeTree instead: a re-delivered row replaces
+    itself, so they need no offsets and resume from the committed ones."""
+
     record: str
     table: str
     columns: tuple[str, ...]
     row: Callable[[dict[str, Any]], list[Any]]
+    offsets: bool = True
 
 
-OCCURRENCES = TableSpec("GroupOccurrence", "group_occurrences",
-    ("site_id", "camera_id", "window_start", "window_seconds", "group_id", "occurrences", "params_version"),
-    lambda r: [r["site_id"], r["camera_id"], _dt(r["window_start"]), r["window_seconds"], r["group_id"],
-               r["occurrences"], r["params_version"]])
+def _single_row(columnar: list[list[Any]]) -> list[Any]:
+    return [col[0] for col in columnar]
+
+
 DEMOGRAPHICS = TableSpec("DemographicCount", "demographic_counts",
     ("site_id", "camera_id", "window_start", "window_seconds", "age_band", "gender", "persons", "params_version"),
     lambda r: [r["site_id"], r["camera_id"], _dt(r["window_start"]), r["window_seconds"], r["age_band"],
@@ -74,6 +86,11 @@ RECEIPTS = TableSpec("DeletionReceipt", "deletion_receipts",
      "outcome", "deleted_by"),
     lambda r: [r["frame_id"], r["site_id"], r["camera_id"], _dt(r["captured_at"]), epoch_ms(r["captured_at"]),
                epoch_ms(r["deleted_at"]), epoch_ms(r["deleted_at"]) - epoch_ms(r["captured_at"]), r["outcome"], r["deleted_by"]])
+
+FLOW_COMPONENTS = TableSpec("FlowComponent", "flow_components", FLOW_COMPONENT_COLUMNS,
+    lambda r: _single_row(flow_component_columns([FlowComponent.from_record(r)])), offsets=False)
+FOOTFALL_COMPONENTS = TableSpec("FootfallComponent", "footfall_components", FOOTFALL_COMPONENT_COLUMNS,
+    lambda r: _single_row(footfall_component_columns([FootfallComponent.from_record(r)])), offsets=False)
 
 LEDGER = TableSpec("FrameIssued", "frame_ledger",
     ("frame_id", "site_id", "camera_id", "captured_at", "captured_at_ms", "expires_at_ms"),
@@ -95,8 +112,11 @@ class ClickHouseSink:
         self.s = settings
         self.wh = warehouse
         k = settings.kafka
-        self.specs: dict[str, TableSpec] = {k.occurrences_topic: OCCURRENCES, k.demographics_topic: DEMOGRAPHICS,
-                                            k.crossings_topic: CROSSINGS,
+        # Per-window group cells (the occurrences topic) are restricted data: only the flow
+        # aggregator reads them; analysts get its published components.
+        self.specs: dict[str, TableSpec] = {k.flow_components_topic: FLOW_COMPONENTS,
+                                            k.footfall_components_topic: FOOTFALL_COMPONENTS,
+                                            k.demographics_topic: DEMOGRAPHICS, k.crossings_topic: CROSSINGS,
                                             k.receipts_topic: RECEIPTS, k.ledger_topic: LEDGER}
         self.consumer = Consumer({
             "bootstrap.servers": k.bootstrap,
@@ -116,6 +136,8 @@ class ClickHouseSink:
     # -- resume from the warehouse ----------------------------------------------------------
     def _stored_offsets(self, topic: str) -> dict[int, int]:
         spec = self.specs[topic]
+        if not spec.offsets:
+            return {}
         rows = self.wh.rows(f"SELECT kafka_partition, max(kafka_offset) FROM {self.wh.database}.{spec.table} "
                             f"GROUP BY kafka_partition")
         return {int(p): int(o) for p, o in rows}
@@ -154,8 +176,8 @@ class ClickHouseSink:
         try:
             rec = serde.decode(spec.record, msg.value())
             check_record(spec.record, rec)
-            row = spec.row(rec) + [part, off]
-        except (serde.SerdeError, KeyError, TypeError, ValueError) as e:
+            row = spec.row(rec) + ([part, off] if spec.offsets else [])
+        except (serde.SerdeError, KeyError, TypeError, ValueError, ArithmeticError) as e:
             self.stats.dead_letters += 1
             log.warning("dead letter %s[%d]@%d: %s", topic, part, off, getattr(e, "reason", type(e).__name__))
             dl = dead_letter(e, msg.value(), topic, part, off, "sink")
@@ -174,7 +196,7 @@ class ClickHouseSink:
             if not rows:
                 continue
             spec = self.specs[topic]
-            cols = list(spec.columns) + ["kafka_partition", "kafka_offset"]
+            cols = list(spec.columns) + (["kafka_partition", "kafka_offset"] if spec.offsets else [])
             columnar = [list(c) for c in zip(*rows)]
             self._insert_with_retry(spec.table, cols, columnar)
             self.stats.inserted[spec.table] = self.stats.inserted.get(spec.table, 0) + len(rows)

@@ -1,3 +1,4 @@
+import json
 import os
 import subprocess
 import sys
@@ -44,7 +45,13 @@ def env(stack, tmp_path):
             "receipts_topic": f"t{tag}.ops.deletion-receipts",
             "dead_letter_topic": f"t{tag}.ops.dead-letters",
             "ledger_topic": f"t{tag}.ops.frame-ledger",
+            "partials_topic": f"t{tag}.flow.aggregator-partials",
+            "partitions_changelog_topic": f"t{tag}.flow.aggregator-partitions-changelog",
+            "combiner_changelog_topic": f"t{tag}.flow.aggregator-combiner-changelog",
+            "flow_components_topic": f"t{tag}.flow.flow-components",
+            "footfall_components_topic": f"t{tag}.flow.footfall-components",
         }),
+        "aggregator": base.aggregator.model_copy(update={"app_id": f"agg-{tag}", "window_seconds": 10}),
         "clickhouse": base.clickhouse.model_copy(update={"database": f"test_{tag}"}),
         "store": base.store.model_copy(update={"url": (tmp_path / "frames").as_uri()}),
         "keys": base.keys.model_copy(update={"dir": tmp_path / "keys"}),
@@ -72,12 +79,14 @@ def env(stack, tmp_path):
 def settings_env(s: Settings) -> dict[str, str]:
     """The same settings as FLOW_* environment variables, for flowctl subprocesses."""
     e = dict(os.environ)
-    for section in ("kafka", "clickhouse", "store", "keys", "processor", "sink", "edge"):
+    for section in ("kafka", "clickhouse", "store", "keys", "processor", "sink", "edge", "aggregator"):
         for k, v in getattr(s, section).model_dump().items():
             if v is None:
                 continue
             if hasattr(v, "get_secret_value"):
                 v = v.get_secret_value()
+            if isinstance(v, (list, tuple, dict)):
+                v = json.dumps(v)   # pydantic-settings reads complex values from env as JSON
             e[f"FLOW_{section.upper()}__{k.upper()}"] = str(v)
     return e
 
