@@ -146,6 +146,9 @@ def keys_init(ctx: click.Context, rotate: bool) -> None:
     # protection: created once from OS entropy (rotate it with `flowctl privacy rotate`).
     params, created = ensure_deployment_params(d)
     console.print(f"privacy parameter set {params.version} {'created' if created else 'present'} in {d}")
+    from pipeline.privacy.release import ensure_noise_key
+
+    console.print(f"release-noise key for the aggregator: {ensure_noise_key(d)}")
 
 
 # --- warehouse ---------------------------------------------------------------------------------
@@ -260,6 +263,7 @@ def aggregate(ctx: click.Context, stage: str, idle_timeout: float | None, max_se
     components out (docs/AGGREGATOR.md)."""
     from pipeline.aggregator.app import run_aggregator
     from pipeline.aggregator.model import SpecError
+    from pipeline.privacy.release import NoiseKeyError
 
     if flush and stage != "all":
         raise click.BadParameter("--flush needs --stage all (one worker that owns both stages)", param_hint="--flush")
@@ -270,7 +274,7 @@ def aggregate(ctx: click.Context, stage: str, idle_timeout: float | None, max_se
             stats = run_aggregator(s, stage=stage, idle_timeout=idle_timeout, max_seconds=max_seconds,
                                    stop_after_records=max_records, flush_at_end=flush, cold_starts=cold_starts,
                                    on_progress=lambda st: prog.update(task, completed=sum(st.consumed.values())))
-    except SpecError as e:
+    except (SpecError, NoiseKeyError) as e:
         raise click.ClickException(str(e)) from None
     console.print(f"aggregator: read {stats.consumed or 'nothing'}, {stats.partials_out} partials, "
                   f"{stats.flow_rows_out} flow and {stats.footfall_rows_out} footfall component rows, "
@@ -486,13 +490,14 @@ def _print_counts(rows: list[tuple], title: str, settings: Settings) -> None:
                                        "`flowctl migrate` on a processor host") from None
         version, per_window, var_window = str(got[0][0]), float(got[0][1]), float(got[0][2])
     t = Table("site", "camera", "windows", "occurrences", "est. persons (± 1 sd)", title=title)
-    for site, cam, windows, occ in rows:
+    for site, cam, windows, occ, *noise in rows:
         est = occ - windows * per_window
-        sd = (windows * var_window) ** 0.5
+        sd = (windows * var_window + (noise[0] if noise else 0.0)) ** 0.5
         t.add_row(site, cam, str(windows), str(occ), f"{est:.0f} ± {sd:.0f}")
     out.print(t)
     out.print(f"[dim]occurrences include {per_window:.0f} expected fictitious persons per camera "
-              f"and window (privacy parameters {version})[/dim]")
+              f"and window (privacy parameters {version}) and differentially private noise per camera-hour "
+              f"(docs/PRIVACY.md §10), both in the ± 1 sd; a camera-hour is clamped at 0[/dim]")
 
 
 @query.command("counts")
@@ -504,7 +509,7 @@ def query_counts(ctx: click.Context, site: str | None, since_minutes: int | None
     from pipeline.analytics.counts import camera_counts
 
     since = datetime.now(timezone.utc) - timedelta(minutes=since_minutes) if since_minutes else None
-    _print_counts(camera_counts(_warehouse(_settings(ctx)), since, site), "per-camera occurrences", _settings(ctx))
+    _print_counts(camera_counts(_warehouse(_settings(ctx)), since, site, with_noise=True), "per-camera occurrences", _settings(ctx))
 
 
 @query.command("sql")
@@ -588,7 +593,7 @@ def demo(ctx: click.Context, source: str | None, site: str, cameras: str, max_fr
     ctx.invoke(sink, max_records=None, idle_timeout=5.0, max_seconds=300)
     from pipeline.analytics.counts import camera_counts
 
-    rows = camera_counts(_warehouse(s), started - timedelta(seconds=s.processor.window_seconds), site)
+    rows = camera_counts(_warehouse(s), started - timedelta(seconds=s.processor.window_seconds), site, with_noise=True)
     _print_counts(rows, f"{site}: occurrences per camera since {started:%H:%M:%S} UTC", s)
     if not rows:
         raise click.ClickException("no occurrences reached ClickHouse")

@@ -185,6 +185,13 @@ class AggregatorSettings(_Section):
     future_tolerance_seconds: int = Field(300, ge=0, le=86400)
     metrics_port: int = Field(0, ge=0, le=65535)   # 0: no metrics endpoint
     metrics_addr: str = "127.0.0.1"
+    # Published-tier protection (docs/PRIVACY.md). Footfall: epsilon-DP per person-day for people
+    # with at most footfall_passes_per_person_day passes (all cameras), discrete Laplace of scale
+    # bound / epsilon on every camera-hour. Flows: discrete Laplace of scale flow_noise_scale on
+    # every published co-occurrence sum, chosen from bench/privacy/published_noise.py's curve.
+    footfall_epsilon: float = Field(1.0, gt=0, le=100)
+    footfall_passes_per_person_day: int = Field(8, ge=1, le=1000)
+    flow_noise_scale: float = Field(4.0, ge=0, le=1e6)
     window_seconds: int = Field(60, ge=1, le=3600)
     max_lag_windows: int = Field(30, ge=0, le=10_000)
     se_ranges: tuple[tuple[int, int], ...] = ()
@@ -213,7 +220,9 @@ class AggregatorSettings(_Section):
                                   lateness_seconds=self.lateness_seconds, cross_site=self.cross_site,
                                   bound_seconds=self.restricted_bound_seconds,
                                   processor_delay_seconds=self.processor_delay_seconds,
-                                  changelog_seconds=self.changelog_seconds)
+                                  changelog_seconds=self.changelog_seconds,
+                                  flow_noise_scale=self.flow_noise_scale,
+                                  footfall_noise_scale=self.footfall_passes_per_person_day / self.footfall_epsilon)
         except SpecError as e:
             raise ValueError(str(e)) from None
 

@@ -8,7 +8,8 @@ Each replicate simulates the scenario (fast mode, flow profile, fresh seed), run
 through the aggregator's cores in-process (pipeline.aggregator.batch: 4 group partitions and
 the combiner) and estimates every ordered camera pair from the summed components
 (pipeline.aggregator.estimate); the same cells go into an embedded current ClickHouse (chdb)
-for pipeline/analytics/flows.py. Truth: the simulator's capture pairs within the lag range.
+for the SQL estimator on cells (pipeline/analytics/cell_estimator.py, what flows.py ran before the
+published tier). Truth: the simulator's capture pairs within the lag range.
 Printed per estimator: 95% CI coverage (all pairs and flows >= 100/day), mean error and median
 relative error of flows >= 100/day, and RMSE / RMS SE. Also the components' SE without
 kappa's sampling error, to show why it is included.
@@ -31,10 +32,11 @@ from pipeline.aggregator import AggregatorSpec, OccurrenceCell  # noqa: E402
 from pipeline.aggregator.batch import aggregate_cells  # noqa: E402
 from pipeline.aggregator.estimate import flow_from_sums, sum_rows  # noqa: E402
 from pipeline.analytics.dimensions import register_params  # noqa: E402
-from pipeline.analytics.flows import CameraRef, FlowQuery, estimate_flows  # noqa: E402
+from pipeline.analytics.cell_estimator import estimate_cell_flows  # noqa: E402
+from pipeline.analytics.flows import CameraRef, FlowQuery  # noqa: E402
 from pipeline.privacy import PrivacyParams  # noqa: E402
 from pipeline.simulator import load_scenario, simulate  # noqa: E402
-from pipeline.simulator.publish import write_clickhouse  # noqa: E402
+from pipeline.simulator.publish import write_cells  # noqa: E402
 from pipeline.sink.clickhouse import ChdbWarehouse  # noqa: E402
 from pipeline.sink.migrations import migrate  # noqa: E402
 
@@ -61,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
             sim = simulate(load_scenario(args.scenario), params, np.random.default_rng([args.seed, r]),
                            days=args.days, mode="fast")
             pub = sim.published
-            write_clickhouse(pub, wh, first_offsets={"group_occurrences": r << 32, "demographic_counts": r << 32})
+            write_cells(pub, wh, first_offset=r << 32)
             flow, _ = aggregate_cells((OccurrenceCell.from_record(x) for x in pub.occurrence_records()), spec)
             sums = sum_rows(flow, 0, sim.truth.max_lag_windows)
             start = datetime.fromtimestamp(pub.start_epoch, timezone.utc)
@@ -70,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
                           sim.truth.max_lag_windows)
             true = sim.truth.pairs.sum(axis=(0, 3))
             p = params.same_group_rate
-            for e in estimate_flows(wh, q):
+            for e in estimate_cell_flows(wh, q):
                 x = sums[(e.origin, e.destination)]
                 k, _, f, se = flow_from_sums(x, p)
                 var0 = k * x.qq - k * k * x.qn + k ** 3 * x.nn2

@@ -4,9 +4,11 @@
     .venv/bin/python bench/flows/evaluate.py --replicates 4 --scenario small --periods 1
 
 Each replicate simulates the scenario with a fresh seed (journeys, groups, fictitious
-persons), publishes exactly what processors would publish into a ClickHouse database of its
-own (``flow_eval``, one parameter-set version per replicate), runs the SQL estimator for every
-ordered camera pair over the first 1, 3 and 7 days, and compares with the simulator's ground
+persons), runs what processors would publish through the flow aggregator in-process and writes
+its published components into a ClickHouse database of its own (``flow_eval``, one parameter-set
+version per replicate; ``pipeline.simulator.publish.write_clickhouse``), runs the estimator on
+the components (``pipeline.analytics.flows``, what ``flowctl flows`` runs) for every ordered
+camera pair over the first 1, 3 and 7 days, and compares with the simulator's ground
 truth (pairs of captures of one person within the lag range: the estimator's definition).
 
 Printed: per-pair table of the first replicate; coverage of the 95% intervals; the ratio of

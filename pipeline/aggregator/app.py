@@ -344,11 +344,16 @@ class AggregatorWorker:
             self.stages.append(self.stage1)
         else:
             self.stage1 = None
+        noise_key = None
+        if self.spec.flow_noise_scale or self.spec.footfall_noise_scale:
+            from pipeline.privacy.release import load_noise_key
+
+            noise_key = load_noise_key(settings.keys.dir)
         if stage in ("all", "combiner"):
             self.stage2 = _StageRunner(
                 "combiner", self, k.partials_topic, k.combiner_changelog_topic,
-                new_core=lambda p, cold: Combiner(self.spec, self._partitions, cold_start=cold),
-                restore_core=lambda st: Combiner.restore(self.spec, st),
+                new_core=lambda p, cold: Combiner(self.spec, self._partitions, cold_start=cold, noise_key=noise_key),
+                restore_core=lambda st: Combiner.restore(self.spec, st, noise_key=noise_key),
                 handle=self._handle_partial, group_id=f"{app}-combiner")
             self.stages.append(self.stage2)
         else:

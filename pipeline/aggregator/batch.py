@@ -15,7 +15,7 @@ from pipeline.aggregator.model import AggregatorSpec, FlowComponent, FootfallCom
 
 
 def aggregate_cells(cells: Iterable[OccurrenceCell], spec: AggregatorSpec, partitions: int = 4, *,
-                    in_arrival_order: bool = False) -> tuple[list[FlowComponent], list[FootfallComponent]]:
+                    in_arrival_order: bool = False, noise_key: bytes | None = None) -> tuple[list[FlowComponent], list[FootfallComponent]]:
     """Published rows for ``cells``, every hour closed at the end.
 
     By default the cells are first put in the order processors emit them (by window), because
@@ -33,6 +33,6 @@ def aggregate_cells(cells: Iterable[OccurrenceCell], spec: AggregatorSpec, parti
         last = c.window_start_ms if last is None else max(last, c.window_start_ms)
     for core in cores:
         partials += core.flush(last)
-    comb = Combiner(spec, partitions)
+    comb = Combiner(spec, partitions, noise_key=noise_key)
     rows = comb.add_many(partials) + comb.flush()
     return ([r for r in rows if isinstance(r, FlowComponent)], [r for r in rows if isinstance(r, FootfallComponent)])

@@ -26,6 +26,8 @@ sums until the hour closes.
 """
 from __future__ import annotations
 
+from dataclasses import replace
+
 from typing import Any, Callable
 
 from pipeline.aggregator.model import (COOCCURRENCE, FAR, HOUR_MS, LAG, PROGRESS, RANGE, RANGE_SQUARES, WINDOW,
@@ -67,7 +69,8 @@ class Combiner:
     """
 
     def __init__(self, spec: AggregatorSpec, partitions: int,
-                 version_clock: Callable[[int], int] | None = None, *, cold_start: bool = False) -> None:
+                 version_clock: Callable[[int], int] | None = None, *, cold_start: bool = False,
+                 noise_key: bytes | None = None) -> None:
         if partitions < 1:
             raise SpecError("partitions must be >= 1")
         self.spec = spec
@@ -75,6 +78,17 @@ class Combiner:
         self._fp = spec.fingerprint()
         self._w = spec.window_ms
         self._version = version_clock or (lambda closes_at: closes_at)
+        # Published-tier protection: keyed discrete Laplace noise on every flow row's s and every
+        # footfall count (pipeline/privacy/release.py); the key makes replays carry the same noise.
+        self._flow_noise = self._foot_noise = None
+        if spec.flow_noise_scale or spec.footfall_noise_scale:
+            if noise_key is None:
+                raise SpecError("the aggregator adds noise to published values and needs the release-noise key "
+                                "(`flowctl keys init` creates it)")
+            from pipeline.privacy.release import KeyedNoise
+
+            self._flow_noise = KeyedNoise(noise_key, spec.flow_noise_scale)
+            self._foot_noise = KeyedNoise(noise_key, spec.footfall_noise_scale)
         self._progress: dict[int, int] = {}
         # Hours before these are not published (flows, footfall): a partition or this combiner
         # started cold and cannot have their complete data (see GroupPartitionAggregator).
@@ -277,7 +291,13 @@ class Combiner:
                 continue
             v = self._version(h + HOUR_MS)
             for cam, (n, windows) in sorted(foot.items()):
-                out.append(FootfallComponent(cam[0], spec.window_seconds, h, cam[1], cam[2], n, windows, v))
+                row = FootfallComponent(cam[0], spec.window_seconds, h, cam[1], cam[2], n, windows, v)
+                if self._foot_noise is not None and self._foot_noise.scale:
+                    # Clamped at 0 (post-processing keeps the guarantee); fictitious persons keep
+                    # true counts far from 0, so the clamp's bias is negligible.
+                    noisy = max(0, n + self._foot_noise.draw("footfall|" + "|".join(map(str, row.key))))
+                    row = replace(row, occurrences=noisy, noise_var_milli=round(self._foot_noise.variance * 1000))
+                out.append(row)
         for h in sorted({*self._acc, *self._cooc}):
             closes = spec.hour_closes_at(h)
             if closes > done:
@@ -299,8 +319,11 @@ class Combiner:
         acc = acc or _PairHour(L + 1, len(spec.ranges))
 
         def row(kind: str, lo: int, hi: int, s_: int, terms: list[int]) -> FlowComponent:
-            return FlowComponent(a[0], spec.window_seconds, h, a[1], a[2], b[1], b[2], kind, lo, hi, s_, *terms,
-                                 version).checked()
+            r = FlowComponent(a[0], spec.window_seconds, h, a[1], a[2], b[1], b[2], kind, lo, hi, s_, *terms, version)
+            if self._flow_noise is not None and self._flow_noise.scale:
+                r = replace(r, s=r.s + self._flow_noise.draw("flow|" + "|".join(map(str, r.key))),
+                            noise_var_milli=round(self._flow_noise.variance * 1000))
+            return r.checked()
 
         rows = [row(LAG, d, d, s[d], acc.lag[d]) for d in range(L + 1)]
         rows += [row(RANGE, lo, hi, sum(s[lo:hi + 1]), acc.rng[i]) for i, (lo, hi) in enumerate(spec.ranges)]
@@ -339,10 +362,10 @@ class Combiner:
 
     @classmethod
     def restore(cls, spec: AggregatorSpec, snap: dict[str, Any],
-                version_clock: Callable[[int], int] | None = None) -> "Combiner":
+                version_clock: Callable[[int], int] | None = None, *, noise_key: bytes | None = None) -> "Combiner":
         if snap["spec"] != spec.fingerprint():
             raise SpecError(f"snapshot was taken with spec {snap['spec']!r}, not {spec.fingerprint()!r}")
-        c = cls(spec, snap["partitions"], version_clock)
+        c = cls(spec, snap["partitions"], version_clock, noise_key=noise_key)
         c._progress = {int(p): int(t) for p, t in snap["progress"]}
         c._complete_from = {int(p): tuple(v) for p, v in snap["complete_from"]}
         c._own_from = tuple(snap["own_from"])

@@ -46,6 +46,9 @@ class PairSums:
     s_far: int
     nn_far: int
     se_exact: bool = True
+    # Variance of the published noise in s and in s_far (sum of the rows' noise_var_milli / 1000).
+    noise_var: float = 0.0
+    noise_var_far: float = 0.0
 
     @property
     def kappa(self) -> float:
@@ -85,7 +88,10 @@ def flow_from_sums(x: PairSums, p: float, kappa: float | None = None) -> tuple[f
     var0 = k * x.qq - k * k * x.qn + k ** 3 * x.nn2
     inflate = 1.0 + (x.nn / x.nn_far if x.nn_far else 0.0) if kappa is None else 1.0
     flow = (x.s - chance) / (p - k)
-    se = math.sqrt(max(var0, 0.0) * inflate / (p - k) ** 2 + max(flow, 0.0) * (1 - p) / p)
+    # Published-tier noise: independent of everything else, it adds its variance to S and, through
+    # kappa = S_far / NN_far, (NN / NN_far)^2 times the far band's to the chance term.
+    noise = x.noise_var + ((x.nn / x.nn_far) ** 2 * x.noise_var_far if kappa is None and x.nn_far else 0.0)
+    se = math.sqrt((max(var0, 0.0) * inflate + noise) / (p - k) ** 2 + max(flow, 0.0) * (1 - p) / p)
     return k, chance, flow, se
 
 
@@ -116,33 +122,40 @@ def component_sums(wh: Warehouse, version: str, cameras: Sequence[str], start: d
     far = {tuple(r[:2]): (int(r[2]), int(r[3])) for r in wh.rows(
         f"SELECT {pair}, sum(s), sum(nn) FROM {db}.flow_components FINAL WHERE {where} AND kind = 'far' "
         f"GROUP BY a, b", params)}
-    terms = "sum(s), sum(nn), sum(qq), sum(qn), sum(nn2_hi), sum(nn2_lo), count()"
+    far_noise = {tuple(r[:2]): int(r[2]) / 1000 for r in wh.rows(
+        f"SELECT {pair}, sum(noise_var_milli) FROM {db}.flow_components FINAL WHERE {where} AND kind = 'far' "
+        f"GROUP BY a, b", params)}
+    terms = "sum(s), sum(nn), sum(qq), sum(qn), sum(nn2_hi), sum(nn2_lo), sum(noise_var_milli)"
     lag_rows = wh.rows(f"SELECT {pair}, lag_lo, {terms} FROM {db}.flow_components FINAL WHERE {where} "
                        f"AND kind = 'lag' AND lag_lo >= %(lo)s AND lag_lo <= %(hi)s GROUP BY a, b, lag_lo", params)
     out: dict[tuple, PairSums] = {}
 
-    def sums(s, nn, qq, qn, hi, lo, exact=True, key=None) -> PairSums:
+    def sums(s, nn, qq, qn, hi, lo, noise, exact=True, key=None) -> PairSums:
         sf, nf = far.get(key, (0, 0))
-        return PairSums(int(s), int(nn), int(qq), int(qn), (int(hi) << NN2_SHIFT) + int(lo), sf, nf, exact)
+        return PairSums(int(s), int(nn), int(qq), int(qn), (int(hi) << NN2_SHIFT) + int(lo), sf, nf, exact,
+                        int(noise) / 1000, far_noise.get(key, 0.0))
 
     if by_lag:
-        for a, b, lag, s, nn, qq, qn, hi, lo, _ in lag_rows:
-            out[(a, b, int(lag))] = sums(s, nn, qq, qn, hi, lo, key=(a, b))
+        for a, b, lag, s, nn, qq, qn, hi, lo, noise in lag_rows:
+            out[(a, b, int(lag))] = sums(s, nn, qq, qn, hi, lo, noise, key=(a, b))
         return out
     rng = {tuple(r[:2]): r[2:] for r in wh.rows(
         f"SELECT {pair}, {terms} FROM {db}.flow_components FINAL WHERE {where} AND kind = 'range' "
         f"AND lag_lo = %(lo)s AND lag_hi = %(hi)s GROUP BY a, b", params)}
     per_pair: dict[tuple, list] = {}
-    for a, b, lag, s, nn, qq, qn, hi, lo, _ in lag_rows:
-        per_pair.setdefault((a, b), []).append((int(s), int(nn), int(qq), int(qn), (int(hi) << NN2_SHIFT) + int(lo)))
+    for a, b, lag, s, nn, qq, qn, hi, lo, noise in lag_rows:
+        per_pair.setdefault((a, b), []).append((int(s), int(nn), int(qq), int(qn), (int(hi) << NN2_SHIFT) + int(lo),
+                                                int(noise)))
     for key, lags in per_pair.items():
         s, nn = sum(x[0] for x in lags), sum(x[1] for x in lags)
         if key in rng:
-            _, _, qq, qn, hi, lo, _ = rng[key]
-            out[key] = sums(s, nn, qq, qn, hi, lo, key=key)
+            # A published range's own s carries one noise draw per hour, not one per lag.
+            rs, _, qq, qn, hi, lo, noise = rng[key]
+            out[key] = sums(rs, nn, qq, qn, hi, lo, noise, key=key)
         else:  # not a published SE range: per-lag terms, lags treated as independent
             out[key] = PairSums(s, nn, sum(x[2] for x in lags), sum(x[3] for x in lags), sum(x[4] for x in lags),
-                                *far.get(key, (0, 0)), se_exact=False)
+                                *far.get(key, (0, 0)), se_exact=False, noise_var=sum(x[5] for x in lags) / 1000,
+                                noise_var_far=far_noise.get(key, 0.0))
     return out
 
 
@@ -184,18 +197,20 @@ def sum_rows(rows: Iterable[FlowComponent], min_lag: int = 0, max_lag: int = 30,
         if not isinstance(r, FlowComponent) or (hours and not hours[0] <= r.hour_ms < hours[1]):
             continue
         key = (f"{r.origin_site}/{r.origin_camera}", f"{r.dest_site}/{r.dest_camera}")
-        a = acc.setdefault(key, {"lag": [0] * 5, "range": [0] * 5, "far": [0, 0], "has_range": [0]})
-        terms = (r.s, r.nn, r.qq, r.qn, r.nn2)
+        a = acc.setdefault(key, {"lag": [0] * 6, "range": [0] * 6, "far": [0, 0, 0], "has_range": [0]})
+        terms = (r.s, r.nn, r.qq, r.qn, r.nn2, r.noise_var_milli)
         if r.kind == LAG and min_lag <= r.lag_lo <= max_lag:
             a["lag"] = [x + y for x, y in zip(a["lag"], terms)]
         elif r.kind == RANGE and (r.lag_lo, r.lag_hi) == (min_lag, max_lag):
             a["range"] = [x + y for x, y in zip(a["range"], terms)]
             a["has_range"][0] = 1
         elif r.kind == FAR:
-            a["far"] = [a["far"][0] + r.s, a["far"][1] + r.nn]
+            a["far"] = [a["far"][0] + r.s, a["far"][1] + r.nn, a["far"][2] + r.noise_var_milli]
     out = {}
     for key, a in acc.items():
-        s, nn = a["lag"][0], a["lag"][1]
-        var_terms = a["range"][2:] if a["has_range"][0] else a["lag"][2:]
-        out[key] = PairSums(s, nn, *var_terms, *a["far"], se_exact=bool(a["has_range"][0]))
+        src = a["range"] if a["has_range"][0] else a["lag"]
+        # s from the range row when there is one (one noise draw per hour, not one per lag); its
+        # noise-free value equals the lag rows' sum.
+        out[key] = PairSums(src[0], a["lag"][1], *src[2:5], a["far"][0], a["far"][1], bool(a["has_range"][0]),
+                            src[5] / 1000, a["far"][2] / 1000)
     return out

@@ -91,6 +91,10 @@ class AggregatorSpec:
     bound_seconds: int = 7200
     processor_delay_seconds: int = 15
     changelog_seconds: int = 600
+    # Published-tier protection (docs/PRIVACY.md): discrete Laplace scales of the noise the
+    # combiner adds to each flow row's s and each footfall count. 0 = none (tests of the algebra).
+    flow_noise_scale: float = 0.0
+    footfall_noise_scale: float = 0.0
 
     def __post_init__(self) -> None:
         # Defaults that depend on max_lag: the full range [0, L] and a far band starting at L + 1.
@@ -117,6 +121,8 @@ class AggregatorSpec:
                             "kappa is measured on window pairs too far apart to hold one person's journey, and "
                             f"the state horizon far_max is limited by bound_seconds={self.bound_seconds}; lower "
                             "max_lag (or raise the bound, which keeps restricted counts longer)")
+        if not (0 <= self.flow_noise_scale <= 1e6 and 0 <= self.footfall_noise_scale <= 1e6):
+            raise SpecError("noise scales must be between 0 and 1e6")
         if min(self.lateness_seconds, self.processor_delay_seconds, self.changelog_seconds) < 0:
             raise SpecError("lateness_seconds, processor_delay_seconds and changelog_seconds must be >= 0")
         if self.restricted_age_seconds > self.bound_seconds:
@@ -164,8 +170,10 @@ class AggregatorSpec:
     def fingerprint(self) -> str:
         """What both stages must agree on; carried by every partial and checked by the combiner."""
         r = ",".join(f"{a}-{b}" for a, b in self.ranges)
+        noise = f";n{self.flow_noise_scale:g}-{self.footfall_noise_scale:g}" if (
+            self.flow_noise_scale or self.footfall_noise_scale) else ""
         return (f"w{self.window_seconds};L{self.max_lag};r{r};f{self.far_min}-{self.far_max};"
-                f"x{int(self.cross_site)}")
+                f"x{int(self.cross_site)}{noise}")
 
     def allows(self, a: Cam, b: Cam) -> bool:
         """Whether the ordered pair (a, b) gets components: distinct cameras of one parameter
@@ -307,6 +315,9 @@ class FlowComponent:
     qn: int
     nn2: int
     version: int
+    # Variance of the noise added to ``s`` (docs/PRIVACY.md, published tier), in thousandths:
+    # additive like the components, so the estimator sums it with ``s`` for any roll-up.
+    noise_var_milli: int = 0
 
     @property
     def key(self) -> tuple:
@@ -336,7 +347,7 @@ class FlowComponent:
                 "origin_site": self.origin_site, "origin_camera": self.origin_camera, "dest_site": self.dest_site,
                 "dest_camera": self.dest_camera, "kind": self.kind, "lag_lo": self.lag_lo, "lag_hi": self.lag_hi,
                 "s": self.s, "nn": self.nn, "qq": self.qq, "qn": self.qn, "nn2_hi": self.nn2_hi,
-                "nn2_lo": self.nn2_lo, "version": self.version}
+                "nn2_lo": self.nn2_lo, "version": self.version, "noise_var_milli": self.noise_var_milli}
 
     @classmethod
     def from_record(cls, r: Mapping[str, Any]) -> "FlowComponent":
@@ -345,7 +356,8 @@ class FlowComponent:
         return cls(str(r["params_version"]), int(r["window_seconds"]), h_ms, str(r["origin_site"]),
                    str(r["origin_camera"]), str(r["dest_site"]), str(r["dest_camera"]), str(r["kind"]),
                    int(r["lag_lo"]), int(r["lag_hi"]), int(r["s"]), int(r["nn"]), int(r["qq"]), int(r["qn"]),
-                   (int(r["nn2_hi"]) << NN2_SHIFT) + int(r["nn2_lo"]), int(r["version"]))
+                   (int(r["nn2_hi"]) << NN2_SHIFT) + int(r["nn2_lo"]), int(r["version"]),
+                   int(r.get("noise_var_milli", 0)))
 
 
 @dataclass(frozen=True)
@@ -361,6 +373,7 @@ class FootfallComponent:
     occurrences: int
     windows: int
     version: int
+    noise_var_milli: int = 0   # variance of the noise in ``occurrences``, in thousandths
 
     @property
     def key(self) -> tuple:
@@ -370,21 +383,21 @@ class FootfallComponent:
         _check(self.occurrences, INT64_MAX, "occurrences")
         return {"params_version": self.params_version, "window_seconds": self.window_seconds, "hour": self.hour_ms,
                 "site_id": self.site_id, "camera_id": self.camera_id, "occurrences": self.occurrences,
-                "windows": self.windows, "version": self.version}
+                "windows": self.windows, "version": self.version, "noise_var_milli": self.noise_var_milli}
 
     @classmethod
     def from_record(cls, r: Mapping[str, Any]) -> "FootfallComponent":
         h = r["hour"]
         h_ms = int(round(h.timestamp() * 1000)) if hasattr(h, "timestamp") else int(h)
         return cls(str(r["params_version"]), int(r["window_seconds"]), h_ms, str(r["site_id"]), str(r["camera_id"]),
-                   int(r["occurrences"]), int(r["windows"]), int(r["version"]))
+                   int(r["occurrences"]), int(r["windows"]), int(r["version"]), int(r.get("noise_var_milli", 0)))
 
 
 FLOW_COMPONENT_COLUMNS = ("params_version", "window_seconds", "hour", "origin_site", "origin_camera", "dest_site",
                           "dest_camera", "kind", "lag_lo", "lag_hi", "s", "nn", "qq", "qn", "nn2_hi", "nn2_lo",
-                          "version")
+                          "version", "noise_var_milli")
 FOOTFALL_COMPONENT_COLUMNS = ("params_version", "window_seconds", "hour", "site_id", "camera_id", "occurrences",
-                              "windows", "version")
+                              "windows", "version", "noise_var_milli")
 
 
 def flow_component_columns(rows: Iterable[FlowComponent]) -> list[list[Any]]:
@@ -397,7 +410,7 @@ def flow_component_columns(rows: Iterable[FlowComponent]) -> list[list[Any]]:
         r.checked()
         vals = (r.params_version, r.window_seconds, datetime.fromtimestamp(r.hour_ms / 1000, tz=timezone.utc),
                 r.origin_site, r.origin_camera, r.dest_site, r.dest_camera, r.kind, r.lag_lo, r.lag_hi, r.s, r.nn,
-                r.qq, r.qn, r.nn2_hi, r.nn2_lo, r.version)
+                r.qq, r.qn, r.nn2_hi, r.nn2_lo, r.version, r.noise_var_milli)
         for col, v in zip(out, vals):
             col.append(v)
     return out
@@ -409,7 +422,7 @@ def footfall_component_columns(rows: Iterable[FootfallComponent]) -> list[list[A
     out: list[list[Any]] = [[] for _ in FOOTFALL_COMPONENT_COLUMNS]
     for r in rows:
         vals = (r.params_version, r.window_seconds, datetime.fromtimestamp(r.hour_ms / 1000, tz=timezone.utc),
-                r.site_id, r.camera_id, r.occurrences, r.windows, r.version)
+                r.site_id, r.camera_id, r.occurrences, r.windows, r.version, r.noise_var_milli)
         for col, v in zip(out, vals):
             col.append(v)
     return out

@@ -1,7 +1,9 @@
 """Analyst commands: flows, od-matrix, transit, demographics, report; plus the dimension loaders.
 
-Thin on purpose: every number comes from SQL in pipeline.analytics (so clickhouse-client users
-get the same figures), and this module only parses the question and prints the answer.
+Thin on purpose: every number comes from the published tier through pipeline.analytics (flow
+components summed by pipeline.aggregator.estimate, footfall components, demographics), whose
+``--show-sql`` statement gives clickhouse-client users the same figures; this module only parses
+the question and prints the answer. Nothing here reads the restricted per-window group cells.
 """
 from __future__ import annotations
 
@@ -14,7 +16,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from pipeline.analytics.flows import (CameraRef, FlowEstimate, FlowQuery, FlowQueryError, aggregate, cameras_with_data,
+from pipeline.analytics.flows import (CameraRef, FlowEstimate, FlowQuery, FlowQueryError, cameras_with_data,
                                       estimate_flows, flow_sql, registered_rate, render_sql)
 
 out = Console()
@@ -60,7 +62,8 @@ def question(f: Callable[..., Any]) -> Callable[..., Any]:
     """Options every flow question shares: parameter set, period, cameras, lag range."""
     opts = [
         click.option("--params-version", default=None, help="Privacy parameter set (default: the configured one)."),
-        click.option("--from", "start", required=True, help="Period start (UTC), e.g. 2026-11-02."),
+        click.option("--from", "start", required=True,
+                     help="Period start (UTC), e.g. 2026-11-02; flows cover the whole hours the period touches."),
         click.option("--to", "end", required=True, help="Period end (UTC, exclusive), e.g. 2026-11-09."),
         click.option("--camera", "cameras", multiple=True,
                      help="SITE/CAMERA; repeat. Default: every camera with data in the period."),
@@ -69,7 +72,8 @@ def question(f: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--min-lag", default=0, show_default=True, type=click.IntRange(0),
                      help="Shortest transit counted, in windows."),
         click.option("--max-lag", default=30, show_default=True, type=click.IntRange(0),
-                     help="Longest transit counted, in windows (30 = 30 minutes with 60-s windows)."),
+                     help="Longest transit counted, in windows (30 = 30 minutes with 60-s windows); at most the "
+                          "lags the aggregator publishes (aggregator.max_lag_windows)."),
         click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table."),
         click.option("--show-sql", is_flag=True, help="Print the SQL with its values, to run elsewhere."),
     ]
@@ -97,12 +101,22 @@ def _query(ctx: click.Context, params_version: str | None, start: str, end: str,
         raise click.ClickException(str(e)) from e
 
 
-def _estimates(wh: Any, q: FlowQuery, by_lag: bool, show_sql: bool) -> list[FlowEstimate]:
+def _estimates(wh: Any, q: FlowQuery, by_lag: bool, show_sql: bool, level: str = "camera") -> list[FlowEstimate]:
+    """Estimates at ``level``: camera pairs' components are summed per zone (store, site) pair
+    before estimating, so a roll-up pools kappa (docs/ANALYST_SQL.md)."""
     if show_sql:
         sql, params = flow_sql(wh.database, q, by_lag=by_lag)
+        if level != "camera":
+            click.echo(f"-- camera pairs; the {level} level sums their components (s, nn, qq, qn, nn2, far) per "
+                       f"{level} pair before the same formulas (docs/ANALYST_SQL.md, roll-ups)")
         click.echo(render_sql(sql, params) + ";")
     try:
-        return estimate_flows(wh, q, by_lag=by_lag)
+        levels = None
+        if level != "camera":
+            from pipeline.analytics.dimensions import camera_levels
+
+            levels = camera_levels(wh, level)
+        return estimate_flows(wh, q, by_lag=by_lag, level_of=levels)
     except FlowQueryError as e:
         raise click.ClickException(str(e)) from e
 
@@ -126,10 +140,15 @@ def _dump(rows: list[FlowEstimate]) -> None:
 
 def _footnote(q: FlowQuery, rows: list[FlowEstimate]) -> None:
     p = rows[0].same_group_rate if rows else float("nan")
-    out.print(f"[dim]{q.start:%Y-%m-%d %H:%M} to {q.end:%Y-%m-%d %H:%M} UTC; transits of {q.min_lag}-{q.max_lag} "
-              f"windows of {q.window_seconds} s; parameter set {q.params_version} (same-group rate {p:.3f}). "
-              "Flows count pairs of captures (a person seen at A, then at B within the lag range), estimated from "
-              "group co-occurrences minus chance; negative values mean 'no detectable flow'.[/dim]")
+    h0, h1 = (datetime.fromtimestamp(h, timezone.utc) for h in q.hours)
+    out.print(f"[dim]hours {h0:%Y-%m-%d %H:%M} to {h1:%Y-%m-%d %H:%M} UTC (published components are hourly: the "
+              f"period is rounded out to whole hours); transits of {q.min_lag}-{q.max_lag} windows of "
+              f"{q.window_seconds} s; parameter set {q.params_version} (same-group rate {p:.3f}). Flows count pairs "
+              "of captures (a person seen at A, then at B within the lag range), estimated from the published "
+              "co-occurrence components minus chance; negative values mean 'no detectable flow'.[/dim]")
+    if any(not e.se_exact for e in rows):
+        out.print(f"[dim]The aggregator publishes no exact SE for lags {q.min_lag}-{q.max_lag}: the SE sums the "
+                  "per-lag terms (too narrow when the same people are seen at B in consecutive windows).[/dim]")
 
 
 @click.command("flows")
@@ -141,11 +160,7 @@ def _footnote(q: FlowQuery, rows: list[FlowEstimate]) -> None:
 def flows(ctx: click.Context, level: str, min_flow: float | None, as_json: bool, show_sql: bool, **kw: Any) -> None:
     """Estimated flows between every ordered pair of cameras (or zones, stores, sites), with 95% CIs."""
     wh, q = _query(ctx, **kw)
-    rows = _estimates(wh, q, False, show_sql)
-    if level != "camera":
-        from pipeline.analytics.dimensions import camera_levels
-
-        rows = aggregate(rows, camera_levels(wh, level))
+    rows = _estimates(wh, q, False, show_sql, level)
     if min_flow is not None:
         rows = [e for e in rows if e.flow >= min_flow]
     if as_json:
@@ -161,11 +176,7 @@ def flows(ctx: click.Context, level: str, min_flow: float | None, as_json: bool,
 def od_matrix(ctx: click.Context, level: str, as_json: bool, show_sql: bool, **kw: Any) -> None:
     """Origin-destination matrix: rows are origins, columns destinations, cells 'flow ± 1.96 se'."""
     wh, q = _query(ctx, **kw)
-    rows = _estimates(wh, q, False, show_sql)
-    if level != "camera":
-        from pipeline.analytics.dimensions import camera_levels
-
-        rows = aggregate(rows, camera_levels(wh, level))
+    rows = _estimates(wh, q, False, show_sql, level)
     if as_json:
         return _dump(rows)
     labels = sorted({e.origin for e in rows} | {e.destination for e in rows})

@@ -1,30 +1,37 @@
-"""Camera-to-camera flows estimated from anonymous group co-occurrences, in ClickHouse SQL.
+"""Camera-to-camera flows estimated from the published flow components (``flow_components FINAL``).
 
-Why statistics and not matching: the warehouse holds, per camera and window, how many
-occurrences each of the n_groups anonymity groups had (real persons plus fictitious ones). A
-person who walks from camera A to camera B shows up in the same group at both with the
-measured same-group rate p, and in an unrelated group otherwise. Nothing links the two
-occurrences, so flows are estimated from how much more often groups co-occur at A and, a lag
-later, at B than chance predicts:
+Why components: the per-window group cells flows used to be computed from are linkable,
+restricted data (issue 11). Analysts read only what the streaming aggregator publishes
+(docs/AGGREGATOR.md): per ordered camera pair and hour, integer sums over all groups and windows,
+one row per lag (``lag``), per configured SE range (``range``) and for the far band (``far``)
+where chance is measured. Every row is additive over hours and camera pairs, so a period of
+hours, a lag range or a roll-up to zones, stores and sites is a sum of rows:
 
-    S      = sum over windows t, lags d in [min_lag, max_lag], groups g of A_g(t) * B_g(t + d)
-    kappa  = (sum_g a_g b_g - S_near) / (sum_g a_g * sum_g b_g - NN_near)
-             (a_g, b_g: group totals of the period, minus the window pairs within max_lag either way)
-    chance = kappa * sum_t N_A(t) * N_B*(t)                  (N_B*(t) = B's total over t's lag range)
+    S      = the range row [min_lag, max_lag]'s s, else the sum of the lag rows' s over those lags
+    NN     = sum of the lag rows' nn over the same lags
+    kappa  = sum of the far rows' s / sum of the far rows' nn
+    chance = kappa * NN
+    var0   = kappa * qq - kappa^2 * qn + kappa^3 * nn2   (the range row [min_lag, max_lag], else per-lag rows)
+    noise  = noise variance of S + (NN / NN_far)^2 * noise variance of the far rows  (noise_var_milli / 1000)
     flow   = (S - chance) / (p - kappa)
+    se     = sqrt((max(var0, 0) * (1 + NN / NN_far) + noise) / (p - kappa)^2 + max(flow, 0) * (1 - p) / p)
 
-kappa is the probability that two unrelated occurrences share a group (1/n_groups for balanced
-groups), computed from the observed group distributions; a flow person contributes p to S and
-kappa to chance, hence the divisor. Fictitious persons are independent of everything, so they
-only enter chance and the variance, never the expectation.
+kappa is the probability that two unrelated occurrences share a group, measured on window pairs
+too far apart to hold one person's journey; a person who really goes from A to B adds the
+same-group rate p to S and kappa to chance, hence the divisor. The factor (1 + NN / NN_far) is
+kappa's own sampling error; ``noise`` is the published tier's protective noise (issue 11 item 3),
+whose variance each row carries. The sums and formulas are those of
+:mod:`pipeline.aggregator.estimate` (``component_sums``, ``flow_from_sums``), which this module
+calls, so the CLI, the report and the aggregator's tests share one estimator; :func:`flow_sql`
+is the same computation as one SELECT, for ``--show-sql``, Grafana and docs/ANALYST_SQL.md
+(tests check the two agree).
 
-Standard error, from the same aggregates: under "no flow" a window's residual
-sum_g A_g B*_g - kappa N_A N_B* is sum_g (A_g - mean)(B*_g - mean) over groups, whose variance
-is kappa * (Q_A - kappa N_A^2)(Q_B* - kappa N_B*^2), Q being a window's sum of squared group
-counts (so overdispersed counts, such as strict-profile padding, widen the interval as they
-should, and a dense constant floor does not); residuals are independent across windows. A
-flow of F adds the binomial variance F(1 - p)/p. Both are computed in the same SQL statement; see ``docs/ANALYST_SQL.md`` for the derivation and
-bench/flows/evaluate.py for how well it matches the empirical error.
+When [min_lag, max_lag] is not a range the aggregator publishes exactly, the SE falls back to
+the per-lag terms (the lags' residuals treated as independent) and the estimate says so
+(``se_exact`` False). Roll-ups add the components of every camera pair of a zone (store, site)
+pair before estimating, so they pool kappa; their variance terms add as if the pairs were
+independent, which slightly understates the error when pairs share a camera. Estimates never
+mix parameter versions: every sum is filtered on one ``params_version``.
 
 A flow here counts pairs of captures: a person seen at A and then at B within the lag range
 counts once per such pair (twice if seen twice at B). The simulator's ground truth uses the
@@ -33,13 +40,15 @@ same definition.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import datetime, timezone
-from typing import Iterable, Sequence
+from typing import Iterable, Mapping, Sequence
 
+from pipeline.aggregator.estimate import PairSums, component_sums, flow_from_sums
 from pipeline.sink.clickhouse import Warehouse
 
 Z95 = 1.959963984540054
+HOUR = 3600
 
 
 class FlowQueryError(ValueError):
@@ -94,6 +103,16 @@ class FlowQuery:
     def t_to(self) -> int:
         return _epoch(self.end)
 
+    @property
+    def hours(self) -> tuple[int, int]:
+        """[first hour, end hour) in epoch seconds: components are hourly, so a period is rounded
+        out to the whole hours it touches (as component_sums and the footfall queries do)."""
+        return self.t_from // HOUR * HOUR, -(-self.t_to // HOUR) * HOUR
+
+    @property
+    def camera_keys(self) -> list[str]:
+        return [c.key for c in self.cameras]
+
 
 @dataclass(frozen=True)
 class FlowEstimate:
@@ -106,10 +125,26 @@ class FlowEstimate:
     same_group_rate: float
     flow: float
     se: float
+    se_exact: bool = True    # False: the lag range has no published SE range; per-lag terms summed
 
     @property
     def ci95(self) -> tuple[float, float]:
         return self.flow - Z95 * self.se, self.flow + Z95 * self.se
+
+
+@dataclass(frozen=True)
+class PublishedLags:
+    """What the aggregator published for a version, window length and period: the flow lags,
+    the exact-SE ranges and the far band (kappa). Read so that a question the components cannot
+    answer is refused, not answered with a silently shorter lag range."""
+
+    lags: frozenset[int]
+    ranges: frozenset[tuple[int, int]]
+    far: tuple[int, int] | None
+
+    @property
+    def max_lag(self) -> int | None:
+        return max(self.lags) if self.lags else None
 
 
 def _epoch(t: datetime) -> int:
@@ -118,88 +153,81 @@ def _epoch(t: datetime) -> int:
     return int(t.timestamp())
 
 
-def _params(q: FlowQuery) -> tuple[dict[str, object], str]:
-    """Query parameters and the camera IN-list (one placeholder per camera)."""
-    p: dict[str, object] = {"version": q.params_version, "w": q.window_seconds, "t_from": q.t_from,
-                            "t_to": q.t_to, "lag_lo": q.min_lag, "lags": q.max_lag - q.min_lag + 1,
-                            "near_lo": -q.max_lag, "near_n": 2 * q.max_lag + 1}
-    names = []
-    for i, c in enumerate(q.cameras):
-        p[f"cam{i}"] = c.key
-        names.append(f"%(cam{i})s")
-    return p, ", ".join(names)
+def _in_list(prefix: str, values: Sequence[str]) -> tuple[str, dict[str, object]]:
+    """An IN-list of placeholders (one per value) and their parameters: names never enter SQL."""
+    params = {f"{prefix}{i}": v for i, v in enumerate(values)}
+    return ", ".join(f"%({k})s" for k in params), params
+
+
+def _component_filter(db: str, q: FlowQuery, final: bool = True) -> tuple[str, dict[str, object]]:
+    """FROM ... FINAL WHERE ... of one question: version, window length, hours, camera pairs.
+
+    FINAL because flow_components is a ReplacingMergeTree: a replayed hour's rows count once
+    (``final=False`` only for questions about which row identities exist)."""
+    cams, params = _in_list("cam", q.camera_keys)
+    h_from, h_to = q.hours
+    params.update({"version": q.params_version, "w": q.window_seconds, "h_from": h_from, "h_to": h_to,
+                   "lag_lo": q.min_lag, "lag_hi": q.max_lag})
+    sql = (f"FROM {db}.flow_components{' FINAL' if final else ''} WHERE params_version = %(version)s "
+           f"AND window_seconds = %(w)s AND hour >= toDateTime(%(h_from)s) AND hour < toDateTime(%(h_to)s) "
+           f"AND concat(origin_site, '/', origin_camera) IN ({cams}) "
+           f"AND concat(dest_site, '/', dest_camera) IN ({cams})")
+    return sql, params
+
+
+_PAIR = "concat(origin_site, '/', origin_camera) AS cam_a, concat(dest_site, '/', dest_camera) AS cam_b"
+_NN2 = "toFloat64(sum(nn2_hi)) * 4294967296 + sum(nn2_lo)"   # nn2 = nn2_hi * 2^32 + nn2_lo
+
+
+def _terms_sql(base: str, by_lag: bool) -> str:
+    """Per pair (and lag): S (``s_t``), NN, the variance terms qq_t, qn_t, nn2_t and the published
+    noise's variance in S (``nv_t``), with ``exact`` = 1 when the variance terms are exact: a
+    single lag's own row, or the range row when [lo, hi] is a published SE range (whose ``s``
+    carries one noise draw per hour, not one per lag); otherwise the per-lag rows summed (lags
+    treated as independent)."""
+    lag, keys = (", lag_lo AS lag", "cam_a, cam_b, lag") if by_lag else ("", "cam_a, cam_b")
+    lags = (f"SELECT {_PAIR}{lag}, sum(s) AS s_lag, sum(nn) AS nn_sum, toFloat64(sum(qq)) AS qq_lag, "
+            f"toFloat64(sum(qn)) AS qn_lag, {_NN2} AS nn2_lag, sum(noise_var_milli) / 1000 AS nv_lag {base} "
+            f"AND kind = 'lag' AND lag_lo >= %(lag_lo)s AND lag_lo <= %(lag_hi)s GROUP BY {keys}")
+    if by_lag:
+        return (f"SELECT {keys}, s_lag AS s_t, nn_sum, qq_lag AS qq_t, qn_lag AS qn_t, nn2_lag AS nn2_t, "
+                f"nv_lag AS nv_t, 1 AS exact FROM ({lags})")
+    rng = (f"SELECT {_PAIR}, sum(s) AS s_r, toFloat64(sum(qq)) AS qq_r, toFloat64(sum(qn)) AS qn_r, "
+           f"{_NN2} AS nn2_r, sum(noise_var_milli) / 1000 AS nv_r, count() AS n_range {base} AND kind = 'range' "
+           f"AND lag_lo = %(lag_lo)s AND lag_hi = %(lag_hi)s GROUP BY cam_a, cam_b")
+    picked = ", ".join(f"if(n_range > 0, {x}_r, {x}_lag) AS {x}_t" for x in ("s", "qq", "qn", "nn2", "nv"))
+    return (f"SELECT {keys}, nn_sum, {picked}, n_range > 0 AS exact "
+            f"FROM ({lags}) AS l ANY LEFT JOIN ({rng}) AS r USING (cam_a, cam_b)")
 
 
 def flow_sql(db: str, q: FlowQuery, *, by_lag: bool = False) -> tuple[str, dict[str, object]]:
-    """One SELECT estimating every ordered camera pair of ``q`` (and, with ``by_lag``, every lag).
+    """One SELECT estimating every ordered camera pair of ``q`` (and, with ``by_lag``, every lag)
+    from ``flow_components FINAL``: the computation of :func:`estimate_flows` at camera level.
 
     Returns SQL with %(name)s placeholders plus the values; `flowctl flows --show-sql` prints it
     with the values filled in, for analysts who run it from clickhouse-client or a BI tool.
+    Columns: cam_a, cam_b[, lag], s, chance, kappa, p, flow, se, se_exact. Aliases never reuse
+    a column name (ClickHouse aliases are global to a SELECT; 18.16 would nest the aggregates).
+    The SE adds the published noise's variance: S's own, and the far band's through kappa
+    (times (NN / NN_far)^2).
     """
-    params, cams = _params(q)
-    base = (f"FROM {db}.occurrences_by_window WHERE params_version = %(version)s AND window_seconds = %(w)s "
-            f"AND concat(site_id, '/', camera_id) IN ({cams})")
-    period = "window_start >= toDateTime(%(t_from)s) AND window_start < toDateTime(%(t_to)s)"
-    a_side = (f"SELECT concat(site_id, '/', camera_id) AS cam_a, group_id, toInt64(toUInt32(window_start)) AS ws, "
-              f"sum(occurrences) AS na {base} AND {period} GROUP BY cam_a, group_id, ws")
-    # B shifted back by each lag, so that B's window t + d lines up with A's window t.
-    def b_shift(lo: str, n: str) -> str:
-        return (f"SELECT concat(site_id, '/', camera_id) AS cam_b, group_id, "
-                f"toInt64(toUInt32(window_start)) - toInt64(lag) * %(w)s AS ws, occurrences AS nb, lag "
-                + base.replace(" WHERE ", f" ARRAY JOIN arrayMap(i -> i + %({lo})s, range(%({n})s)) AS lag WHERE ", 1)
-                + f" AND window_start >= toDateTime(%(t_from)s + %({lo})s * %(w)s) "
-                f"AND window_start < toDateTime(%(t_to)s + (%({lo})s + %({n})s) * %(w)s)")
-
-    def products(lag_col: str, lo: str = "lag_lo", n: str = "lags") -> tuple[str, str, str]:
-        """(pair columns, co-occurrence sums s, window products nn/qq/nn2), per lag or summed over lags."""
-        b_side = (f"SELECT cam_b, group_id, ws{lag_col}, sum(nb) AS nstar FROM ({b_shift(lo, n)}) "
-                  f"WHERE ws >= %(t_from)s AND ws < %(t_to)s GROUP BY cam_b, group_id, ws{lag_col}")
-        pair = "cam_a, cam_b" + lag_col
-        s = (f"SELECT {pair}, sum(na * nstar) AS s FROM ({a_side}) AS a ALL INNER JOIN ({b_side}) AS b "
-             f"USING (group_id, ws) WHERE cam_a != cam_b GROUP BY {pair}")
-        wa = f"SELECT cam_a, ws, sum(na) AS n_a, sum(na * na) AS q_a FROM ({a_side}) GROUP BY cam_a, ws"
-        wb = (f"SELECT cam_b, ws{lag_col}, sum(nstar) AS n_b, sum(nstar * nstar) AS q_b FROM ({b_side}) "
-              f"GROUP BY cam_b, ws{lag_col}")
-        # Float64 products: with dense (strict-profile) counts n_a^2 n_b^2 summed over a day
-        # exceeds UInt64 and would wrap silently.
-        windows = (f"SELECT {pair}, sum(toFloat64(n_a) * n_b) AS nn, sum(toFloat64(q_a) * q_b) AS qq, "
-                   f"sum(pow(toFloat64(n_a) * n_b, 2)) AS nn2, "
-                   f"sum(toFloat64(q_a) * n_b * n_b + toFloat64(n_a) * n_a * q_b) AS qn "
-                   f"FROM ({wa}) AS wa ALL INNER JOIN ({wb}) AS wb USING ws WHERE cam_a != cam_b GROUP BY {pair}")
-        return pair, s, windows
-
-    pair, s, windows = products(", lag" if by_lag else "")
-    # Near window pairs, both directions: lags -max_lag..max_lag (for kappa, below).
-    _, s_near, windows_near = products("", "near_lo", "near_n")
-    ga = (f"SELECT concat(site_id, '/', camera_id) AS cam_a, group_id, sum(occurrences) AS ga {base} AND {period} "
-          f"GROUP BY cam_a, group_id")
-    gb = ga.replace("AS cam_a", "AS cam_b").replace("AS ga", "AS gb").replace("GROUP BY cam_a", "GROUP BY cam_b")
-    # kappa from the *far* part of the period. The same person's occurrences at A and B (either
-    # order, within max_lag) share a group with rate p and would inflate a kappa taken over the
-    # whole period, biasing every flow low by about its share of near window pairs (measured:
-    # -5% on one-day periods). So from the period's group products (gg = sum_g a_g b_g,
-    # tt = sum a * sum b) the near window pairs (|lag| <= max_lag) are removed, leaving pairs of
-    # windows too far apart to hold one person twice.
-    dist = (f"SELECT cam_a, cam_b, sum(toFloat64(ga) * gb) AS gg, toFloat64(any(ta)) * any(tb) AS tt FROM "
-            f"(SELECT cam_a, group_id, ga, ta FROM ({ga}) AS ga1 ANY LEFT JOIN "
-            f"(SELECT cam_a, sum(ga) AS ta FROM ({ga}) AS ga2 GROUP BY cam_a) AS ta USING cam_a) AS ka "
-            f"ALL INNER JOIN "
-            f"(SELECT cam_b, group_id, gb, tb FROM ({gb}) AS gb1 ANY LEFT JOIN "
-            f"(SELECT cam_b, sum(gb) AS tb FROM ({gb}) AS gb2 GROUP BY cam_b) AS tb USING cam_b) AS kb "
-            f"USING group_id WHERE cam_a != cam_b GROUP BY cam_a, cam_b")
-    kappa = (f"SELECT cam_a, cam_b, (gg - s_near) / (tt - nn_near) AS kappa FROM "
-             f"(SELECT cam_a, cam_b, s AS s_near, nn AS nn_near FROM ({windows_near}) AS w0 ANY LEFT JOIN "
-             f"({s_near}) AS s0 USING (cam_a, cam_b)) AS t0 ANY LEFT JOIN ({dist}) AS d0 USING (cam_a, cam_b)")
+    base, params = _component_filter(db, q)
+    keys = "cam_a, cam_b, lag" if by_lag else "cam_a, cam_b"
+    far = (f"SELECT {_PAIR}, sum(s) AS s_far, sum(nn) AS nn_far, sum(noise_var_milli) / 1000 AS nv_far {base} "
+           f"AND kind = 'far' GROUP BY cam_a, cam_b")
     p = (f"(SELECT argMax(same_group_rate, registered_at) FROM {db}.privacy_params "
          f"WHERE params_version = %(version)s)")
-    joined = (f"SELECT {pair}, s, nn, qq, nn2, qn, kappa FROM "
-              f"(SELECT {pair}, s, nn, qq, nn2, qn FROM ({windows}) AS w ANY LEFT JOIN ({s}) AS sq USING ({pair})) AS wj "
-              f"ANY LEFT JOIN ({kappa}) AS k USING (cam_a, cam_b)")
-    sql = (f"SELECT {pair}, s, chance, kappa, p, (s - chance) / (p - kappa) AS flow, "
-           f"sqrt(greatest(var0, 0) / pow(p - kappa, 2) + greatest((s - chance) / (p - kappa), 0) * (1 - p) / p) AS se "
-           f"FROM (SELECT {pair}, s, kappa * nn AS chance, kappa, {p} AS p, "
-           f"kappa * qq - pow(kappa, 2) * qn + pow(kappa, 3) * nn2 AS var0 FROM ({joined})) "
-           f"ORDER BY {pair}")
+    with_kappa = (f"SELECT {keys}, s_t, nn_sum, qq_t, qn_t, nn2_t, nv_t, exact, nn_far, nv_far, "
+                  f"s_far / nn_far AS kappa, {p} AS p "
+                  f"FROM ({_terms_sql(base, by_lag)}) AS t ANY LEFT JOIN ({far}) AS f USING (cam_a, cam_b)")
+    estimate = (f"SELECT {keys}, s_t, kappa * nn_sum AS chance, kappa, p, "
+                f"(s_t - kappa * nn_sum) / (p - kappa) AS fl, "
+                f"kappa * qq_t - pow(kappa, 2) * qn_t + pow(kappa, 3) * nn2_t AS var0, "
+                f"1 + nn_sum / nn_far AS kappa_term, "
+                f"nv_t + if(nn_far > 0, pow(nn_sum / nn_far, 2) * nv_far, 0) AS noise, exact FROM ({with_kappa})")
+    sql = (f"SELECT {keys}, s_t AS s, chance, kappa, p, fl AS flow, "
+           f"sqrt((greatest(var0, 0) * kappa_term + noise) / pow(p - kappa, 2) + greatest(fl, 0) * (1 - p) / p) AS se, "
+           f"exact AS se_exact FROM ({estimate}) ORDER BY {keys}")
     return sql, params
 
 
@@ -219,54 +247,78 @@ def registered_rate(wh: Warehouse, version: str) -> float:
     return float(rows[0][0])
 
 
-def estimate_flows(wh: Warehouse, q: FlowQuery, *, by_lag: bool = False) -> list[FlowEstimate]:
-    """Every ordered pair of ``q.cameras`` whose windows overlap in the period."""
-    registered_rate(wh, q.params_version)
-    sql, params = flow_sql(wh.database, q, by_lag=by_lag)
-    out = []
-    for row in wh.rows(sql, params):
-        if by_lag:
-            a, b, lag, s, chance, kappa, p, flow, se = row
-        else:
-            (a, b, s, chance, kappa, p, flow, se), lag = row, None
-        out.append(FlowEstimate(str(a), str(b), None if lag is None else int(lag), float(s), float(chance),
-                                float(kappa), float(p), _finite(flow), _finite(se)))
-    return out
+def published_lags(wh: Warehouse, q: FlowQuery) -> PublishedLags:
+    """The lags, SE ranges and far band the aggregator published for ``q``'s version, window
+    length, hours and cameras (distinct row identities: no FINAL needed)."""
+    base, params = _component_filter(wh.database, q, final=False)
+    rows = wh.rows(f"SELECT kind, lag_lo, lag_hi {base} GROUP BY kind, lag_lo, lag_hi", params)
+    lags = frozenset(int(lo) for kind, lo, _ in rows if kind == "lag")
+    ranges = frozenset((int(lo), int(hi)) for kind, lo, hi in rows if kind == "range")
+    far = sorted((int(lo), int(hi)) for kind, lo, hi in rows if kind == "far")
+    return PublishedLags(lags, ranges, far[0] if far else None)
 
 
-def _finite(x: float) -> float:
+def _check_lags(q: FlowQuery, pub: PublishedLags) -> None:
+    if pub.max_lag is not None and q.max_lag > pub.max_lag:
+        raise FlowQueryError(f"the aggregator publishes lags 0 to {pub.max_lag} windows for parameter set "
+                             f"{q.params_version!r}; --max-lag {q.max_lag} would silently drop the longer transits "
+                             f"(raise aggregator.max_lag_windows to publish them)")
+
+
+def pool(xs: Iterable[PairSums]) -> PairSums:
+    """The components of several camera pairs as one: every term (noise variances included) is a
+    sum, so pairs add up, and kappa = sum s_far / sum nn_far is pooled over them; the SE is exact
+    only if it is for every pair."""
+    xs = list(xs)
+    terms = {f.name: sum(getattr(x, f.name) for x in xs) for f in fields(PairSums) if f.name != "se_exact"}
+    return PairSums(**terms, se_exact=all(x.se_exact for x in xs))
+
+
+def roll_up(sums: Mapping[tuple, PairSums], level_of: Mapping[str, str]) -> dict[tuple, PairSums]:
+    """Per (origin label, destination label[, lag]): the pooled components of its camera pairs
+    (``level_of``: camera key -> zone, store or site label; cameras not in it stay on their own)."""
+    groups: dict[tuple, list[PairSums]] = {}
+    for (a, b, *lag), x in sums.items():
+        groups.setdefault((level_of.get(a, a), level_of.get(b, b), *lag), []).append(x)
+    return {k: pool(v) for k, v in groups.items()}
+
+
+def _estimate(key: tuple, x: PairSums, p: float) -> FlowEstimate:
+    a, b, *lag = key
+    kappa, chance, flow, se = flow_from_sums(x, p)
+    return FlowEstimate(a, b, lag[0] if lag else None, float(x.s), finite(chance), finite(kappa), p, finite(flow),
+                        finite(se), x.se_exact)
+
+
+def estimate_flows(wh: Warehouse, q: FlowQuery, *, by_lag: bool = False,
+                   level_of: Mapping[str, str] | None = None) -> list[FlowEstimate]:
+    """Every ordered pair of ``q.cameras`` (or, with ``level_of``, of their zones, stores or
+    sites) that has published components in the period; with ``by_lag`` one estimate per lag."""
+    p = registered_rate(wh, q.params_version)
+    _check_lags(q, published_lags(wh, q))
+    sums = component_sums(wh, q.params_version, q.camera_keys, q.start, q.end, q.window_seconds, q.min_lag,
+                          q.max_lag, by_lag=by_lag)
+    if level_of:
+        sums = roll_up(sums, level_of)
+    return [_estimate(k, sums[k], p) for k in sorted(sums)]
+
+
+def finite(x: float) -> float:
     x = float(x)
     return x if math.isfinite(x) else float("nan")
 
 
 def cameras_with_data(wh: Warehouse, version: str, start: datetime, end: datetime,
                       sites: Sequence[str] = ()) -> list[CameraRef]:
-    """Cameras that published anything for ``version`` in the period (optionally of some sites)."""
-    where = ["params_version = %(v)s", "window_start >= toDateTime(%(a)s)", "window_start < toDateTime(%(b)s)"]
-    params: dict[str, object] = {"v": version, "a": _epoch(start), "b": _epoch(end)}
+    """Cameras with published footfall for ``version`` in the hours of the period (optionally of
+    some sites). DISTINCT over the sort key, so replayed rows need no FINAL."""
+    t0 = _epoch(start)
+    where = ["params_version = %(v)s", "hour >= toDateTime(%(a)s)", "hour < toDateTime(%(b)s)"]
+    params: dict[str, object] = {"v": version, "a": t0 - t0 % HOUR, "b": _epoch(end)}
     if sites:
-        where.append("site_id IN (" + ", ".join(f"%(s{i})s" for i in range(len(sites))) + ")")
-        params.update({f"s{i}": s for i, s in enumerate(sites)})
-    rows = wh.rows(f"SELECT DISTINCT site_id, camera_id FROM {wh.database}.camera_window_totals "
+        names, values = _in_list("s", sites)
+        where.append(f"site_id IN ({names})")
+        params.update(values)
+    rows = wh.rows(f"SELECT DISTINCT site_id, camera_id FROM {wh.database}.footfall_components "
                    f"WHERE {' AND '.join(where)} ORDER BY site_id, camera_id", params)
     return [CameraRef(str(s), str(c)) for s, c in rows]
-
-
-def aggregate(estimates: Iterable[FlowEstimate], level_of: dict[str, str]) -> list[FlowEstimate]:
-    """Roll camera-pair flows up to zones, stores or sites (``level_of``: camera key -> label).
-
-    Flows add up; their variances are added as if independent, which slightly understates
-    the error when pairs share a camera (their chance terms are correlated).
-    """
-    acc: dict[tuple[str, str, int | None], list[float]] = {}
-    meta: dict[tuple[str, str, int | None], tuple[float, float]] = {}
-    for e in estimates:
-        key = (level_of.get(e.origin, e.origin), level_of.get(e.destination, e.destination), e.lag)
-        v = acc.setdefault(key, [0.0, 0.0, 0.0, 0.0])
-        v[0] += e.co_occurrences
-        v[1] += e.chance
-        v[2] += e.flow
-        v[3] += e.se ** 2
-        meta[key] = (e.kappa, e.same_group_rate)
-    return [FlowEstimate(a, b, lag, s, c, meta[(a, b, lag)][0], meta[(a, b, lag)][1], f, math.sqrt(var))
-            for (a, b, lag), (s, c, f, var) in sorted(acc.items(), key=lambda kv: (kv[0][0], kv[0][1], kv[0][2] or 0))]

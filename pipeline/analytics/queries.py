@@ -1,7 +1,10 @@
-"""Footfall and demographics per camera and hour, from the flow-analytics views and tables.
+"""Footfall and demographics per camera and hour, from the published tier.
 
-Both read pre-aggregated data (``footfall_hourly`` view over ``camera_window_totals``;
-``demographics_hourly`` table), so an hour of a camera is one row whatever the window length.
+Footfall reads ``footfall_components FINAL`` (per camera-hour occurrences and windows with any,
+published by the flow aggregator; FINAL so that a replayed hour counts once) and subtracts the
+expected fictitious persons of the parameter set; demographics read the ``demographics_hourly``
+table. Neither touches the restricted per-window group cells, and an hour of a camera is one row
+whatever the window length.
 The SQL is plain %(name)s-parameterised text that ClickHouse 18.16 and current engines (chdb)
 accept; ``*_sql`` return it with its parameters so the report and docs/ANALYST_SQL.md can show
 the exact statement (``pipeline.analytics.flows.render_sql`` fills the values in).
@@ -71,10 +74,20 @@ def _where(version: str, start: datetime, end: datetime, sites: Sequence[str]) -
 
 def footfall_sql(db: str, version: str, start: datetime, end: datetime,
                  sites: Sequence[str] = ()) -> tuple[str, dict[str, object]]:
+    """Per camera-hour: occurrences, windows and estimated persons = occurrences - windows x the
+    expected fictitious persons per camera-window (0 for an unregistered version). The estimate is
+    formed per row inside, because an outer ``sum(windows) AS windows`` alias would be substituted
+    into any later expression using ``windows``."""
     where, params = _where(version, start, end, sites)
+    fictitious = (f"SELECT params_version, argMax(n_groups, registered_at) * argMax(fictitious_per_group, registered_at) "
+                  f"AS fictitious_per_window FROM {db}.privacy_params GROUP BY params_version")
+    rows = (f"SELECT site_id, camera_id, hour, occurrences, windows, "
+            f"occurrences - windows * fictitious_per_window AS persons_est "
+            f"FROM (SELECT params_version, site_id, camera_id, hour, occurrences, windows "
+            f"FROM {db}.footfall_components FINAL WHERE {where}) AS f "
+            f"ANY LEFT JOIN ({fictitious}) AS p USING (params_version)")
     sql = (f"SELECT site_id, camera_id, toUInt32(hour) AS hour_epoch, sum(occurrences) AS occurrences, "
-           f"sum(windows) AS windows, sum(estimated_persons) AS estimated_persons "
-           f"FROM {db}.footfall_hourly WHERE {where} "
+           f"sum(windows) AS windows, sum(persons_est) AS estimated_persons FROM ({rows}) "
            f"GROUP BY site_id, camera_id, hour_epoch ORDER BY site_id, camera_id, hour_epoch")
     return sql, params
 
@@ -93,9 +106,8 @@ def footfall_hourly(wh: Warehouse, version: str, start: datetime, end: datetime,
                     sites: Sequence[str] = ()) -> list[FootfallRow]:
     """Estimated persons per camera and hour (fictitious persons' expectation subtracted).
 
-    ``estimated_persons`` is NULL-free only when ``version`` is registered in privacy_params;
-    for an unregistered version the view's join yields 0 for the fictitious figures, so the
-    estimate equals the raw occurrences (register the parameter set first).
+    For an unregistered version the join yields 0 for the fictitious figures, so the estimate
+    equals the raw occurrences (register the parameter set first).
     """
     sql, params = footfall_sql(wh.database, version, start, end, sites)
     return [FootfallRow(str(s), str(c), _hour(h), int(o), int(w), float(e))

@@ -25,8 +25,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from pipeline.analytics.dimensions import camera_levels  # noqa: E402
 from pipeline.analytics.flows import (  # noqa: E402
-    Z95, CameraRef, FlowEstimate, FlowQuery, FlowQueryError, aggregate, cameras_with_data, estimate_flows,
-    flow_sql, registered_rate, render_sql)
+    Z95, CameraRef, FlowEstimate, FlowQuery, FlowQueryError, PublishedLags, cameras_with_data, estimate_flows,
+    flow_sql, published_lags, registered_rate, render_sql)
 from pipeline.analytics.queries import (  # noqa: E402
     DemographicRow, FootfallRow, demographics_hourly, demographics_sql, footfall_hourly, footfall_sql)
 from pipeline.sink.clickhouse import Warehouse  # noqa: E402
@@ -131,6 +131,7 @@ class ReportData:
     sql: dict[str, str] = field(default_factory=dict)   # title -> statement with values filled in
     figures: list[str] = field(default_factory=list)    # titles of the embedded images, in order
     truth: "GroundTruth | None" = None                  # labelled persons, for footage with labels
+    published: PublishedLags | None = None              # lags, SE ranges and far band found in the period
 
 
 @dataclass(frozen=True)
@@ -175,8 +176,9 @@ def build_report(wh: Warehouse, version: str, start: datetime, end: datetime, *,
     """Query everything, draw the figures and write one HTML file to ``out_path``.
 
     ``cameras``: CameraRef or "SITE/CAMERA" strings; empty means every camera with data in the
-    period. ``level``: camera, zone, store or site (flows rolled up with the layout in
-    ``cameras``; footfall and demographics stay per camera). Lags are in windows.
+    period. ``level``: camera, zone, store or site (camera pairs' flow components summed per
+    label pair with the layout in ``cameras``, pooling kappa; footfall and demographics stay per
+    camera). Lags are in windows. Everything comes from the published tier.
     """
     if start.tzinfo is None:
         start = start.replace(tzinfo=timezone.utc)
@@ -186,10 +188,8 @@ def build_report(wh: Warehouse, version: str, start: datetime, end: datetime, *,
     cams = _cameras(wh, version, start, end, cameras)
     q = FlowQuery(version, cams, start, end, window_seconds=window_seconds, min_lag=min_lag, max_lag=max_lag)
     levels = camera_levels(wh, level)
-    flows = estimate_flows(wh, q)
-    by_lag = estimate_flows(wh, q, by_lag=True)
-    if level != "camera":
-        flows, by_lag = aggregate(flows, levels), aggregate(by_lag, levels)
+    flows = estimate_flows(wh, q, level_of=levels)
+    by_lag = estimate_flows(wh, q, by_lag=True, level_of=levels)
 
     keys = {c.key for c in cams}
     sites = tuple(sorted({c.site_id for c in cams}))
@@ -207,7 +207,7 @@ def build_report(wh: Warehouse, version: str, start: datetime, end: datetime, *,
         "Demographics by hour": render_sql(*demographics_sql(db, version, start, end, sites)),
     }
     data = ReportData(Path(out_path), version, start, end, level, window_seconds, min_lag, max_lag, params, cams,
-                      flows, by_lag, transit_pairs, footfall, demo, sql, truth=truth)
+                      flows, by_lag, transit_pairs, footfall, demo, sql, truth=truth, published=published_lags(wh, q))
     Path(out_path).parent.mkdir(parents=True, exist_ok=True)
     Path(out_path).write_text(_render(data), encoding="utf-8")
     return data
@@ -422,6 +422,39 @@ def _render_truth(d: ReportData, parts: list[str]) -> None:
                  "flows at a realistic scale.</p>")
 
 
+def _far_minutes(d: ReportData) -> tuple[float, float] | None:
+    if d.published is None or d.published.far is None:
+        return None
+    lo, hi = d.published.far
+    return lo * d.window_seconds / 60, hi * d.window_seconds / 60
+
+
+def _render_flow_notes(d: ReportData, parts: list[str]) -> None:
+    """Say why a flow is missing or n/a instead of leaving the reader with an empty table."""
+    span_min = (d.end - d.start).total_seconds() / 60
+    if not d.flows:
+        parts.append('<p class="note"><b>No flow components for these cameras and hours.</b> The flow aggregator '
+                     "publishes an hour once every window that pairs with it is final (about three hours after "
+                     "the hour starts), and after a cold start only from the first hour it can complete; "
+                     f"this period spans {span_min:.0f} minutes.</p>")
+    if any(not math.isfinite(f.flow) or not math.isfinite(f.se) for f in d.flows):
+        far = _far_minutes(d)
+        band = (f"window pairs {far[0]:g} to {far[1]:g} minutes apart, in either order" if far else
+                "window pairs further apart than the lag range")
+        short = far is not None and span_min <= far[0]
+        parts.append('<p class="note"><b>Why some cells say n/a.</b> The chance level κ is measured on '
+                     f"{band} (the aggregator's far band), so that no person's own visit to both cameras inflates "
+                     f"it. This period spans {span_min:.0f} minutes"
+                     + (", too short to hold such pairs" if short else
+                        ", and the cameras published too few windows that far apart")
+                     + ". Without κ there is no chance term to subtract, so no flow and no interval can be "
+                     "given: the estimator says it does not know rather than print a number.</p>")
+    if any(not f.se_exact for f in d.flows):
+        parts.append(f'<p class="note">The aggregator publishes no exact standard error for lags {d.min_lag} to '
+                     f"{d.max_lag}: the SE shown sums the per-lag terms, which is too narrow when the same people "
+                     "are seen at the destination in consecutive windows.</p>")
+
+
 def _render(d: ReportData) -> str:
     e = html.escape
     p = d.params
@@ -445,9 +478,10 @@ def _render(d: ReportData) -> str:
         f"<dt>Level</dt><dd>{e(d.level)}</dd>",
         f"<dt>Cameras</dt><dd>{e(', '.join(c.key for c in d.cameras))}</dd>",
         "</dl>",
-        '<p class="note">No person is identified or tracked: the warehouse only holds, per camera and '
-        "window, how many occurrences each anonymous group had (with fictitious persons added). "
-        "<b>Flows are statistical estimates</b>: how much more often groups co-occur at the origin and, "
+        '<p class="note">No person is identified or tracked: this report reads only the published tier, '
+        "hourly sums per camera pair (flow components) and per camera (footfall), over all anonymous groups "
+        "and windows, with fictitious persons added; no per-window or per-group figure is shown or stored "
+        "for analysts. <b>Flows are statistical estimates</b>: how much more often groups co-occur at the origin and, "
         "within the lag range, at the destination than chance predicts. Each comes with a standard error "
         "and a <b>95% confidence interval</b>; an interval that includes 0 means the data cannot tell the "
         "flow apart from none. A camera-pair flow counts <b>pairs of captures</b>: a person seen at the "
@@ -477,8 +511,10 @@ def _render(d: ReportData) -> str:
     parts.append(f'<h2 id="flows">{SECTION_TITLES[2]}</h2>')
     _img(d, parts, _fig_matrix(d.flows), "Origin-destination matrix of estimated flows")
     parts.append("<p>S: co-occurrences of the same group at the origin and (within the lag range) at the "
-                 "destination; chance: what unrelated occurrences would give; flow = (S − chance) / (p − κ). "
-                 "CI: flow ± 1.96 SE.</p>")
+                 "destination, summed over the hours' published components; chance: what unrelated occurrences "
+                 "would give (κ from the far band); flow = (S − chance) / (p − κ). CI: flow ± 1.96 SE"
+                 + ("" if d.level == "camera" else f"; {e(d.level)} rows sum the components of their camera pairs")
+                 + ".</p>")
     parts.append('<table class="flows"><tr><th>origin</th><th>destination</th><th>S</th><th>chance</th>'
                  "<th>flow</th><th>SE</th><th>95% CI low</th><th>95% CI high</th></tr>")
     for f in d.flows:
@@ -489,22 +525,13 @@ def _render(d: ReportData) -> str:
                      f'<td class="flow">{format_number(f.flow)}</td><td class="se">{format_number(f.se)}</td>'
                      f'<td class="ci-low">{format_number(lo)}</td><td class="ci-high">{format_number(hi)}</td></tr>')
     parts.append("</table>")
-    if any(not math.isfinite(f.flow) or not math.isfinite(f.se) for f in d.flows):
-        span_min = (d.end - d.start).total_seconds() / 60
-        parts.append('<p class="note"><b>Why some cells say n/a.</b> The chance level κ is measured from pairs '
-                     "of windows further apart than the lag range "
-                     f"({d.max_lag * d.window_seconds / 60:g} minutes), so that no person's own visit to both "
-                     f"cameras inflates it. This period spans {span_min:.0f} minutes"
-                     + (", too short to hold such pairs" if span_min <= d.max_lag * d.window_seconds / 60 else
-                        ", and the cameras published too few windows that far apart")
-                     + ". Without κ there is no chance term to subtract, so no flow and no interval can be "
-                     "given: the estimator says it does not know rather than print a number.</p>")
+    _render_flow_notes(d, parts)
 
     # transit
     parts.append(f'<h2 id="transit">{SECTION_TITLES[3]}</h2>')
     parts.append(f"<p>Per-lag flow estimates for the {len(d.transit_pairs)} largest flows "
-                 f"(at most {MAX_TRANSIT_PLOTS}). Per-lag estimates add up to the pair's flow; each has a wider "
-                 "relative error than the total.</p>")
+                 f"(at most {MAX_TRANSIT_PLOTS}). Per-lag estimates add up to the pair's flow (up to the published "
+                 "noise, drawn per lag and per range); each has a wider relative error than the total.</p>")
     for pair in d.transit_pairs:
         _img(d, parts, _fig_transit(pair, d.flows_by_lag, d.window_seconds), f"Transit time {pair[0]} -> {pair[1]}")
 
@@ -518,7 +545,10 @@ def _render(d: ReportData) -> str:
     # SQL
     parts.append(f'<h2 id="sql">{SECTION_TITLES[5]}</h2>')
     parts.append("<p>Every figure above comes from one of these statements (values filled in); they run as is "
-                 "in clickhouse-client. See docs/ANALYST_SQL.md.</p>")
+                 "in clickhouse-client. The flow statements are per camera pair"
+                 + ("" if d.level == "camera" else f"; the {e(d.level)} level sums the same components per "
+                    f"{e(d.level)} pair before the formulas")
+                 + ". See docs/ANALYST_SQL.md.</p>")
     for title, stmt in d.sql.items():
         parts.append(f"<h3>{e(title)}</h3><pre>{e(pretty_sql(stmt))}</pre>")
     parts.append(f"<p><small>Generated {e(_fmt_time(datetime.now(timezone.utc)))} by flowpipe.</small></p>")

@@ -1,5 +1,10 @@
 """``flowctl simulate run SCENARIO``: simulate, publish to ClickHouse or Kafka, keep the truth aside.
 
+To ClickHouse, what analysts may read: the cells go through the flow aggregator in-process
+(``settings.aggregator``) into ``flow_components`` / ``footfall_components``, with the protected
+demographic counts; the restricted per-window cells are not written. To Kafka, the cells go to
+the restricted occurrences topic, as processors send them.
+
 Also runnable on its own: ``python -m pipeline.simulator.cli run reference``.
 A thin wrapper around :func:`pipeline.simulator.simulate` and :mod:`pipeline.simulator.publish`.
 """
@@ -40,7 +45,8 @@ def simulate_group() -> None:
 @click.option("--database", default="flow_sim", show_default=True,
               help="ClickHouse database of the simulator's own (never the sink's).")
 @click.option("--replace", is_flag=True, help="Drop the simulator database first if it holds rows.")
-@click.option("--append", is_flag=True, help="Add to the rows already in the simulator database.")
+@click.option("--append", is_flag=True,
+              help="Add to the rows already in the simulator database (published hours already there are replaced).")
 @click.option("--truth", "truth_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Write the ground truth JSON here.")
 @click.option("--params", "params_path", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
@@ -56,8 +62,8 @@ def run(scenario: str, days: int | None, mode: str | None, target: str, database
     from pipeline.privacy import ParamsError, PrivacyParams
     from pipeline.settings import ConfigError, load_settings
     from pipeline.simulator import simulate
-    from pipeline.simulator.publish import (SimulatorError, prepare_database, produce_kafka, register_dimensions,
-                                            write_clickhouse)
+    from pipeline.simulator.publish import (SimulatorError, prepare_database, produce_kafka, publish_components,
+                                            register_dimensions, write_clickhouse)
     from pipeline.simulator.scenario import ScenarioError, load_scenario
 
     if replace and append:
@@ -90,11 +96,13 @@ def run(scenario: str, days: int | None, mode: str | None, target: str, database
             t_out = time.monotonic()
             rate = None
             if target == "clickhouse":
-                ptasks = {"group_occurrences": prog.add_task(f"insert {database}.group_occurrences",
-                                                             total=pub.occurrence_rows),
-                          "demographic_counts": prog.add_task(f"insert {database}.demographic_counts",
-                                                              total=pub.demographic_rows)}
-                written = write_clickhouse(pub, wh, first_offsets=first,
+                agg = prog.add_task(f"aggregate {pub.occurrence_rows} cells", total=1)
+                flow, foot = publish_components(pub, settings.aggregator.spec())
+                prog.advance(agg)
+                ptasks = {t: prog.add_task(f"insert {database}.{t}", total=n) for t, n in (
+                    ("flow_components", len(flow)), ("footfall_components", len(foot)),
+                    ("demographic_counts", pub.demographic_rows))}
+                written = write_clickhouse(pub, wh, components=(flow, foot), first_offsets=first,
                                            progress=lambda t, n: prog.advance(ptasks[t], n))
                 register_dimensions(wh, sc, sim.params)
             elif target == "kafka":
@@ -131,8 +139,9 @@ def run(scenario: str, days: int | None, mode: str | None, target: str, database
         f"same-group rate achieved {sg.all_pairs:.3f} over {sg.all_pairs_n} same-person capture pairs "
         f"(consecutive {sg.consecutive:.3f}); target params.same_group_rate {st.target_same_group_rate:.3f}"
         + (f"; fast home-group probability {st.fast_home_probability:.3f}" if st.fast_home_probability else ""),
-        f"published: {pub.occurrence_rows} occurrence rows ({pub.fictitious_added} fictitious occurrences drawn "
-        f"with floor {params.fictitious_floor}, ratio {params.fictitious_ratio:g}), {pub.demographic_rows} demographic rows",
+        f"processors emitted: {pub.occurrence_rows} occurrence cells (restricted; {pub.fictitious_added} fictitious "
+        f"occurrences drawn with floor {params.fictitious_floor}, ratio {params.fictitious_ratio:g}), "
+        f"{pub.demographic_rows} demographic rows",
         "timings: " + ", ".join(f"{k} {v:.2f} s" for k, v in st.seconds.items()),
     ]
     if target == "clickhouse":

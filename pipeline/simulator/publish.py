@@ -11,34 +11,46 @@ not) and every other window that holds a capture (people still walking after clo
 Rows are kept columnar (numpy) so a week of a site fits in memory and evaluation code can use
 them without any database. Two outputs:
 
-* :func:`write_clickhouse` inserts straight into ``group_occurrences`` and
-  ``demographic_counts`` of a database *of the simulator's own* (``flow_sim`` by default),
-  created and migrated with :func:`pipeline.sink.migrations.migrate`; the sink's database is
-  refused because the sink resumes from the highest ``kafka_offset`` it finds there. Rows get
+* :func:`write_clickhouse` writes what analysts may read, into a database *of the simulator's
+  own* (``flow_sim`` by default), created and migrated with
+  :func:`pipeline.sink.migrations.migrate`: the cells go through the streaming flow aggregator's
+  cores in-process (:func:`pipeline.aggregator.batch.aggregate_cells`, the same rows the
+  aggregator app publishes) into ``flow_components`` / ``footfall_components``, and the protected
+  demographic counts into ``demographic_counts``. The per-window group cells themselves are
+  restricted data and are not written there. The sink's database is refused because the sink
+  resumes from the highest ``kafka_offset`` it finds there. Demographic rows get
   ``kafka_partition = 0`` and a running ``kafka_offset``.
 * :func:`produce_kafka` encodes records with :func:`pipeline.serde.encode` and produces them
   (idempotent producer, keyed by camera id) to the occurrences/demographics topics, to load-test
-  the sink.
+  the sink and the aggregator.
+
+:func:`write_cells` lands the restricted cells in ``group_occurrences``, only for the reference
+estimator on cells (:mod:`pipeline.analytics.cell_estimator`) in tests and benchmarks.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import secrets
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
+from pipeline.aggregator.model import (FLOW_COMPONENT_COLUMNS, FOOTFALL_COMPONENT_COLUMNS, AggregatorSpec,
+                                       FlowComponent, FootfallComponent, OccurrenceCell, flow_component_columns,
+                                       footfall_component_columns)
 from pipeline.privacy import PrivacyParams, pad_with_fictitious, protect_demographic_counts
 from pipeline.settings import Settings
 from pipeline.simulator.journeys import Captures
 from pipeline.simulator.scenario import DAY, Scenario
 from pipeline.simulator.truth import OBS_BANDS, OBS_GENDERS
 
-__all__ = ["Published", "publish", "published_windows", "write_clickhouse", "prepare_database",
-           "produce_kafka", "SimulatorError", "OCCURRENCE_COLUMNS", "DEMOGRAPHIC_COLUMNS", "KafkaLoadStats"]
+__all__ = ["Published", "publish", "published_windows", "write_clickhouse", "prepare_database", "publish_components",
+           "write_components", "write_cells", "produce_kafka", "SimulatorError", "OCCURRENCE_COLUMNS",
+           "DEMOGRAPHIC_COLUMNS", "KafkaLoadStats"]
 
 OCCURRENCE_COLUMNS = ("site_id", "camera_id", "window_start", "window_seconds", "group_id", "occurrences",
                       "params_version", "kafka_partition", "kafka_offset")
@@ -122,6 +134,10 @@ class Published:
             yield {"site_id": self.site_ids[self.camera_site[c]], "camera_id": self.camera_ids[c],
                    "window_start": w, "window_seconds": self.window_seconds, "group_id": g, "occurrences": n,
                    "params_version": self.params_version}
+
+    def occurrence_cells(self) -> Iterator[OccurrenceCell]:
+        """The aggregator's input records, one per published (camera, window, group)."""
+        return (OccurrenceCell.from_record(r) for r in self.occurrence_records())
 
     def demographic_records(self, lo: int = 0, hi: int | None = None) -> Iterator[dict[str, Any]]:
         hi = self.demographic_rows if hi is None else hi
@@ -266,13 +282,18 @@ def publish(sc: Scenario, captures: Captures, groups: np.ndarray, params: Privac
 
 # ---- ClickHouse ------------------------------------------------------------------------------
 
+OFFSET_TABLES = ("group_occurrences", "demographic_counts")   # rows carry kafka offsets
+PUBLISHED_TABLES = ("flow_components", "footfall_components")   # ReplacingMergeTree: a rerun replaces
+
+
 def prepare_database(settings: Settings, database: str, *, replace: bool = False, append: bool = False):
     """Open, create and migrate the simulator's own database; returns (warehouse, first offsets).
 
     Refuses the sink's database (``settings.clickhouse.database``): the sink resumes each
     partition after the highest kafka_offset stored there, so simulated rows would make it skip
     real records. An existing database with rows is refused unless ``replace`` (drop it first)
-    or ``append`` (continue the offsets).
+    or ``append`` (continue the offsets; published components of hours already there replace
+    them, as a replayed hour does).
     """
     from pipeline.sink.clickhouse import ServerWarehouse
     from pipeline.sink.migrations import migrate
@@ -285,40 +306,84 @@ def prepare_database(settings: Settings, database: str, *, replace: bool = False
                              "use a database of its own, e.g. --database flow_sim")
     wh = ServerWarehouse(settings.clickhouse, database=database)
     tables = {r[0] for r in wh.rows("SELECT name FROM system.tables WHERE database = %(db)s", {"db": database})}
-    first = {"group_occurrences": 0, "demographic_counts": 0}
+    first = {t: 0 for t in OFFSET_TABLES}
     if tables and replace:
         wh.execute(f"DROP DATABASE IF EXISTS {database}")
         tables = set()
     migrate(wh)
-    for t in first:
-        if t in tables:
-            n, mx = wh.rows(f"SELECT count(), max(kafka_offset) FROM {database}.{t}")[0]
-            if int(n):
-                if not append:
-                    raise SimulatorError(f"{database}.{t} already holds {int(n)} rows; pass --replace to drop the "
-                                         "database first or --append to add to it")
-                first[t] = int(mx) + 1
+    for t in [t for t in OFFSET_TABLES + PUBLISHED_TABLES if t in tables]:
+        n = int(wh.rows(f"SELECT count() FROM {database}.{t}")[0][0])
+        if n and not append:
+            raise SimulatorError(f"{database}.{t} already holds {n} rows; pass --replace to drop the "
+                                 "database first or --append to add to it")
+        if n and t in OFFSET_TABLES:
+            first[t] = int(wh.rows(f"SELECT max(kafka_offset) FROM {database}.{t}")[0][0]) + 1
     return wh, first
 
 
-def write_clickhouse(pub: Published, wh: Any, *, first_offsets: dict[str, int] | None = None,
+def publish_components(pub: Published, spec: AggregatorSpec | None = None, partitions: int = 4, *,
+                       noise_key: bytes | None = None) -> tuple[list[FlowComponent], list[FootfallComponent]]:
+    """The published tier of a simulation: its cells through the aggregator's two stages, every
+    hour closed at the end (the rows the streaming app would publish for the same cells).
+
+    ``spec`` defaults to the aggregator's defaults for the simulation's window length; a spec of
+    another window length is refused (lags are counted in windows). A spec that adds published
+    noise needs a key; without ``noise_key`` the simulation draws one of its own, since a
+    simulated site has no deployment key and the noise must stay unpredictable."""
+    from pipeline.aggregator.batch import aggregate_cells
+
+    spec = spec or AggregatorSpec(window_seconds=pub.window_seconds)
+    if spec.window_seconds != pub.window_seconds:
+        raise SimulatorError(f"the aggregator is configured for {spec.window_seconds} s windows but the scenario "
+                             f"publishes {pub.window_seconds} s windows; set aggregator.window_seconds to match")
+    if noise_key is None and (spec.flow_noise_scale or spec.footfall_noise_scale):
+        noise_key = secrets.token_bytes(32)
+    return aggregate_cells(pub.occurrence_cells(), spec, partitions, noise_key=noise_key)
+
+
+def _insert_batches(wh: Any, table: str, columns: Sequence[str], total: int,
+                    batch: Callable[[int, int], list[list[Any]]], batch_rows: int,
+                    progress: Callable[[str, int], None] | None) -> int:
+    """Insert rows [0, total) of ``table`` in batches of ``batch_rows`` (``batch(lo, hi)`` builds one)."""
+    for lo in range(0, total, batch_rows):
+        hi = min(lo + batch_rows, total)
+        wh.insert(table, list(columns), batch(lo, hi))
+        if progress:
+            progress(table, hi - lo)
+    return total
+
+
+def write_components(wh: Any, flow: Sequence[FlowComponent], foot: Sequence[FootfallComponent], *,
                      batch_rows: int = 200_000, progress: Callable[[str, int], None] | None = None) -> dict[str, int]:
-    """Insert all published rows through the Warehouse protocol's columnar ``insert``; rows per table."""
-    first = dict(first_offsets or {})
-    written = {}
-    for table, total, cols, columns in (
-            ("group_occurrences", pub.occurrence_rows, OCCURRENCE_COLUMNS, pub.occurrence_columns),
-            ("demographic_counts", pub.demographic_rows, DEMOGRAPHIC_COLUMNS, pub.demographic_columns)):
-        off = first.get(table, 0)
-        n = 0
-        for lo in range(0, total, batch_rows):
-            hi = min(lo + batch_rows, total)
-            wh.insert(table, list(cols), columns(lo, hi, off + lo))
-            n += hi - lo
-            if progress:
-                progress(table, hi - lo)
-        written[table] = n
+    """Insert published rows into ``flow_components`` / ``footfall_components``; rows per table."""
+    return {
+        "flow_components": _insert_batches(wh, "flow_components", FLOW_COMPONENT_COLUMNS, len(flow),
+                                           lambda lo, hi: flow_component_columns(flow[lo:hi]), batch_rows, progress),
+        "footfall_components": _insert_batches(wh, "footfall_components", FOOTFALL_COMPONENT_COLUMNS, len(foot),
+                                               lambda lo, hi: footfall_component_columns(foot[lo:hi]), batch_rows,
+                                               progress)}
+
+
+def write_clickhouse(pub: Published, wh: Any, *, spec: AggregatorSpec | None = None,
+                     components: tuple[Sequence[FlowComponent], Sequence[FootfallComponent]] | None = None,
+                     first_offsets: dict[str, int] | None = None, batch_rows: int = 200_000,
+                     progress: Callable[[str, int], None] | None = None) -> dict[str, int]:
+    """Insert the published tier of ``pub``: flow and footfall components (``components``, or
+    :func:`publish_components` with ``spec``) and the protected demographic counts; rows per table."""
+    flow, foot = components if components is not None else publish_components(pub, spec)
+    written = write_components(wh, flow, foot, batch_rows=batch_rows, progress=progress)
+    off = (first_offsets or {}).get("demographic_counts", 0)
+    written["demographic_counts"] = _insert_batches(
+        wh, "demographic_counts", DEMOGRAPHIC_COLUMNS, pub.demographic_rows,
+        lambda lo, hi: pub.demographic_columns(lo, hi, off + lo), batch_rows, progress)
     return written
+
+
+def write_cells(pub: Published, wh: Any, *, first_offset: int = 0, batch_rows: int = 200_000) -> int:
+    """Insert the restricted per-window group cells into ``group_occurrences``: only for the
+    reference estimator on cells (tests, benchmarks), never for a database analysts read."""
+    return _insert_batches(wh, "group_occurrences", OCCURRENCE_COLUMNS, pub.occurrence_rows,
+                           lambda lo, hi: pub.occurrence_columns(lo, hi, first_offset + lo), batch_rows, None)
 
 
 # ---- Kafka -----------------------------------------------------------------------------------

@@ -1,17 +1,18 @@
-"""Summed published components reproduce the SQL estimator (pipeline/analytics/flows.py) run on
-the same per-window cells, on a current ClickHouse engine (chdb); the published tables also
+"""Summed published components reproduce the SQL estimator on cells
+(pipeline/analytics/cell_estimator.py, what pipeline/analytics/flows.py ran before the published
+tier) run on the same per-window cells, on a current ClickHouse engine (chdb); the published tables also
 work, and deduplicate replays, on the Debian 18.16 server.
 
 Input: one simulated day of the reference scenario (2 sites x 3 cameras, flow profile, the
 simulator's ground truth), exactly what processors publish. The cells go (a) into
-``group_occurrences`` as today, for flows.py, and (b) through four group partitions and the
+``group_occurrences`` (restricted; only for this reference), for the cell estimator, and (b) through four group partitions and the
 combiner, whose rows go into ``flow_components`` / ``footfall_components`` (migration 0005).
 
 What is equal, to floating-point rounding: S; chance / kappa (the window-product sum NN); and,
 given the SQL estimator's kappa, chance, flow and SE, for the whole lag range, for each single
 lag, and for a configured sub-range. What differs by design: kappa itself (the far band within
 the 2 h bound instead of the whole period, see docs/AGGREGATOR.md), so the published estimate
-differs from flows.py's by a fraction of its standard error.
+differs from the cell estimator's by a fraction of its standard error.
 """
 from __future__ import annotations
 
@@ -27,11 +28,12 @@ from pipeline.aggregator.estimate import component_sums, flow_from_sums, sum_row
 from pipeline.aggregator.model import (FLOW_COMPONENT_COLUMNS, FOOTFALL_COMPONENT_COLUMNS, FlowComponent,
                                        flow_component_columns, footfall_component_columns)
 from pipeline.analytics.dimensions import register_params
-from pipeline.analytics.flows import CameraRef, FlowQuery, estimate_flows
+from pipeline.analytics.cell_estimator import estimate_cell_flows as estimate_flows
+from pipeline.analytics.flows import CameraRef, FlowQuery
 from pipeline.privacy import PrivacyParams
 from pipeline.settings import load_settings
 from pipeline.simulator import load_scenario, simulate
-from pipeline.simulator.publish import write_clickhouse
+from pipeline.simulator.publish import write_cells
 from pipeline.sink.clickhouse import ChdbWarehouse, ServerWarehouse
 from pipeline.sink.migrations import migrate
 from tests.aggregator.harness import processor_order, run_pipeline
@@ -50,7 +52,7 @@ def day():
         wh = ChdbWarehouse(d, database="flow")
         migrate(wh)
         register_params(wh, params)
-        write_clickhouse(pub, wh)
+        write_cells(pub, wh)
         wh.insert("flow_components", list(FLOW_COMPONENT_COLUMNS), flow_component_columns(flow))
         wh.insert("footfall_components", list(FOOTFALL_COMPONENT_COLUMNS), footfall_component_columns(foot))
         start = datetime.fromtimestamp(pub.start_epoch, timezone.utc)
@@ -142,7 +144,7 @@ def test_a_replayed_hour_replaces_its_rows(day):
     assert component_sums(wh, v, cams, day["start"], day["end"]) == before
     # a re-emission with a higher version and different content supersedes the old rows
     bumped = [FlowComponent(**{**r.__dict__, "s": r.s + 1, "version": r.version + 1}) for r in again
-              if r.kind == "lag" and r.lag_lo == 0]
+              if r.kind == "range" and (r.lag_lo, r.lag_hi) == (0, 30)]
     wh.insert("flow_components", list(FLOW_COMPONENT_COLUMNS), flow_component_columns(bumped))
     after = component_sums(wh, v, cams, day["start"], day["end"])
     for pair, x in before.items():
@@ -150,7 +152,7 @@ def test_a_replayed_hour_replaces_its_rows(day):
         assert after[pair].s == x.s + added
     # restore the day for the other tests (module fixture): the original rows at a higher version
     restored = [FlowComponent(**{**r.__dict__, "version": r.version + 2}) for r in again
-                if r.kind == "lag" and r.lag_lo == 0]
+                if r.kind == "range" and (r.lag_lo, r.lag_hi) == (0, 30)]
     wh.insert("flow_components", list(FLOW_COMPONENT_COLUMNS), flow_component_columns(restored))
     assert component_sums(wh, v, cams, day["start"], day["end"]) == before
 

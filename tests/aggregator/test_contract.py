@@ -43,7 +43,8 @@ def test_published_tables_migrate_on_the_current_engine_with_integer_columns_onl
         "AND table IN ('flow_components', 'footfall_components')")}
     assert [n for (t, n) in cols if t == "flow_components"] == list(FLOW_COMPONENT_COLUMNS)
     assert [n for (t, n) in cols if t == "footfall_components"] == [
-        "params_version", "window_seconds", "site_id", "camera_id", "hour", "occurrences", "windows", "version"]
+        "params_version", "window_seconds", "site_id", "camera_id", "hour", "occurrences", "windows", "version",
+        "noise_var_milli"]
     assert set(FOOTFALL_COMPONENT_COLUMNS) == {n for (t, n) in cols if t == "footfall_components"}
     for (t, n), ty in cols.items():
         assert "Float" not in ty and "Array" not in ty, (t, n, ty)
@@ -54,7 +55,10 @@ def test_published_tables_migrate_on_the_current_engine_with_integer_columns_onl
 
 def test_settings_describe_a_valid_spec_and_refuse_an_unbounded_one(monkeypatch):
     s = load_settings()
-    assert s.aggregator.spec() == AggregatorSpec()
+    # The defaults, plus the published tier's noise: footfall scale = passes bound / epsilon.
+    assert s.aggregator.spec() == AggregatorSpec(flow_noise_scale=s.aggregator.flow_noise_scale,
+                                                 footfall_noise_scale=8 / s.aggregator.footfall_epsilon)
+    assert s.aggregator.spec().fingerprint() != AggregatorSpec().fingerprint()
     assert s.aggregator.window_seconds == s.processor.window_seconds
     monkeypatch.setenv("FLOW_AGGREGATOR__LATENESS_SECONDS", "1800")
     monkeypatch.setenv("FLOW_AGGREGATOR__FAR_LAG_MAX", "110")

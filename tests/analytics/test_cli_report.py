@@ -80,7 +80,12 @@ def test_od_matrix_and_transit_agree_with_flows(simdb):
     r = flowctl("transit", *PERIOD, "--origin", "north/n-door", "--destination", "north/n-shop", "--json", db=simdb)
     lags = json.loads(r.stdout)
     assert [x["lag"] for x in lags] == list(range(31))
-    assert sum(x["flow"] for x in lags) == pytest.approx(flows["north/n-door", "north/n-shop"]["flow"], rel=1e-6)
+    # the per-lag flows add up to the pair's flow up to the published noise (one draw per lag row,
+    # another on the range row), which their SEs include
+    total = flows["north/n-door", "north/n-shop"]
+    spread = (sum(x["se"] ** 2 for x in lags) + total["se"] ** 2) ** 0.5
+    assert abs(sum(x["flow"] for x in lags) - total["flow"]) < 3 * spread
+    assert all(x["se_exact"] for x in lags) and total["se_exact"]
 
 
 def test_site_level_rollup_and_bad_questions(simdb):
@@ -116,3 +121,20 @@ def test_layout_load_rolls_flows_up_to_zones(simdb, tmp_path):
     bad.write_text("sites:\n  - site_id: north\n    cameras:\n      - {camera_id: n-door, floor: 2}\n")
     r = flowctl("layout", "load", str(bad), db=simdb)
     assert r.returncode == 1 and "floor" in r.stderr and "expected sites" in r.stderr
+
+
+def test_flows_read_only_published_components(simdb):
+    """`flowctl simulate` published components, not cells; `--show-sql` is the components'
+    statement; a lag range beyond what the aggregator publishes is refused, not shortened."""
+    wh = ServerWarehouse(load_settings().clickhouse, database=simdb)
+    assert int(wh.rows(f"SELECT count() FROM {simdb}.group_occurrences")[0][0]) == 0
+    assert int(wh.rows(f"SELECT count() FROM {simdb}.flow_components")[0][0]) > 0
+    r = flowctl("flows", *PERIOD, "--camera", "north/n-door", "--camera", "north/n-shop", "--show-sql", "--json",
+                db=simdb)
+    assert r.returncode == 0, r.stderr
+    sql, _, body = r.stdout.partition(";\n")
+    assert f"{simdb}.flow_components FINAL" in sql and "group_occurrences" not in sql
+    by_sql = {(str(a), str(b)): float(f) for a, b, _s, _c, _k, _p, f, _se, _x in wh.rows(sql)}
+    assert by_sql == pytest.approx({(f["origin"], f["destination"]): f["flow"] for f in json.loads(body)}, rel=1e-9)
+    r = flowctl("flows", *PERIOD, "--max-lag", "45", db=simdb)
+    assert r.returncode != 0 and "publishes lags 0 to 30" in r.stderr

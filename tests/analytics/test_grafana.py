@@ -1,4 +1,5 @@
-"""The analytics dashboard runs the estimator's SQL and its panels run on ClickHouse 18.16."""
+"""The analytics dashboard runs the estimator's SQL on the published tier, and its panels run on
+ClickHouse 18.16 with the CLI's figures."""
 from __future__ import annotations
 
 import json
@@ -11,6 +12,7 @@ import pytest
 
 from pipeline.analytics.dimensions import register_params
 from pipeline.analytics.flows import CameraRef, FlowQuery, estimate_flows
+from pipeline.analytics.queries import footfall_hourly
 from pipeline.analytics.grafana import DASHBOARD, FLOW_PANEL_TITLE, flow_panel_sql, flow_panel_target
 from pipeline.privacy import PrivacyParams
 from pipeline.settings import load_settings
@@ -23,6 +25,13 @@ START = datetime(2026, 11, 2, tzinfo=timezone.utc)
 def test_flow_panel_is_the_current_estimator():
     target = flow_panel_target(json.loads(DASHBOARD.read_text()))
     assert target["rawSql"] == flow_panel_sql(), "regenerate with `python -m pipeline.analytics.grafana`"
+
+
+def test_the_dashboard_reads_only_the_published_tier():
+    text = DASHBOARD.read_text()
+    for restricted in ("group_occurrences", "occurrences_by_window", "camera_window_totals", "footfall_hourly"):
+        assert restricted not in text
+    assert "flow_components FINAL" in text and "footfall_components FINAL" in text
 
 
 def _fill(sql: str, db: str, values: dict[str, str]) -> str:
@@ -60,9 +69,17 @@ def test_every_panel_and_variable_query_runs_and_the_flow_panel_matches_the_cli(
         panel = {(r[0], r[1]): r for r in results[FLOW_PANEL_TITLE]}
         q = FlowQuery(params.version, (CameraRef("north", "n-door"), CameraRef("north", "n-shop")), START,
                       START + timedelta(days=1))
-        for e in estimate_flows(wh, q):
+        est = estimate_flows(wh, q)
+        assert len(est) == 2
+        for e in est:
             row = panel[e.origin, e.destination]
             assert row[2] == pytest.approx(round(e.flow, 1), abs=0.051)
             assert row[3] == pytest.approx(round(e.se, 1), abs=0.051)
+        footfall = {(int(t.timestamp()) if hasattr(t, "timestamp") else int(t), cam): v
+                    for t, cam, v in results["Estimated footfall per camera and hour"]}
+        want = footfall_hourly(wh, params.version, START, START + timedelta(days=1), ("north", "south"))
+        assert len(footfall) == len(want) > 0
+        for r in want:
+            assert footfall[int(r.hour.timestamp()), r.camera] == pytest.approx(r.estimated_persons)
     finally:
         wh.execute(f"DROP DATABASE IF EXISTS {db}")

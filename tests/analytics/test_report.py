@@ -1,6 +1,9 @@
 """The HTML report and the footfall/demographics queries on a small synthetic dataset with one
 planted flow (people seen at s1/A and, 3 windows later, at s1/B in the same group with the
 registered same-group rate), on the local ClickHouse 18.16 server and on chdb.
+
+The synthetic cells go through the flow aggregator in-process; the warehouse gets only its
+published components (and the protected demographic counts), as analysts' warehouses do.
 """
 from __future__ import annotations
 
@@ -13,6 +16,8 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
+from pipeline.aggregator import AggregatorSpec, OccurrenceCell
+from pipeline.aggregator.batch import aggregate_cells
 from pipeline.analytics.dimensions import register_params
 from pipeline.analytics.flows import CameraRef, FlowQuery, estimate_flows, flow_sql, render_sql
 from pipeline.analytics.queries import demographics_hourly, footfall_hourly
@@ -20,6 +25,7 @@ from pipeline.analytics.report import MAX_TRANSIT_PLOTS, SECTION_TITLES, build_r
 from pipeline.privacy import PrivacyParams
 from pipeline.privacy.demographics import AGE_BANDS, GENDERS
 from pipeline.settings import load_settings
+from pipeline.simulator.publish import write_components
 from pipeline.sink.clickhouse import ChdbWarehouse, ServerWarehouse
 from pipeline.sink.migrations import migrate
 
@@ -31,6 +37,7 @@ MIN_LAG, MAX_LAG, PLANTED_LAG = 0, 5, 3
 CAMERAS = (CameraRef("s1", "A"), CameraRef("s1", "B"), CameraRef("s1", "C"), CameraRef("s2", "D"))
 BACKGROUND = 15       # unrelated persons per camera and window
 FLOW_PER_WINDOW = 3   # persons per window going A -> B
+SPEC = AggregatorSpec(ranges=((0, 30), (MIN_LAG, MAX_LAG)))   # the report's lag range has an exact SE
 
 
 def synthetic(params: PrivacyParams, seed: int = 7):
@@ -56,7 +63,8 @@ def synthetic(params: PrivacyParams, seed: int = 7):
 
 
 def load(wh, params: PrivacyParams, *, epoch_ints: bool, windows: int | None = None) -> tuple[Counter, Counter]:
-    """Insert the synthetic set (only its first ``windows`` windows when given)."""
+    """Publish the synthetic set's components and demographics (only its first ``windows`` windows
+    when given)."""
     migrate(wh)
     register_params(wh, params)
     occ, demo = synthetic(params)
@@ -68,12 +76,10 @@ def load(wh, params: PrivacyParams, *, epoch_ints: bool, windows: int | None = N
         ts = START + timedelta(seconds=w * W)
         return int(ts.timestamp()) if epoch_ints else ts
 
-    rows = sorted(occ.items())
-    cols = [[k[0].split("/")[0] for k, _ in rows], [k[0].split("/")[1] for k, _ in rows],
-            [t(k[1]) for k, _ in rows], [W] * len(rows), [k[2] for k, _ in rows], [v for _, v in rows],
-            [params.version] * len(rows), [0] * len(rows), list(range(len(rows)))]
-    wh.insert("group_occurrences", ["site_id", "camera_id", "window_start", "window_seconds", "group_id",
-                                    "occurrences", "params_version", "kafka_partition", "kafka_offset"], cols)
+    start_ms = int(START.timestamp()) * 1000
+    cells = [OccurrenceCell(params.version, *cam.split("/"), start_ms + w * W * 1000, W, g, v)
+             for (cam, w, g), v in occ.items()]
+    write_components(wh, *aggregate_cells(cells, SPEC))
     drows = sorted(demo.items())
     dcols = [[k[0].split("/")[0] for k, _ in drows], [k[0].split("/")[1] for k, _ in drows],
              [t(k[1]) for k, _ in drows], [W] * len(drows), [k[2] for k, _ in drows], [k[3] for k, _ in drows],
@@ -204,7 +210,8 @@ def test_report_on_server(server_wh, tmp_path):
     assert data.demographics == demographics_hourly(wh, params.version, START, end, ("s1", "s2"))
     # the SQL section shows runnable statements with values filled in
     assert "%(" not in "".join(data.sql.values())
-    assert f"{wh.database}.occurrences_by_window" in text
+    assert f"{wh.database}.flow_components FINAL" in text and f"{wh.database}.footfall_components FINAL" in text
+    assert "group_occurrences" not in text and "occurrences_by_window" not in text
 
 
 # ---------------------------------------------------------------------------------------------

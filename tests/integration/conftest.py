@@ -11,6 +11,7 @@ from confluent_kafka.admin import AlterConfigOpType, ConfigEntry, ConfigResource
 
 from pipeline.envelope import ensure_keypair
 from pipeline.privacy.deployment import ensure_deployment_params
+from pipeline.privacy.release import ensure_noise_key
 from pipeline.ops.topics import admin_client, apply_policy, policy_for_settings
 from pipeline.settings import REPO_ROOT, Settings, load_settings
 from pipeline.sink.clickhouse import ServerWarehouse
@@ -62,6 +63,7 @@ def env(stack, tmp_path):
     _isolated_topics(s)
     ensure_keypair(s.keys.dir)
     ensure_deployment_params(s.keys.dir)  # a secret parameter set, as `flowctl keys init` makes
+    ensure_noise_key(s.keys.dir)
     apply_policy(admin_client(s.kafka.bootstrap), policy_for_settings(s))
     wh = ServerWarehouse(s.clickhouse)
     migrate(wh)

@@ -1,6 +1,8 @@
-"""The small scenario lands in a throwaway ClickHouse database with exact per-camera totals."""
+"""The small scenario's published tier lands in a throwaway ClickHouse database with exact
+per-camera totals, and none of its restricted cells do."""
 
 import uuid
+from datetime import datetime, timedelta, timezone
 
 import numpy as np
 import pytest
@@ -8,13 +10,16 @@ import pytest
 from pipeline.privacy import PrivacyParams
 from pipeline.settings import load_settings
 from pipeline.simulator import simulate
-from pipeline.simulator.publish import SimulatorError, prepare_database, write_clickhouse
+from pipeline.aggregator.estimate import component_sums, sum_rows
+from pipeline.aggregator.model import FLOW_COMPONENT_COLUMNS, FOOTFALL_COMPONENT_COLUMNS
+from pipeline.simulator.publish import (SimulatorError, prepare_database, publish_components, write_clickhouse,
+                                        write_components)
 from pipeline.simulator.scenario import load_scenario
 
 pytestmark = pytest.mark.integration
 
-OCC_COLUMNS = {"site_id", "camera_id", "window_start", "window_seconds", "group_id", "occurrences",
-               "params_version", "kafka_partition", "kafka_offset", "ingested_at"}
+FLOW_COLUMNS = set(FLOW_COMPONENT_COLUMNS)
+FOOT_COLUMNS = set(FOOTFALL_COMPONENT_COLUMNS)
 DEM_COLUMNS = {"site_id", "camera_id", "window_start", "window_seconds", "age_band", "gender", "persons",
                "params_version", "kafka_partition", "kafka_offset", "ingested_at"}
 
@@ -29,37 +34,53 @@ def sim_db(stack):
     wh.close()
 
 
-def test_small_scenario_lands_with_exact_totals_and_nothing_person_level(sim_db):
+def test_small_scenario_publishes_components_with_exact_totals_and_no_cells(sim_db):
     s, wh, first = sim_db
     db = wh.database
     params = PrivacyParams.default().with_changes(fictitious_floor=1, fictitious_ratio=0.2, n_groups=100)
     pub, truth = simulate(load_scenario("small"), params, np.random.default_rng(21))
-    written = write_clickhouse(pub, wh, first_offsets=first, batch_rows=5000)
-    assert written == {"group_occurrences": pub.occurrence_rows, "demographic_counts": pub.demographic_rows}
+    flow, foot = publish_components(pub)
+    written = write_clickhouse(pub, wh, first_offsets=first, batch_rows=500)
+    assert written == {"flow_components": len(flow), "footfall_components": len(foot),
+                       "demographic_counts": pub.demographic_rows}
+    # the restricted per-window cells never land where analysts read
+    assert int(wh.rows(f"SELECT count() FROM {db}.group_occurrences")[0][0]) == 0
 
-    totals = dict(wh.rows(f"SELECT camera_id, sum(occurrences) FROM {db}.group_occurrences GROUP BY camera_id"))
+    totals = dict(wh.rows(f"SELECT camera_id, sum(occurrences) FROM {db}.footfall_components FINAL GROUP BY camera_id"))
     caps = truth.captures_per_camera()
     for i, cam in enumerate(pub.camera_ids):
         assert int(totals[cam]) == caps[cam] + int(pub.fictitious_per_camera[i])
     assert sum(int(v) for v in totals.values()) == truth.captures + pub.fictitious_added
 
-    # offsets: partition 0, unique and running
+    # the warehouse's summed components are the aggregator's rows; a rerun (--append) replaces them
+    cams = [f"{pub.site_ids[pub.camera_site[i]]}/{c}" for i, c in enumerate(pub.camera_ids)]
+    t0 = datetime.fromtimestamp(pub.start_epoch, timezone.utc)
+    in_wh = component_sums(wh, params.version, cams, t0, t0 + timedelta(days=1))
+    assert in_wh == sum_rows(flow) and len(in_wh) == len(cams) * (len(cams) - 1)
+    write_components(wh, flow, foot)
+    assert component_sums(wh, params.version, cams, t0, t0 + timedelta(days=1)) == in_wh
+
+    # demographic offsets: partition 0, unique and running
     n, n_off, lo, hi, parts = wh.rows(f"SELECT count(), uniqExact(kafka_offset), min(kafka_offset), "
-                                      f"max(kafka_offset), groupUniqArray(kafka_partition) FROM {db}.group_occurrences")[0]
-    assert n == n_off == pub.occurrence_rows and lo == 0 and hi == n - 1 and list(parts) == [0]
-    # windows are aligned and in the scenario's day
-    bad = wh.rows(f"SELECT count() FROM {db}.group_occurrences WHERE toUnixTimestamp(window_start) % 60 != 0 "
-                  f"OR toDate(window_start) != toDate('2026-11-02')")[0][0]
-    assert bad == 0
+                                      f"max(kafka_offset), groupUniqArray(kafka_partition) FROM {db}.demographic_counts")[0]
+    assert n == n_off == pub.demographic_rows and lo == 0 and hi == n - 1 and list(parts) == [0]
+    # published hours are whole hours of the scenario's day
+    for table in ("flow_components", "footfall_components"):
+        bad = wh.rows(f"SELECT count() FROM {db}.{table} WHERE toUnixTimestamp(hour) % 3600 != 0 "
+                      f"OR toDate(hour) != toDate('2026-11-02')")[0][0]
+        assert bad == 0
     dem = wh.rows(f"SELECT min(persons), sum(persons) FROM {db}.demographic_counts")[0]
     assert dem[0] >= params.demographic_min_count and dem[1] == int(pub.demographic_persons_per_camera.sum())
 
-    # nothing person-level: only the aggregate columns of the schema exist
-    for table, expected in (("group_occurrences", OCC_COLUMNS), ("demographic_counts", DEM_COLUMNS)):
+    # nothing person-level, nothing per group or window in the published tables
+    for table, expected in (("flow_components", FLOW_COLUMNS), ("footfall_components", FOOT_COLUMNS),
+                            ("demographic_counts", DEM_COLUMNS)):
         cols = {r[0] for r in wh.rows(f"SELECT name FROM system.columns WHERE database = %(d)s AND table = %(t)s",
                                       {"d": db, "t": table})}
-        assert cols == expected
-    assert wh.rows(f"SELECT groupUniqArray(params_version) FROM {db}.group_occurrences")[0][0] == [params.version]
+        assert cols == expected and "group_id" not in cols
+    assert "window_start" not in FLOW_COLUMNS | FOOT_COLUMNS
+    for table in ("flow_components", "footfall_components"):
+        assert wh.rows(f"SELECT groupUniqArray(params_version) FROM {db}.{table}")[0][0] == [params.version]
 
 
 def test_refuses_rewriting_a_filled_database_and_the_sinks(sim_db):
@@ -67,6 +88,6 @@ def test_refuses_rewriting_a_filled_database_and_the_sinks(sim_db):
     with pytest.raises(SimulatorError, match="already holds"):
         prepare_database(s, wh.database)
     _, first = prepare_database(s, wh.database, append=True)
-    assert first["group_occurrences"] > 0
+    assert first["demographic_counts"] > 0
     with pytest.raises(SimulatorError, match="refusing"):
         prepare_database(s, s.clickhouse.database)
