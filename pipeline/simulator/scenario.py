@@ -21,6 +21,22 @@ Conventions (all stated here once):
   and gender "unknown") with ``demographics.unknown_face_rate``, independently per capture.
 * ``group_mode``: ``fast`` draws group ids from the parameter set's same-group rate;
   ``core`` runs simulated appearance descriptors through the real Anonymizer.
+* ``realism`` (all off by default, which is the simulator's original world): departures from
+  that world that a deployment meets, each a knob of its own (:class:`Realism`):
+
+  - ``popularity``: log-normal group popularity (``sigma`` of log popularity) that changes with
+    the hour of day (``hour_drift``) and by camera (``camera_drift``); fast mode only.
+  - ``same_group``: per-person same-group rate drawn from a Beta distribution with the
+    parameter set's rate as its population mean (``concentration``); fast mode only.
+  - ``long_transits``: a ``share`` of route transits takes a long log-normal time instead
+    (beyond the lag range: a coffee, a film).
+  - ``detection``: a capture probability per pass for every camera (missed detections),
+    multiplying the camera's own ``capture_probability``.
+  - ``staff``: per site, ``count`` persons present every day who pass their few cameras
+    ``passes_per_day`` times a day.
+  - ``onward``: a ``share`` of visitors, when leaving a site, go on to another site's entry.
+  - ``closing``: at closing time walks end, except a share of ``stragglers`` who keep
+    walking for up to ``straggle_seconds``.
 
 :func:`load_scenario` turns every validation problem into one :class:`ScenarioError` whose
 message lists each problem with its path in the file.
@@ -41,6 +57,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_serial
 from pipeline.privacy.demographics import AGE_BANDS
 
 __all__ = ["Scenario", "Site", "Camera", "OpeningHours", "Entry", "Route", "Transit", "Demographics",
+           "Realism", "Popularity", "SameGroup", "LongTransits", "Detection", "Staff", "Onward", "Closing",
            "ScenarioError", "load_scenario", "parse_scenario", "SCENARIO_DIR", "GENDER_NAMES"]
 
 SCENARIO_DIR = Path(__file__).resolve().parent / "scenarios"
@@ -216,6 +233,135 @@ def _probabilities(v: dict[str, float], what: str) -> dict[str, float]:
     return v
 
 
+# ---- realism knobs (issue 12): all off by default ------------------------------------------
+
+class Popularity(_Model):
+    """Group popularity (fast mode): the probability that a capture lands in group g follows
+    log-normal weights instead of being uniform, log w_g(camera, hour) = sigma * (a z_g +
+    sqrt(hour_drift) (cos(theta_h) x_g + sin(theta_h) y_g) + sqrt(camera_drift) u_{camera, g}) with
+    standard normal z, x, y, u per group, theta_h = 2 pi (h + 1/2) / 24 for UTC clock hour h and
+    a = sqrt(1 - hour_drift - camera_drift). So log popularity has SD ``sigma`` at every camera
+    and hour; its correlation between hours h and h' of one camera is
+    1 - hour_drift (1 - cos(theta_h - theta_h')) and between two cameras at one hour
+    1 - camera_drift. A person's home group is drawn from the popularity where and when they are
+    first captured, every other capture from the popularity of its camera and hour."""
+
+    sigma: float = Field(default=0.0, ge=0.0, le=3.0, description="SD of log group popularity; 0 = uniform")
+    hour_drift: float = Field(default=0.0, ge=0.0, le=1.0,
+                              description="share of log-popularity variance that follows the hour of day")
+    camera_drift: float = Field(default=0.0, ge=0.0, le=1.0,
+                                description="share of log-popularity variance that differs by camera")
+
+    @model_validator(mode="after")
+    def _shares(self) -> "Popularity":
+        if self.hour_drift + self.camera_drift > 1.0 + _TOL:
+            raise ValueError(f"hour_drift + camera_drift must be at most 1 (shares of one variance), got "
+                             f"{self.hour_drift} + {self.camera_drift}")
+        if self.sigma == 0 and (self.hour_drift or self.camera_drift):
+            raise ValueError("hour_drift and camera_drift need sigma > 0 (uniform popularity cannot drift)")
+        return self
+
+    @property
+    def on(self) -> bool:
+        return self.sigma > 0
+
+
+class SameGroup(_Model):
+    """Per-person same-group rate (fast mode). Each person's rate p_i = kappa + (1 - kappa) r_i with
+    r_i ~ Beta(r concentration, (1 - r) concentration), kappa the chance that two unrelated captures
+    share a group and r = (p - kappa) / (1 - kappa) for the parameter set's rate p: the population mean
+    of p_i is p, which is what a calibration on separate people (one pair of captures per person)
+    measures. ``concentration`` null: every person has rate p (the original simulator)."""
+
+    concentration: float | None = Field(default=None, gt=0.0, le=1e6,
+                                        description="Beta concentration; smaller = more heterogeneous people")
+
+    @property
+    def on(self) -> bool:
+        return self.concentration is not None
+
+
+class LongTransits(Transit):
+    """A ``share`` of route transits (each step of a walk independently) takes this log-normal time
+    instead of the route's own, typically beyond the lag range."""
+
+    share: float = Field(ge=0.0, le=1.0, description="probability that a route transit is long")
+    median_seconds: float = Field(default=3600.0, gt=0)
+    sigma: float = Field(default=0.5, ge=0, le=5)
+    min_seconds: float = Field(default=0.0, ge=0)
+    max_seconds: float = Field(default=4 * 3600.0, gt=0)
+
+
+class Detection(_Model):
+    """Missed detections: every pass of every camera is captured with ``capture_probability``
+    (independently per pass), on top of the camera's own ``capture_probability``."""
+
+    capture_probability: float = Field(default=1.0, gt=0.0, le=1.0)
+
+
+class Staff(_Model):
+    """``count`` staff of ``site``, present every simulated day (the same persons all period). Each
+    works at ``cameras_per_person`` cameras drawn from ``cameras`` (default: all of the site's) and
+    passes them ``passes_per_day`` times a day on average (Poisson), at uniform times over the
+    opening hours, each pass at one of their cameras chosen uniformly. Staff passes are not
+    route walks: ``max_visits_per_person`` does not cap them."""
+
+    site: str
+    count: int = Field(ge=0, le=10_000)
+    passes_per_day: float = Field(gt=0.0, le=10_000.0)
+    cameras: list[str] | None = Field(default=None, min_length=1)
+    cameras_per_person: int = Field(default=2, ge=1, le=1000)
+
+
+class Onward(Transit):
+    """When a visitor's walk ends (they leave), with probability ``share`` they go on to another site:
+    they reappear after this log-normal transit at an entry camera of another site (sites and
+    entries in proportion to their arrivals) and walk there. At most once per person, and only
+    if the other site is open when they arrive."""
+
+    share: float = Field(ge=0.0, le=1.0, description="probability that a leaving visitor goes on")
+    median_seconds: float = Field(default=2400.0, gt=0)
+    sigma: float = Field(default=0.4, ge=0, le=5)
+    min_seconds: float = Field(default=600.0, ge=0)
+    max_seconds: float = Field(default=7200.0, gt=0)
+
+
+class Closing(_Model):
+    """Closing time ends walks: a pass that would fall after its site's closing time does not
+    happen (the walk ends), except for stragglers, a share of visitors who keep walking for up to
+    ``straggle_seconds`` after closing. Without this section walks ignore closing time."""
+
+    stragglers: float = Field(default=0.1, ge=0.0, le=1.0, description="share of visitors who straggle")
+    straggle_seconds: float = Field(default=1200.0, gt=0.0, le=6 * 3600.0)
+
+
+class Realism(_Model):
+    """Departures from the simulator's original world (issue 12); each off by default."""
+
+    popularity: Popularity = Popularity()
+    same_group: SameGroup = SameGroup()
+    long_transits: LongTransits | None = None
+    detection: Detection = Detection()
+    staff: list[Staff] = Field(default_factory=list)
+    onward: Onward | None = None
+    closing: Closing | None = None
+
+    @property
+    def groups_on(self) -> bool:
+        """Whether the fast group model departs from uniform groups and one rate for all."""
+        return self.popularity.on or self.same_group.on
+
+    def knobs_on(self) -> list[str]:
+        """Names of the knobs that are on (for notes and reports)."""
+        on = [k for k, v in (("popularity", self.popularity.on), ("same_group", self.same_group.on),
+                             ("long_transits", bool(self.long_transits and self.long_transits.share > 0)),
+                             ("detection", self.detection.capture_probability < 1.0),
+                             ("staff", any(s.count for s in self.staff)),
+                             ("onward", bool(self.onward and self.onward.share > 0)),
+                             ("closing", self.closing is not None)) if v]
+        return on
+
+
 class Scenario(_Model):
     name: str = Field(default="scenario", max_length=64)
     description: str = ""
@@ -237,6 +383,7 @@ class Scenario(_Model):
     routes: list[Route] = Field(default_factory=list)
     default_transit: Transit = Transit(median_seconds=180.0, sigma=0.5, min_seconds=10.0, max_seconds=1800.0)
     demographics: Demographics = Demographics()
+    realism: Realism = Realism()
 
     @field_validator("window_seconds")
     @classmethod
@@ -294,9 +441,37 @@ class Scenario(_Model):
                 listed = ", ".join(f"{r.target} {r.probability:g}" for r in self.routes if r.source == c)
                 problems.append(f"routes from {c!r} have probabilities summing to {s:.4f} > 1 ({listed}); "
                                 "the probability left over is 'leave', so the sum must be at most 1")
+        problems += self._realism_problems(cams, known)
         if problems:
             raise ValueError("; ".join(problems))
         return self
+
+    def _realism_problems(self, cams: dict[str, Site], known: str) -> list[str]:
+        problems: list[str] = []
+        sites = {s.site_id: s for s in self.sites}
+        for i, st in enumerate(self.realism.staff):
+            where = f"realism.staff[{i}]"
+            if st.site not in sites:
+                problems.append(f"{where}: unknown site {st.site!r} (known: {', '.join(sorted(sites))})")
+                continue
+            own = [c.camera_id for c in sites[st.site].cameras]
+            chosen = st.cameras if st.cameras is not None else own
+            bad = [c for c in chosen if cams.get(c) is None or cams[c].site_id != st.site]
+            if bad:
+                problems.append(f"{where}: camera(s) {bad} are not cameras of site {st.site!r} (its cameras: "
+                                f"{', '.join(own)})")
+            elif len(set(chosen)) != len(chosen):
+                problems.append(f"{where}: a camera is listed twice")
+            elif st.cameras_per_person > len(chosen):
+                problems.append(f"{where}: cameras_per_person {st.cameras_per_person} is more than the "
+                                f"{len(chosen)} camera(s) staff can work at")
+        on = self.realism.onward
+        if on is not None and on.share > 0:
+            entry_sites = {cams[e.camera].site_id for e in self.entries if e.camera in cams and e.arrivals_per_day > 0}
+            if len(entry_sites) < 2:
+                problems.append("realism.onward: going on to another site needs entries with arrivals at two or "
+                                f"more sites; entries are at {sorted(entry_sites) or 'none'}")
+        return problems
 
     # ---- derived views used by the simulator ----------------------------------------------
 
@@ -350,7 +525,8 @@ class Scenario(_Model):
         return out
 
     def expected_visits_per_day(self) -> np.ndarray:
-        """Expected camera passes per camera per day (ignores the max_visits_per_person cap)."""
+        """Expected camera passes per camera per day of visitors' walks (ignores the
+        max_visits_per_person cap and the realism knobs: staff, onward visits, closing)."""
         idx = self.camera_index()
         e = np.zeros(len(idx))
         for en in self.entries:

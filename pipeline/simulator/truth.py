@@ -16,6 +16,11 @@ counted from the scenario's start midnight, UTC; ``L = max_lag_windows``, defaul
   ``day`` is None. **Transit histogram** of (A, B): ``pairs[:, A, B, :]`` summed over days.
 * ``visit_pairs``: the same counts over camera passes whether captured or not (what the flow
   would be with a capture probability of 1 everywhere).
+* Under the scenario's realism knobs the definition does not change, it is applied to the
+  captures that happened: a missed detection leaves no pair, a staff member's passes pair like
+  anyone's (one person all period), a transit or onward visit beyond ``L`` windows leaves no
+  pair within the lag range, and the group knobs do not enter the truth at all. ``persons``
+  counts staff too; ``notes`` names the knobs that were on and the staff count.
 * Per camera and UTC hour: captures, visits, the *true* (age band, gender) of captured
   persons and the *observed* labels (``unknown`` when the face was unusable), both before
   any small-count protection.
@@ -221,5 +226,13 @@ def compute_truth(sc: Scenario, journeys: Journeys, captures: Captures,
                                         (captures.true_band, len(AGE_BANDS)), (captures.true_gender, 2)),
         observed_demographics_per_hour=_per_hour(captures.camera, captures.time, C, H,
                                                  (captures.band, len(OBS_BANDS)), (captures.gender, len(OBS_GENDERS))),
-        notes=dict(notes or {}),
+        notes={**_realism_notes(sc, journeys), **(notes or {})},
     )
+
+
+def _realism_notes(sc: Scenario, journeys: Journeys) -> dict[str, Any]:
+    on = sc.realism.knobs_on()
+    if not on:
+        return {}
+    return {"realism_knobs": on, "staff_persons": journeys.n_staff,
+            "staff_captures": int(journeys.captured[journeys.person_is_staff[journeys.visit_person]].sum())}
