@@ -81,17 +81,22 @@ def test_frames_flow_end_to_end_and_leave_nothing_personal(env, footage, monkeyp
     # every blob was deleted by the processor, not left for the sweeper
     assert open_store(s.store.url, s.store.ttl_seconds).stats().blobs == 0
 
+    # The restricted cells go through the flow aggregator, which publishes camera-hours.
+    agg = flowctl(s, "aggregate", "--idle-timeout", "4", "--max-seconds", "120", "--flush", "--no-cold-starts")
     sink = ClickHouseSink(s, ServerWarehouse(s.clickhouse))
     sstats = sink.run(idle_timeout=4, max_seconds=120)
     wh = ServerWarehouse(s.clickhouse)
     db = s.clickhouse.database
     receipts = wh.rows(f"SELECT outcome, deleted_by, count(), max(latency_ms) FROM {db}.deletion_receipts GROUP BY outcome, deleted_by")
     assert receipts and receipts[0][:3] == ("DELETED", "processor", N_FRAMES), receipts
-    occ = wh.rows(f"SELECT count(), sum(occurrences), uniqExact(group_id), min(group_id), max(group_id), "
-                  f"any(params_version) FROM {db}.group_occurrences WHERE site_id = 'e2e-site' AND camera_id = 'cam-a'")
-    rows, total, groups, gmin, gmax, version = occ[0]
-    assert rows > 0 and total >= rows and 0 <= gmin <= gmax < 1000 and version
-    assert sstats.inserted["group_occurrences"] == rows
+    foot = wh.rows(f"SELECT count(), sum(windows), min(noise_var_milli), any(params_version) "
+                   f"FROM {db}.footfall_components FINAL WHERE site_id = 'e2e-site' AND camera_id = 'cam-a'")
+    rows, windows, noise, version = foot[0]
+    assert rows >= 1 and windows >= 1 and noise > 0 and version, foot
+    assert sstats.inserted["footfall_components"] >= rows
+    # no per-window group cell reached the warehouse
+    assert wh.rows(f"SELECT count() FROM {db}.group_occurrences")[0][0] == 0
+    assert "group_occurrences" not in sstats.inserted
 
     # the processor really found people in this footage (HOG finds some of the ~5-8 present)
     assert "persons" in proc.stderr
@@ -102,9 +107,9 @@ def test_frames_flow_end_to_end_and_leave_nothing_personal(env, footage, monkeyp
     assert dead == []
 
     # privacy: no blob bytes, data key material or nonces in ClickHouse, dead letters or logs
-    dump = "".join(str(r) for t in ("group_occurrences", "deletion_receipts", "demographic_counts")
+    dump = "".join(str(r) for t in ("footfall_components", "flow_components", "deletion_receipts", "demographic_counts")
                    for r in wh.rows(f"SELECT * FROM {db}.{t}"))
-    logs = proc.stdout + proc.stderr
+    logs = proc.stdout + proc.stderr + agg.stdout + agg.stderr
     assert len(data_keys) == N_FRAMES
     dead_raw = b"".join(m.value() for m in dead)
     for secret in data_keys + wrapped_keys[:5] + nonces[:5] + [b[:32] for b in store.blobs[:5]]:
