@@ -192,6 +192,10 @@ class AggregatorSettings(_Section):
     footfall_epsilon: float = Field(1.0, gt=0, le=100)
     footfall_passes_per_person_day: int = Field(8, ge=1, le=1000)
     flow_noise_scale: float = Field(4.0, ge=0, le=1e6)
+    # Window totals (N per camera-window; Q and range Q* scaled up) before the published products
+    # nn, qq, qn, nn2 are formed: without it those unnoised products move by whole window totals
+    # when one person passes.
+    total_noise_scale: float = Field(2.0, ge=0, le=1e6)
     window_seconds: int = Field(60, ge=1, le=3600)
     max_lag_windows: int = Field(30, ge=0, le=10_000)
     se_ranges: tuple[tuple[int, int], ...] = ()
@@ -221,7 +225,7 @@ class AggregatorSettings(_Section):
                                   bound_seconds=self.restricted_bound_seconds,
                                   processor_delay_seconds=self.processor_delay_seconds,
                                   changelog_seconds=self.changelog_seconds,
-                                  flow_noise_scale=self.flow_noise_scale,
+                                  flow_noise_scale=self.flow_noise_scale, total_noise_scale=self.total_noise_scale,
                                   footfall_noise_scale=self.footfall_passes_per_person_day / self.footfall_epsilon)
         except SpecError as e:
             raise ValueError(str(e)) from None

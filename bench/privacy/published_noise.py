@@ -3,6 +3,7 @@
 
     .venv/bin/python bench/privacy/published_noise.py                        # 7 days, 3 replicates
     .venv/bin/python bench/privacy/published_noise.py --days 7 --replicates 6 --scales 0,1,2,4,8,16
+    .venv/bin/python bench/privacy/published_noise.py --scales 0,4 --total-scales 0,2,4   # window-total noise too
 
 Each replicate simulates the scenario (fast mode, flow profile, fresh seed) and runs its cells
 through the aggregator's cores in-process (pipeline.aggregator.batch) once per noise scale, with
@@ -41,10 +42,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--days", type=int, default=7)
     ap.add_argument("--replicates", type=int, default=3)
     ap.add_argument("--seed", type=int, default=11)
-    ap.add_argument("--scales", default="0,1,2,4,8,16", help="comma-separated discrete Laplace scales")
+    ap.add_argument("--scales", default="0,1,2,4,8,16", help="comma-separated discrete Laplace scales of s")
+    ap.add_argument("--total-scales", default="0", help="comma-separated scales of the window-total noise; every "
+                    "combination with --scales is run")
     ap.add_argument("--min-per-day", type=float, default=100.0)
     args = ap.parse_args(argv)
-    scales = [float(x) for x in args.scales.split(",")]
+    scales = [(float(x), float(y)) for x in args.scales.split(",") for y in args.total_scales.split(",")]
     t0 = time.monotonic()
     results: dict[float, list[tuple[float, ...]]] = {s: [] for s in scales}
     for r in range(args.replicates):
@@ -56,8 +59,8 @@ def main(argv: list[str] | None = None) -> int:
         true = sim.truth.pairs.sum(axis=(0, 3))
         p = params.same_group_rate
         for scale in scales:
-            spec = AggregatorSpec(flow_noise_scale=scale)
-            flow, _ = aggregate_cells(cells, spec, noise_key=secrets.token_bytes(32) if scale else None)
+            spec = AggregatorSpec(flow_noise_scale=scale[0], total_noise_scale=scale[1])
+            flow, _ = aggregate_cells(cells, spec, noise_key=secrets.token_bytes(32) if any(scale) else None)
             rows = []
             for (a, b), x in sum_rows(flow, 0, sim.truth.max_lag_windows).items():
                 _, _, f, se = flow_from_sums(x, p)
@@ -74,12 +77,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"replicate {r + 1}/{args.replicates} ({time.monotonic() - t0:.0f} s)", flush=True)
     print(f"\n{args.scenario}, {args.days} day(s), {args.replicates} replicates (medians over replicates); "
           f"p = {p}, big = flows >= {args.min_per_day:.0f}/day")
-    print(f"{'scale':>6} {'eps/row':>8} {'med rel err big':>15} {'mean err big':>12} {'cov95':>6} {'cov95 big':>9} "
+    print(f"{'scale':>6} {'totals':>6} {'eps/row':>8} {'med rel err big':>15} {'mean err big':>12} {'cov95':>6} {'cov95 big':>9} "
           f"{'RMSE/RMS SE':>11} {'big pairs':>9}")
     for scale in scales:
         med = np.median(np.array(results[scale]), axis=0)
-        eps = f"{1 / scale:.2f}" if scale else "none"
-        print(f"{scale:6g} {eps:>8} {med[0]:15.3f} {med[1]:12.2f} {med[2]:6.3f} {med[3]:9.3f} {med[4]:11.3f} "
+        eps = f"{1 / scale[0]:.2f}" if scale[0] else "none"
+        print(f"{scale[0]:6g} {scale[1]:6g} {eps:>8} {med[0]:15.3f} {med[1]:12.2f} {med[2]:6.3f} {med[3]:9.3f} {med[4]:11.3f} "
               f"{int(med[5]):9d}")
     return 0
 

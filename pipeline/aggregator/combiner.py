@@ -80,8 +80,8 @@ class Combiner:
         self._version = version_clock or (lambda closes_at: closes_at)
         # Published-tier protection: keyed discrete Laplace noise on every flow row's s and every
         # footfall count (pipeline/privacy/release.py); the key makes replays carry the same noise.
-        self._flow_noise = self._foot_noise = None
-        if spec.flow_noise_scale or spec.footfall_noise_scale:
+        self._flow_noise = self._foot_noise = self._n_noise = self._q_noise = self._qstar_noise = None
+        if spec.flow_noise_scale or spec.footfall_noise_scale or spec.total_noise_scale:
             if noise_key is None:
                 raise SpecError("the aggregator adds noise to published values and needs the release-noise key "
                                 "(`flowctl keys init` creates it)")
@@ -89,6 +89,15 @@ class Combiner:
 
             self._flow_noise = KeyedNoise(noise_key, spec.flow_noise_scale)
             self._foot_noise = KeyedNoise(noise_key, spec.footfall_noise_scale)
+            # Window totals enter every published product (nn, qq, qn, nn2): noised once per
+            # camera-window before any product is formed, so everything derived from them is
+            # post-processing of one noisy draw. One pass changes N by 1, Q by 2 A_g + 1 (3 when
+            # the pass's group has one other occurrence in the window) and a range's Q* by
+            # 2 B*_g + 1 (scaled for up to 4 others over the range).
+            if spec.total_noise_scale:
+                self._n_noise = KeyedNoise(noise_key, spec.total_noise_scale)
+                self._q_noise = KeyedNoise(noise_key, 3 * spec.total_noise_scale)
+                self._qstar_noise = KeyedNoise(noise_key, 9 * spec.total_noise_scale)
         self._progress: dict[int, int] = {}
         # Hours before these are not published (flows, footfall): a partition or this combiner
         # started cold and cannot have their complete data (see GroupPartitionAggregator).
@@ -208,13 +217,16 @@ class Combiner:
     def _step(self, t: int) -> None:
         spec, w = self.spec, self._w
         L, H, far_lo = spec.max_lag, spec.horizon, spec.far_min
-        totals = {cam: (sum(n for n, _ in parts.values()), sum(q for _, q in parts.values()))
-                  for cam, parts in self._windows.pop(t, {}).items()}
+        raw = {cam: (sum(n for n, _ in parts.values()), sum(q for _, q in parts.values()))
+               for cam, parts in self._windows.pop(t, {}).items()}
+        totals = raw if self._n_noise is None else {
+            cam: (n + self._n_noise.draw(f"n|{cam}|{t}"), q + self._q_noise.draw(f"q|{cam}|{t}"))
+            for cam, (n, q) in raw.items()}
         hour_t = spec.hour_of(t)
         if totals:
             self._ring[t] = totals
-            foot = self._foot.setdefault(hour_t, {})
-            for cam, (n, _) in totals.items():
+            foot = self._foot.setdefault(hour_t, {})   # footfall: exact sums, noised per camera-hour
+            for cam, (n, _) in raw.items():
                 f = foot.setdefault(cam, [0, 0])
                 f[0] += n
                 f[1] += 1
@@ -260,6 +272,9 @@ class Combiner:
             return
         qstar = {cam: [sum(v[i] for v in by_p.values()) for i in range(len(spec.ranges))]
                  for cam, by_p in parts.items()}
+        if self._qstar_noise is not None:
+            qstar = {cam: [v + self._qstar_noise.draw(f"qstar|{i}|{cam}|{ref}") for i, v in enumerate(vs)]
+                     for cam, vs in qstar.items()}
         hour = spec.hour_of(ref)
         for i, (lo, hi) in enumerate(spec.ranges):
             nstar: dict[Cam, int] = {}

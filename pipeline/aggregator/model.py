@@ -95,6 +95,7 @@ class AggregatorSpec:
     # combiner adds to each flow row's s and each footfall count. 0 = none (tests of the algebra).
     flow_noise_scale: float = 0.0
     footfall_noise_scale: float = 0.0
+    total_noise_scale: float = 0.0   # window totals N (Q, Q*: 3x, 9x) before the published products
 
     def __post_init__(self) -> None:
         # Defaults that depend on max_lag: the full range [0, L] and a far band starting at L + 1.
@@ -121,7 +122,7 @@ class AggregatorSpec:
                             "kappa is measured on window pairs too far apart to hold one person's journey, and "
                             f"the state horizon far_max is limited by bound_seconds={self.bound_seconds}; lower "
                             "max_lag (or raise the bound, which keeps restricted counts longer)")
-        if not (0 <= self.flow_noise_scale <= 1e6 and 0 <= self.footfall_noise_scale <= 1e6):
+        if not all(0 <= x <= 1e6 for x in (self.flow_noise_scale, self.footfall_noise_scale, self.total_noise_scale)):
             raise SpecError("noise scales must be between 0 and 1e6")
         if min(self.lateness_seconds, self.processor_delay_seconds, self.changelog_seconds) < 0:
             raise SpecError("lateness_seconds, processor_delay_seconds and changelog_seconds must be >= 0")
@@ -170,8 +171,8 @@ class AggregatorSpec:
     def fingerprint(self) -> str:
         """What both stages must agree on; carried by every partial and checked by the combiner."""
         r = ",".join(f"{a}-{b}" for a, b in self.ranges)
-        noise = f";n{self.flow_noise_scale:g}-{self.footfall_noise_scale:g}" if (
-            self.flow_noise_scale or self.footfall_noise_scale) else ""
+        noise = f";n{self.flow_noise_scale:g}-{self.footfall_noise_scale:g}-{self.total_noise_scale:g}" if (
+            self.flow_noise_scale or self.footfall_noise_scale or self.total_noise_scale) else ""
         return (f"w{self.window_seconds};L{self.max_lag};r{r};f{self.far_min}-{self.far_max};"
                 f"x{int(self.cross_site)}{noise}")
 

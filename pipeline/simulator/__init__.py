@@ -26,7 +26,7 @@ import numpy as np
 
 from pipeline.privacy import PrivacyParams
 from pipeline.simulator.groups import SameGroupRate, core_groups, fast_groups, fast_home_probability, same_group_rate
-from pipeline.simulator.journeys import generate_journeys
+from pipeline.simulator.journeys import Captures, generate_journeys
 from pipeline.simulator.publish import Published, publish
 from pipeline.simulator.scenario import Scenario, ScenarioError, load_scenario, parse_scenario
 from pipeline.simulator.truth import Truth, compute_truth
@@ -58,6 +58,10 @@ class Simulation:
     truth: Truth
     stats: RunStats
     params: PrivacyParams  # the parameter set used (a calibrated copy with ``calibrate``)
+    # Per-person captures and their groups: only with ``keep_captures`` (privacy attack benches
+    # need a target's real path; nothing that publishes or reports ever gets them).
+    captures: Captures | None = None
+    groups: np.ndarray | None = None
 
     def __iter__(self) -> Iterator:
         return iter((self.published, self.truth))
@@ -65,7 +69,7 @@ class Simulation:
 
 def simulate(scenario: Scenario, params: PrivacyParams | None = None, rng: np.random.Generator | None = None, *,
              days: int | None = None, mode: str | None = None, calibrate: bool = False,
-             progress: Callable[[str, int, int], None] | None = None) -> Simulation:
+             progress: Callable[[str, int, int], None] | None = None, keep_captures: bool = False) -> Simulation:
     """Journeys -> groups -> published aggregates + ground truth, all in memory.
 
     ``rng`` defaults to ``default_rng(scenario.seed)``; journeys, group assignment and
@@ -129,4 +133,5 @@ def simulate(scenario: Scenario, params: PrivacyParams | None = None, rng: np.ra
                      same_group=sg, target_same_group_rate=params.same_group_rate,
                      fast_home_probability=fast_home_probability(params) if sc.group_mode == "fast" else None,
                      seconds=secs)
-    return Simulation(published=published, truth=truth, stats=stats, params=params)
+    return Simulation(published=published, truth=truth, stats=stats, params=params,
+                      captures=captures if keep_captures else None, groups=groups if keep_captures else None)

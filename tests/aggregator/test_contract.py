@@ -57,7 +57,8 @@ def test_settings_describe_a_valid_spec_and_refuse_an_unbounded_one(monkeypatch)
     s = load_settings()
     # The defaults, plus the published tier's noise: footfall scale = passes bound / epsilon.
     assert s.aggregator.spec() == AggregatorSpec(flow_noise_scale=s.aggregator.flow_noise_scale,
-                                                 footfall_noise_scale=8 / s.aggregator.footfall_epsilon)
+                                                 footfall_noise_scale=8 / s.aggregator.footfall_epsilon,
+                                                 total_noise_scale=s.aggregator.total_noise_scale)
     assert s.aggregator.spec().fingerprint() != AggregatorSpec().fingerprint()
     assert s.aggregator.window_seconds == s.processor.window_seconds
     monkeypatch.setenv("FLOW_AGGREGATOR__LATENESS_SECONDS", "1800")
