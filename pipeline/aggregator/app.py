@@ -51,6 +51,7 @@ log = logging.getLogger(__name__)
 
 Stage = Literal["all", "partitions", "combiner"]
 SNAPSHOT_FORMAT = 1
+EXPORT_SECONDS = 5.0
 
 
 class BadRecord(ValueError):
@@ -157,7 +158,7 @@ class _StageRunner:
 
     def __init__(self, name: str, worker: "AggregatorWorker", input_topic: str, changelog_topic: str,
                  new_core: Callable[[int, bool], Any], restore_core: Callable[[dict[str, Any]], Any],
-                 handle: Callable[[Any, Message], list[Any]], group_id: str) -> None:
+                 handle: Callable[[Any, Message], None], group_id: str) -> None:
         self.name = name
         self.w = worker
         self.input_topic = input_topic
@@ -218,7 +219,7 @@ class _StageRunner:
         return self.position[p]
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        self.snapshot([tp.partition for tp in partitions if tp.partition in self.cores], force=True)
+        self.snapshot([tp.partition for tp in partitions if tp.partition in self.cores])
         self._drop(partitions)
 
     def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
@@ -273,7 +274,7 @@ class _StageRunner:
                 out.append(p)
         return out
 
-    def snapshot(self, partitions: list[int], *, force: bool = False) -> None:
+    def snapshot(self, partitions: list[int]) -> None:
         if not partitions:
             return
         # Outputs first: a snapshot must never claim input whose outputs could still be lost.
@@ -313,6 +314,7 @@ class AggregatorWorker:
     def __init__(self, settings: Settings, *, stage: Stage = "all", cold_starts: bool = True) -> None:
         self.s = settings
         self.cold_starts = cold_starts
+        self._exported = 0.0
         self.spec: AggregatorSpec = settings.aggregator.spec()
         if settings.aggregator.window_seconds != settings.processor.window_seconds:
             raise SpecError(f"aggregator.window_seconds={settings.aggregator.window_seconds} differs from "
@@ -434,6 +436,11 @@ class AggregatorWorker:
                     self.stage1._dirty.add(p)
 
     def _export_state(self) -> None:
+        """The state-age gauge, at most once per EXPORT_SECONDS: ``state_size`` walks every held
+        count, which the poll loop (every 0.2 s) need not pay for."""
+        if time.monotonic() - self._exported < EXPORT_SECONDS:
+            return
+        self._exported = time.monotonic()
         now_ms = time.time() * 1000
         for st in self.stages:
             oldest = [c.state_size().get("oldest_window_ms") for c in st.cores.values()]
@@ -477,7 +484,7 @@ class AggregatorWorker:
                 self._flush_all()
             else:
                 for st in self.stages:
-                    st.snapshot(list(st.cores), force=True)
+                    st.snapshot(list(st.cores))
         finally:
             self.flush_outputs()
             for st in self.stages:

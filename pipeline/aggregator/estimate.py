@@ -119,12 +119,10 @@ def component_sums(wh: Warehouse, version: str, cameras: Sequence[str], start: d
              f"AND concat(dest_site, '/', dest_camera) IN ({cams})")
     pair = "concat(origin_site, '/', origin_camera) AS a, concat(dest_site, '/', dest_camera) AS b"
     db = wh.database
-    far = {tuple(r[:2]): (int(r[2]), int(r[3])) for r in wh.rows(
-        f"SELECT {pair}, sum(s), sum(nn) FROM {db}.flow_components FINAL WHERE {where} AND kind = 'far' "
-        f"GROUP BY a, b", params)}
-    far_noise = {tuple(r[:2]): int(r[2]) / 1000 for r in wh.rows(
-        f"SELECT {pair}, sum(noise_var_milli) FROM {db}.flow_components FINAL WHERE {where} AND kind = 'far' "
-        f"GROUP BY a, b", params)}
+    far_rows = wh.rows(f"SELECT {pair}, sum(s), sum(nn), sum(noise_var_milli) FROM {db}.flow_components FINAL "
+                       f"WHERE {where} AND kind = 'far' GROUP BY a, b", params)
+    far = {tuple(r[:2]): (int(r[2]), int(r[3])) for r in far_rows}
+    far_noise = {tuple(r[:2]): int(r[4]) / 1000 for r in far_rows}
     terms = "sum(s), sum(nn), sum(qq), sum(qn), sum(nn2_hi), sum(nn2_lo), sum(noise_var_milli)"
     lag_rows = wh.rows(f"SELECT {pair}, lag_lo, {terms} FROM {db}.flow_components FINAL WHERE {where} "
                        f"AND kind = 'lag' AND lag_lo >= %(lo)s AND lag_lo <= %(hi)s GROUP BY a, b, lag_lo", params)
