@@ -172,6 +172,7 @@ class _StageRunner:
         self._snap_at: dict[int, float] = {}
         self._dirty: set[int] = set()
         self.last_input: dict[int, float] = {}
+        self.assigned_at = 0.0
         k = worker.s.kafka
         self.consumer = Consumer({
             "bootstrap.servers": k.bootstrap, "client.id": f"{k.client_id}-aggregator-{name}",
@@ -188,6 +189,9 @@ class _StageRunner:
         for tp in partitions:
             tp.offset = self._restore(tp.partition)
         consumer.assign(partitions)
+        # A bounded run's idle clock starts when there is something to read, not at subscribe:
+        # joining the group and restoring snapshots can take longer than the idle timeout.
+        self.assigned_at = time.monotonic()
 
     def _restore(self, p: int) -> int:
         snap = read_latest_snapshot(self.w.s.kafka.bootstrap, self.changelog_topic, p)
@@ -464,6 +468,7 @@ class AggregatorWorker:
                 now = time.monotonic()
                 if n:
                     last = now
+                last = max([last] + [st.assigned_at for st in self.stages])
                 self._advance_idle()
                 for st in self.stages:
                     st.snapshot(st.due())

@@ -110,6 +110,7 @@ class SinkStats:
 class ClickHouseSink:
     def __init__(self, settings: Settings, warehouse: ServerWarehouse, *, group_id: str | None = None) -> None:
         self.s = settings
+        self._assigned_at: float | None = None
         self.wh = warehouse
         k = settings.kafka
         # Per-window group cells (the occurrences topic) are restricted data: only the flow
@@ -165,6 +166,8 @@ class ClickHouseSink:
             elif c >= 0:
                 tp.offset = c
         consumer.assign(partitions)
+        # Idle time counts from when there is something to read (see ``run``).
+        self._assigned_at = time.monotonic()
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         self.flush()
@@ -232,10 +235,13 @@ class ClickHouseSink:
             max_seconds: float | None = None, on_progress: Callable[[SinkStats], None] | None = None) -> SinkStats:
         self.consumer.subscribe(list(self.specs), on_assign=self._on_assign, on_revoke=self._on_revoke)
         started = last = time.monotonic()
+        self._assigned_at = None
         try:
             while True:
                 msgs = self.consumer.consume(num_messages=500, timeout=0.5)
                 now = time.monotonic()
+                if self._assigned_at is not None:
+                    last = max(last, self._assigned_at)
                 for m in msgs:
                     if m.error():
                         if m.error().code() != KafkaError._PARTITION_EOF:
@@ -250,7 +256,7 @@ class ClickHouseSink:
                         on_progress(self.stats)
                 if max_records is not None and self.stats.consumed >= max_records:
                     break
-                if idle_timeout is not None and now - last >= idle_timeout:
+                if idle_timeout is not None and self._assigned_at is not None and now - last >= idle_timeout:
                     break
                 if max_seconds is not None and now - started >= max_seconds:
                     break
