@@ -20,6 +20,12 @@ records interleave. A partial repeated by a restarted partition replaces its ear
 (keyed by partition), and one for a window already processed is ignored (counted): identical
 inputs, identical output, never double counted.
 
+Row existence: once a camera has been seen, every hour gets its rows (footfall per camera, flow
+components per allowed camera pair), whether or not anyone passed, zeros carrying the same noise
+as any value. A row that existed only when somebody was captured (a closed store at 3 am) would
+itself say that someone was there; the price is noised zeros in the sums over closed hours. A
+camera unseen for ``CAMERA_RETIRE_MS`` stops being published.
+
 State: the complete window totals of the last H + 1 windows (two integers per camera-window),
 pending partials of windows not yet complete (at most the partitions' skew), and per-hour pair
 sums until the hour closes.
@@ -35,6 +41,8 @@ from pipeline.aggregator.model import (COOCCURRENCE, FAR, HOUR_MS, LAG, PROGRESS
                                        SpecError, complete_from)
 
 Row = FlowComponent | FootfallComponent
+
+CAMERA_RETIRE_MS = 7 * 24 * HOUR_MS
 
 
 class _PairHour:
@@ -112,6 +120,9 @@ class Combiner:
         self._ring: dict[int, dict[Cam, tuple[int, int]]] = {}          # complete totals, last H + 1 windows
         self._acc: dict[int, dict[tuple[Cam, Cam], _PairHour]] = {}     # hour -> pair -> sums
         self._foot: dict[int, dict[Cam, list[int]]] = {}                # hour -> cam -> [occurrences, windows]
+        self._cams: dict[Cam, int] = {}                                 # camera -> last window seen
+        self._foot_next: int | None = None                              # next hour whose footfall closes
+        self._flow_next: int | None = None                              # next hour whose flows close
         self.stats = CoreStats()
 
     # ---- input ---------------------------------------------------------------------------------
@@ -189,6 +200,7 @@ class Combiner:
             if not starts:
                 return out
             self._done = min(starts) // w * w
+            self._foot_next = self._flow_next = self.spec.hour_of(self._done)
             if self._cold:
                 self._own_from = complete_from(self.spec, self._done)
         t = self._done
@@ -227,6 +239,7 @@ class Combiner:
             self._ring[t] = totals
             foot = self._foot.setdefault(hour_t, {})   # footfall: exact sums, noised per camera-hour
             for cam, (n, _) in raw.items():
+                self._cams[cam] = t
                 f = foot.setdefault(cam, [0, 0])
                 f[0] += n
                 f[1] += 1
@@ -299,13 +312,19 @@ class Combiner:
         spec, done = self.spec, self._done
         flows_from = max([self._own_from[0], *(f for f, _ in self._complete_from.values())])
         foot_from = max([self._own_from[1], *(f for _, f in self._complete_from.values())])
-        for h in sorted(h for h in self._foot if h + HOUR_MS <= done):
-            foot = self._foot.pop(h)
+        if self._foot_next is None or self._flow_next is None or done is None:
+            return
+        while self._foot_next + HOUR_MS <= done:
+            h = self._foot_next
+            self._foot_next += HOUR_MS
+            foot = self._foot.pop(h, {})
             if h < foot_from:
-                self.stats.reject("incomplete_hour")
+                if foot:
+                    self.stats.reject("incomplete_hour")
                 continue
             v = self._version(h + HOUR_MS)
-            for cam, (n, windows) in sorted(foot.items()):
+            for cam in self._published_cams(h):
+                n, windows = foot.get(cam, (0, 0))
                 row = FootfallComponent(cam[0], spec.window_seconds, h, cam[1], cam[2], n, windows, v)
                 if self._foot_noise is not None and self._foot_noise.scale:
                     # Clamped at 0 (post-processing keeps the guarantee); fictitious persons keep
@@ -313,18 +332,36 @@ class Combiner:
                     noisy = max(0, n + self._foot_noise.draw("footfall|" + "|".join(map(str, row.key))))
                     row = replace(row, occurrences=noisy, noise_var_milli=round(self._foot_noise.variance * 1000))
                 out.append(row)
-        for h in sorted({*self._acc, *self._cooc}):
-            closes = spec.hour_closes_at(h)
-            if closes > done:
-                continue
+        while spec.hour_closes_at(self._flow_next) <= done:
+            h = self._flow_next
+            self._flow_next += HOUR_MS
             sums = self._acc.pop(h, {})
             cooc = self._cooc.pop(h, {})
             if h < flows_from:
-                self.stats.reject("incomplete_hour")
+                if sums or cooc:
+                    self.stats.reject("incomplete_hour")
                 continue
-            v = self._version(closes)
-            for a, b in sorted(sums.keys() | cooc.keys()):
+            v = self._version(spec.hour_closes_at(h))
+            cams = self._published_cams(h)
+            pairs = {(a, b) for a in cams for b in cams if spec.allows(a, b)}
+            for a, b in sorted(pairs | sums.keys() | cooc.keys()):
                 out += self._rows(h, a, b, sums.get((a, b)), cooc.get((a, b), {}), v)
+        # Partials for an hour already closed were refused as late on arrival; nothing else can
+        # leave an hour before the close pointers, but never let state outlive them silently.
+        for stale in [h for h in self._foot if h < self._foot_next]:
+            del self._foot[stale]
+            self.stats.reject("incomplete_hour")
+        for d in (self._acc, self._cooc):
+            for stale in [h for h in d if h < self._flow_next]:
+                del d[stale]
+                self.stats.reject("incomplete_hour")
+
+    def _published_cams(self, h: int) -> list[Cam]:
+        """Cameras that get rows for hour ``h``: every camera seen before the hour ends and not
+        retired by then (see the module docstring on row existence)."""
+        for cam in [c for c, last in self._cams.items() if last < h - CAMERA_RETIRE_MS]:
+            del self._cams[cam]
+        return sorted(c for c in self._cams)
 
     def _rows(self, h: int, a: Cam, b: Cam, acc: _PairHour | None, cooc: dict[int, tuple[int, ...]],
               version: int) -> list[FlowComponent]:
@@ -373,6 +410,8 @@ class Combiner:
                 "ring": [[t, list(cam), n, q] for t in sorted(self._ring) for cam, (n, q) in sorted(self._ring[t].items())],
                 "acc": [[h, list(a), list(b), x.dump()] for h in sorted(self._acc) for (a, b), x in sorted(self._acc[h].items())],
                 "foot": [[h, list(cam), v] for h in sorted(self._foot) for cam, v in sorted(self._foot[h].items())],
+                "cams": [[list(cam), t] for cam, t in sorted(self._cams.items())],
+                "foot_next": self._foot_next, "flow_next": self._flow_next,
                 "stats": {**self.stats.__dict__, "rejected": dict(self.stats.rejected)}}
 
     @classmethod
@@ -398,5 +437,9 @@ class Combiner:
             x.lag, x.rng, x.nn_far = [list(r) for r in lag], [list(r) for r in rng], nn_far
         for h, cam, v in snap["foot"]:
             c._foot.setdefault(h, {})[tuple(cam)] = list(v)
+        c._cams = {tuple(cam): int(t) for cam, t in snap.get("cams", [])}
+        start = None if c._done is None else spec.hour_of(min([c._done, *c._foot, *c._acc, *c._cooc]))
+        c._foot_next = snap.get("foot_next", start)
+        c._flow_next = snap.get("flow_next", start)
         c.stats = CoreStats(**snap["stats"])
         return c

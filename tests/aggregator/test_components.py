@@ -134,7 +134,8 @@ def test_an_hour_closes_exactly_when_its_last_pairing_window_is_final():
     rows = comb.add_many(other.advance(due))
     lag2 = [r for r in rows if isinstance(r, FlowComponent) and r.kind == "lag" and r.lag_lo == 2]
     # s: group 1, 2 x 2; nn: N_a(10) = 2 + 3 (both partitions) times N_b(12) = 2
-    assert [(r.origin_camera, r.dest_camera, r.s, r.nn) for r in lag2] == [("a", "b", 4, 10)]
+    # b -> a gets its rows too (all zero): every seen camera pair is published every hour
+    assert [(r.origin_camera, r.dest_camera, r.s, r.nn) for r in lag2] == [("a", "b", 4, 10), ("b", "a", 0, 0)]
 
 
 def test_state_stays_within_its_bound_for_hours_of_input():

@@ -81,7 +81,9 @@ def test_window_totals_are_noised_once_before_every_product():
     f2, _ = aggregate_cells(cells, AggregatorSpec(total_noise_scale=2.0), 3, noise_key=KEY)
     assert f1 == f2                                        # same draws whatever the partitioning
     assert [r.s for r in f0] == [r.s for r in f1]          # co-occurrences untouched
-    assert sum(a.nn != b.nn for a, b in zip(f0, f1)) > 0.9 * len(f0)
+    # (hours after the input ends are published too, with no products to noise)
+    fed = [(a, b) for a, b in zip(f0, f1) if a.nn]
+    assert len(fed) > 0.6 * len(f0) and sum(a.nn != b.nn for a, b in fed) > 0.9 * len(fed)
     lag = [(a.nn, b.nn) for a, b in zip(f0, f1) if a.kind == "lag"]
     clean, noisy = sum(x for x, _ in lag), sum(y for _, y in lag)
     assert abs(noisy - clean) / clean < 0.02
