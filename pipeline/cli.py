@@ -400,7 +400,9 @@ def audit_receipts(ctx: click.Context, hours: int) -> None:
 @click.pass_context
 def audit_ages(ctx: click.Context) -> None:
     """Oldest record on the broker of every raw and restricted topic against its bound (retention +
-    segment roll + retention check interval); exit 1 if any outlives it."""
+    segment roll + retention check interval), the flow aggregator's snapshotted state against its
+    bound, and ClickHouse, which may hold no restricted group cell at all; exit 1 if anything
+    outlives its bound."""
     from confluent_kafka.admin import ConfigResource
 
     from pipeline.ops.exporter import oldest_record_ages
@@ -424,6 +426,9 @@ def audit_ages(ctx: click.Context) -> None:
         if int(cfg.get("retention.ms", -1)) < 0 or bound > limit:
             over.append(f"{spec.name} (its configuration lets records live {bound:.0f} s, over the {spec.tier} "
                         f"limit of {limit:.0f} s: run `flowctl topics apply`)")
+        if "compact" in cfg.get("cleanup.policy", "delete"):
+            over.append(f"{spec.name} (cleanup.policy={cfg.get('cleanup.policy')} keeps records past retention: "
+                        f"run `flowctl topics apply`)")
         for pa in oldest_record_ages(s.kafka.bootstrap, spec.name):
             t.add_row(spec.tier, spec.name, str(pa.partition), str(pa.high - pa.low), f"{pa.oldest_age_seconds:.0f}",
                       f"{bound:.0f}", f"{limit:.0f}")
@@ -431,11 +436,15 @@ def audit_ages(ctx: click.Context) -> None:
                 over.append(f"{spec.name}[{pa.partition}] (oldest record {pa.oldest_age_seconds:.0f} s)")
     out.print(t)
     over += _audit_aggregator_state(s, out)
-    if over:
+    held = _audit_warehouse(s, out)
+    if over or held:
         for o in over:
             out.print(f"[red]outlives its bound: {o}[/red]")
+        for h in held:
+            out.print(f"[red]{h}[/red]")
         sys.exit(1)
-    out.print("every raw and restricted record is within its age bound")
+    out.print("every raw and restricted record is within its age bound, and ClickHouse holds no restricted "
+              "group cells")
 
 
 def _audit_aggregator_state(s: Settings, out: Console) -> list[str]:
@@ -461,6 +470,48 @@ def _audit_aggregator_state(s: Settings, out: Console) -> list[str]:
                         f"bound {bound} s)")
     out.print(t)
     return over
+
+
+# A column of this name is the restricted-cell shape: per-window counts of one anonymous group are
+# linkable across cameras (issue 11), so no table of the warehouse may have it.
+RESTRICTED_COLUMN = "group_id"
+
+
+def _audit_warehouse(s: Settings, out: Console) -> list[str]:
+    """ClickHouse keeps rows for months, so restricted data must never be there at all: every table
+    or view of the configured database with a ``group_id`` column is a finding, whatever it holds.
+    A warehouse that cannot be checked is a finding too (the audit must not pass unseen)."""
+    from pipeline.sink.clickhouse import WarehouseError
+
+    db = s.clickhouse.database
+    try:
+        wh = _warehouse(s)
+        arg = {"db": db}
+        shaped = sorted({str(r[0]) for r in wh.rows(
+            "SELECT table FROM system.columns WHERE database = %(db)s AND name = %(col)s",
+            {**arg, "col": RESTRICTED_COLUMN})})
+        engines = {str(n): str(e) for n, e in wh.rows("SELECT name, engine FROM system.tables WHERE database = %(db)s",
+                                                      arg)} if shaped else {}
+        stored = {str(t): int(n) for t, n in wh.rows("SELECT table, sum(rows) FROM system.parts "
+                                                     "WHERE database = %(db)s AND active GROUP BY table", arg)} \
+            if shaped else {}
+    except WarehouseError as e:
+        return [f"ClickHouse database {db} could not be checked for restricted group cells ({e}); the audit "
+                f"cannot pass without it: is the server up (`flowctl stack status`)?"]
+    if not shaped:
+        out.print(f"ClickHouse {db}: no table or view has a {RESTRICTED_COLUMN} column (no restricted group cells)")
+        return []
+    found = []
+    for table in shaped:
+        engine = engines.get(table, "?")
+        what = (f"rows stored: {stored[table]}" if table in stored
+                else "a view" if engine.endswith("View") else "no rows")
+        found.append(f"restricted group cells in ClickHouse: {db}.{table} ({engine}, {what}) has a "
+                     f"{RESTRICTED_COLUMN} column")
+    found.append(f"per-window group cells may never be stored in the warehouse: run `flowctl migrate` (migration "
+                 f"0009 drops group_occurrences and the tables and views built on it); for any other table above, "
+                 f"stop what writes it, then DROP TABLE it")
+    return found
 
 
 # --- queries -----------------------------------------------------------------------------------

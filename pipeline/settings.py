@@ -92,6 +92,9 @@ class EdgeSettings(_Section):
 
 class ProcessorSettings(_Section):
     app_id: str = "flowpipe-processor"
+    # faust's working directory (table metadata; tables live in memory). Not the current
+    # directory, which every run and test would otherwise litter with "<app_id>-data".
+    data_dir: Path = Path(".var/faust")
     window_seconds: int = Field(60, ge=1, le=3600)
     # A window closes once frames this much later than its end have been seen (or the camera
     # went quiet for idle_flush_seconds), so late frames from a slow edge still count.

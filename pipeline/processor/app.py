@@ -100,12 +100,14 @@ def build_app(settings: Settings, *, max_frames: int | None = None, idle_timeout
               max_seconds: float | None = None) -> tuple[faust.App, ProcessorStats]:
     k = settings.kafka
     ps = settings.processor
+    ps.data_dir.mkdir(parents=True, exist_ok=True)
     app = faust.App(
         ps.app_id,
         broker=f"kafka://{k.bootstrap}",
         value_serializer="raw",
         key_serializer="raw",
         store="memory://",
+        datadir=str(ps.data_dir / f"{ps.app_id}-data"),
         web_enabled=False,
         topic_allow_declare=False,   # topics come from infra/topics.yaml, with their retention
         topic_disable_leader=True,

@@ -9,7 +9,12 @@ from pipeline.settings import load_settings
 
 pytestmark = pytest.mark.integration
 
-TABLES = {"group_occurrences", "demographic_counts", "deletion_receipts", "schema_migrations", "camera_hourly_occurrences"}
+TABLES = {"demographic_counts", "deletion_receipts", "schema_migrations", "flow_components", "footfall_components",
+          "deletion_latency", "demographics_hourly"}
+# Per-window group cells and everything built on them (0001, 0002, 0004): restricted data, which
+# migration 0009 drops and no later migration may bring back (issue 11).
+RESTRICTED = {"group_occurrences", "occurrences_by_window", "occurrences_by_window_mv", "camera_window_totals",
+              "camera_window_totals_mv", "camera_hourly_occurrences", "footfall_hourly"}
 
 
 @pytest.fixture(params=["server-18.16", "chdb-current"])
@@ -31,6 +36,7 @@ def test_migrations_apply_once_and_record_themselves(warehouse):
     assert migrate(warehouse) == []
     tables = {r[0] for r in warehouse.rows(f"SHOW TABLES FROM {warehouse.database}")}
     assert TABLES <= tables
+    assert not tables & RESTRICTED
     recorded = warehouse.rows(f"SELECT version, name FROM {warehouse.database}.schema_migrations ORDER BY version")
     assert [f"{int(v):04d}_{n}" for v, n in recorded] == names
 
@@ -47,6 +53,35 @@ def test_edited_migration_is_refused(warehouse, tmp_path):
         migrate(warehouse, d)
 
 
+def test_restricted_cells_of_an_older_deployment_are_dropped(warehouse, tmp_path):
+    """A warehouse migrated before 0009, whose group_occurrences (and the tables its materialised
+    views fed) still hold cells: 0009 drops all of it, on both engines."""
+    from datetime import datetime, timezone
+
+    old = tmp_path / "before-0009"
+    old.mkdir()
+    for p in MIGRATIONS_DIR.glob("*.sql"):
+        if int(p.name[:4]) < 9:
+            (old / p.name).write_text(p.read_text())
+    migrate(warehouse, old)
+    db = warehouse.database
+    ts = datetime(2026, 1, 1, 10, 0, tzinfo=timezone.utc)
+    cols = ["site_id", "camera_id", "window_start", "window_seconds", "group_id", "occurrences", "params_version",
+            "kafka_partition", "kafka_offset"]
+    data = [["s", "s", "s"], ["a", "a", "b"], [ts, ts, ts], [60, 60, 60], [1, 2, 1], [2, 3, 4], ["v", "v", "v"],
+            [0, 0, 0], [1, 2, 3]]
+    if isinstance(warehouse, ChdbWarehouse):
+        data[2] = [ts.strftime("%Y-%m-%d %H:%M:%S")] * 3
+    warehouse.insert("group_occurrences", cols, data)
+    assert int(warehouse.rows(f"SELECT sum(occurrences) FROM {db}.occurrences_by_window")[0][0]) == 9
+    assert RESTRICTED <= {r[0] for r in warehouse.rows(f"SHOW TABLES FROM {db}")}
+
+    assert migrate(warehouse) == ["0009_drop_restricted_tables"]
+    assert not {r[0] for r in warehouse.rows(f"SHOW TABLES FROM {db}")} & RESTRICTED
+    assert warehouse.rows(f"SELECT table FROM system.columns WHERE database = '{db}' AND name = 'group_id'") == []
+    assert {"demographics_hourly", "footfall_components"} <= {r[0] for r in warehouse.rows(f"SHOW TABLES FROM {db}")}
+
+
 def test_queries_agree_on_both_engines(warehouse):
     from datetime import datetime, timezone
 
@@ -56,15 +91,6 @@ def test_queries_agree_on_both_engines(warehouse):
 
     migrate(warehouse)
     ts = datetime(2026, 1, 1, 10, 0, tzinfo=timezone.utc)
-    cols = ["site_id", "camera_id", "window_start", "window_seconds", "group_id", "occurrences", "params_version",
-            "kafka_partition", "kafka_offset"]
-    data = [["s", "s", "s"], ["a", "a", "b"], [ts, ts, ts], [60, 60, 60], [1, 2, 1], [2, 3, 4], ["v", "v", "v"],
-            [0, 0, 0], [1, 2, 3]]
-    if isinstance(warehouse, ChdbWarehouse):
-        data[2] = [ts.strftime("%Y-%m-%d %H:%M:%S")] * 3
-    warehouse.insert("group_occurrences", cols, data)
-    hourly = warehouse.rows(f"SELECT camera_id, occurrences FROM {warehouse.database}.camera_hourly_occurrences ORDER BY camera_id")
-    assert [(str(a), int(b)) for a, b in hourly] == [("a", 5), ("b", 4)]
     # analysts' counts come from the published footfall; a replayed camera-hour counts once (FINAL)
     h = int(ts.timestamp()) * 1000
     foot = [FootfallComponent("v", 60, h, "s", "a", 5, 1, 1), FootfallComponent("v", 60, h, "s", "b", 4, 1, 1),
@@ -76,13 +102,15 @@ def test_queries_agree_on_both_engines(warehouse):
     assert camera_counts(warehouse, site_id="x") == []
 
 
+# No group_id (nor group_rows, a count of group cells): per-window group cells are restricted data
+# and no table of the warehouse may hold them (0009; `flowctl audit ages` checks live warehouses).
 ALLOWED_COLUMNS = {
-    "site_id", "camera_id", "window_start", "window_seconds", "group_id", "occurrences", "params_version",
+    "site_id", "camera_id", "window_start", "window_seconds", "occurrences", "params_version",
     "kafka_partition", "kafka_offset", "ingested_at", "age_band", "gender", "persons", "frame_id", "captured_at",
     "captured_at_ms", "deleted_at_ms", "latency_ms", "outcome", "deleted_by", "version", "name", "checksum",
     "applied_at", "hour", "windows", "expires_at_ms", "frames", "p50_ms", "p95_ms", "p99_ms", "max_ms", "swept",
     # flow analytics (0004): aggregates, the camera layout and the public privacy figures
-    "group_rows", "estimated_persons", "zone", "store", "loaded_at", "n_groups", "same_group_rate",
+    "estimated_persons", "zone", "store", "loaded_at", "n_groups", "same_group_rate",
     "fictitious_floor", "fictitious_ratio", "fictitious_per_group", "fictitious_variance_per_group", "registered_at",
     # published tier (0005): flow components per camera pair, lag and hour; integers only
     "origin_site", "origin_camera", "dest_site", "dest_camera", "kind", "lag_lo", "lag_hi", "s", "nn", "qq", "qn",
