@@ -36,6 +36,7 @@ from pipeline.analytics.cell_estimator import estimate_cell_flows  # noqa: E402
 from pipeline.analytics.flows import CameraRef, FlowQuery  # noqa: E402
 from pipeline.privacy import PrivacyParams  # noqa: E402
 from pipeline.simulator import load_scenario, simulate  # noqa: E402
+from pipeline.analytics.cell_tables import create_cell_tables  # noqa: E402
 from pipeline.simulator.publish import write_cells  # noqa: E402
 from pipeline.sink.clickhouse import ChdbWarehouse  # noqa: E402
 from pipeline.sink.migrations import migrate  # noqa: E402
@@ -57,6 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as d:
         wh = ChdbWarehouse(d, "flow")
         migrate(wh)
+        create_cell_tables(wh)   # a throwaway database: the reference estimator reads cells
         for r in range(args.replicates):
             params = PrivacyParams.profile("flow").with_changes(version=f"eval-{args.seed}-r{r}")
             register_params(wh, params)

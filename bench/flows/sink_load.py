@@ -56,14 +56,16 @@ def one_run(scenario: str, run: int) -> dict[str, float]:
         t = time.monotonic()
         produced = produce_kafka(pub, settings)
         t_produce = time.monotonic() - t
-        total = pub.occurrence_rows + pub.demographic_rows
+        # The restricted occurrences go to the aggregator, never to the sink (migration 0009):
+        # the sink's load is the demographic counts (append-only, with offsets).
+        total = pub.demographic_rows
         t = time.monotonic()
         stats = ClickHouseSink(settings, wh, group_id=f"load-{tag}").run(max_records=total, idle_timeout=20)
         t_sink = time.monotonic() - t
-        landed = int(wh.rows(f"SELECT sum(occurrences) FROM {db}.group_occurrences")[0][0])
-        expected = int(pub.occ_count.sum())
+        landed = int(wh.rows(f"SELECT sum(persons) FROM {db}.demographic_counts")[0][0])
+        expected = int(pub.dem_persons.sum())
         if landed != expected or stats.consumed != total:
-            raise SystemExit(f"run {run}: landed {landed} occurrences of {expected}; consumed {stats.consumed} of {total}")
+            raise SystemExit(f"run {run}: landed {landed} persons of {expected}; consumed {stats.consumed} of {total}")
         return {"records": total, "produce_s": t_produce, "sink_s": t_sink,
                 "produce_rps": total / t_produce, "sink_rps": total / t_sink,
                 "produced": getattr(produced, "records", total)}

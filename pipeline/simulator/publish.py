@@ -282,7 +282,7 @@ def publish(sc: Scenario, captures: Captures, groups: np.ndarray, params: Privac
 
 # ---- ClickHouse ------------------------------------------------------------------------------
 
-OFFSET_TABLES = ("group_occurrences", "demographic_counts")   # rows carry kafka offsets
+OFFSET_TABLES = ("demographic_counts",)   # rows carry kafka offsets (group cells are never landed: 0009)
 PUBLISHED_TABLES = ("flow_components", "footfall_components")   # ReplacingMergeTree: a rerun replaces
 
 
@@ -381,7 +381,9 @@ def write_clickhouse(pub: Published, wh: Any, *, spec: AggregatorSpec | None = N
 
 def write_cells(pub: Published, wh: Any, *, first_offset: int = 0, batch_rows: int = 200_000) -> int:
     """Insert the restricted per-window group cells into ``group_occurrences``: only for the
-    reference estimator on cells (tests, benchmarks), never for a database analysts read."""
+    reference estimator on cells (tests, benchmarks), in a throwaway database where
+    :func:`pipeline.analytics.cell_tables.create_cell_tables` made the table (migration 0009
+    drops it from every real warehouse), never for a database analysts read."""
     return _insert_batches(wh, "group_occurrences", OCCURRENCE_COLUMNS, pub.occurrence_rows,
                            lambda lo, hi: pub.occurrence_columns(lo, hi, first_offset + lo), batch_rows, None)
 

@@ -36,7 +36,7 @@ from pipeline.simulator import load_scenario, simulate
 from pipeline.simulator.publish import write_cells
 from pipeline.sink.clickhouse import ChdbWarehouse, ServerWarehouse
 from pipeline.sink.migrations import migrate
-from tests.aggregator.cell_tables import create_cell_tables
+from pipeline.analytics.cell_tables import create_cell_tables
 from tests.aggregator.harness import processor_order, run_pipeline
 
 SPEC = AggregatorSpec(ranges=((0, 30), (5, 20)))  # defaults plus a sub-range with an exact SE
