@@ -347,6 +347,63 @@ def eval_cmd(out_dir: Path, seed: int, visitors: int, window_minutes: float, par
     console.print(f"wrote {len(paths)} files to {out_dir}/ in {time.monotonic() - t0:.0f} s")
 
 
+@privacy.command(name="attack")
+@click.option("--scenario", default="reference", show_default=True, help="Simulator scenario (name or YAML path).")
+@click.option("--days", default=2, show_default=True, type=click.IntRange(1, 60), help="Days of each simulated run.")
+@click.option("--seed", default=21, show_default=True, help="Seed of the attacked run.")
+@click.option("--prior-seed", type=int, default=None,
+              help="Seed of the attacker's held-out prior run (default: seed + 1000).")
+@click.option("--max-targets", default=2000, show_default=True, type=click.IntRange(1),
+              help="Targets per attack at most (shared between busy, quiet and after-close hours).")
+@click.option("--padding", type=click.Choice(("stream", "simulator")), default="stream", show_default=True,
+              help="Fictitious persons in every window of every camera, as the processor pads a camera that "
+                   "streams ('stream'), or only where the simulator pads (opening hours and capture windows).")
+@click.option("--json", "as_json", is_flag=True, help="Print the figures as JSON instead of tables.")
+@click.pass_context
+def attack(ctx: click.Context, scenario: str, days: int, seed: int, prior_seed: int | None, max_targets: int,
+           padding: str, as_json: bool) -> None:
+    """Attack suite on what analysts read, and on the restricted tier for comparison (issue 11 item 5).
+
+    (a) group-following insider, (b) analyst who saw the target once, (c) values that carry noise or
+    aggregate >= 3 persons, (d) demographics to path, (e) row existence. Two simulated runs: the
+    attacked one and the attacker's held-out prior. Exit 1 if an analyst-tier bar is not met."""
+    import json
+
+    from rich.console import Console
+
+    from pipeline.redteam.report import print_report
+    from pipeline.redteam.suite import SuiteConfig, run_suite
+
+    obj = ctx.find_root().obj
+    if isinstance(obj, dict) and "settings" in obj:
+        settings = obj["settings"]
+    else:
+        from pipeline.settings import ConfigError, load_settings
+
+        try:
+            settings = load_settings()
+        except ConfigError as e:
+            raise click.ClickException(str(e)) from None
+    agg = settings.aggregator
+    # the deployment's demographics protection when the settings describe it (else the counts core's defaults)
+    demo_spec = (agg.counts_spec("demographics", settings.processor.demographics_window_seconds)
+                 if hasattr(agg, "counts_spec") else None)
+    cfg = SuiteConfig(scenario=scenario, days=days, seed=seed, prior_seed=prior_seed, max_targets=max_targets,
+                      padding=padding, spec=agg.spec(), demo_spec=demo_spec)
+    err = Console(stderr=True) if sys.stderr.isatty() else Console(stderr=True, width=160)
+    try:
+        with _rich_progress(err) as task:
+            res = run_suite(cfg, task)
+    except (ValueError, FileNotFoundError) as e:
+        raise click.ClickException(str(e)) from e
+    if as_json:
+        click.echo(json.dumps(res.to_dict(), indent=2))
+    else:
+        print_report(res, Console() if sys.stdout.isatty() else Console(width=200))
+    if not res.passed:
+        ctx.exit(1)
+
+
 if __name__ == "__main__":
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     privacy()
