@@ -242,9 +242,10 @@ def process(ctx: click.Context, max_frames: int | None, idle_timeout: float | No
 
 
 @cli.command()
-@click.option("--stage", type=click.Choice(["all", "partitions", "combiner"]), default="all", show_default=True,
-              help="Run both stages, or only the per-partition workers (scale with the occurrences topic) or the "
-                   "combiner.")
+@click.option("--stage", type=click.Choice(["all", "partitions", "combiner", "counts"]), default="all",
+              show_default=True,
+              help="Run every stage, or only the per-partition flow workers (scale with the occurrences topic), the "
+                   "combiner, or the demographics and crossings counts stages.")
 @click.option("--idle-timeout", type=click.FloatRange(min=0.5), default=None,
               help="Stop after this many seconds without input.")
 @click.option("--max-seconds", type=click.FloatRange(min=1), default=None)
@@ -259,14 +260,15 @@ def process(ctx: click.Context, max_frames: int | None, idle_timeout: float | No
 @click.pass_context
 def aggregate(ctx: click.Context, stage: str, idle_timeout: float | None, max_seconds: float | None,
               max_records: int | None, flush: bool, cold_starts: bool) -> None:
-    """Run the flow aggregator: restricted group occurrences in, published flow and footfall
-    components out (docs/AGGREGATOR.md)."""
+    """Run the flow aggregator: restricted group occurrences and per-window counts in, published
+    flow, footfall, demographic and crossing components out (docs/AGGREGATOR.md)."""
     from pipeline.aggregator.app import run_aggregator
     from pipeline.aggregator.model import SpecError
     from pipeline.privacy.release import NoiseKeyError
 
-    if flush and stage != "all":
-        raise click.BadParameter("--flush needs --stage all (one worker that owns both stages)", param_hint="--flush")
+    if flush and stage not in ("all", "counts"):
+        raise click.BadParameter("--flush needs --stage all or counts (a flow worker must own both flow stages)",
+                                 param_hint="--flush")
     s = _settings(ctx)
     try:
         with _progress() as prog:
@@ -277,7 +279,8 @@ def aggregate(ctx: click.Context, stage: str, idle_timeout: float | None, max_se
     except (SpecError, NoiseKeyError) as e:
         raise click.ClickException(str(e)) from None
     console.print(f"aggregator: read {stats.consumed or 'nothing'}, {stats.partials_out} partials, "
-                  f"{stats.flow_rows_out} flow and {stats.footfall_rows_out} footfall component rows, "
+                  f"{stats.flow_rows_out} flow, {stats.footfall_rows_out} footfall and {stats.count_rows_out} "
+                  "demographic/crossing component rows, "
                   f"{stats.snapshots} snapshots, restored {stats.restored or 'none'}, "
                   f"dead letters {stats.dead_letters or 'none'}")
 
@@ -288,7 +291,8 @@ def aggregate(ctx: click.Context, stage: str, idle_timeout: float | None, max_se
 @click.option("--max-seconds", type=click.FloatRange(min=1), default=None)
 @click.pass_context
 def sink(ctx: click.Context, max_records: int | None, idle_timeout: float | None, max_seconds: float | None) -> None:
-    """Land the published components, demographics, crossings, receipts and the ledger in ClickHouse."""
+    """Land the published components (flows, footfall, demographics, crossings), receipts and the
+    ledger in ClickHouse."""
     from pipeline.sink.consumer import ClickHouseSink
 
     s = _settings(ctx)

@@ -45,6 +45,12 @@ class KafkaSettings(_Section):
     combiner_changelog_topic: str = "flow.aggregator-combiner-changelog"
     flow_components_topic: str = "flow.flow-components"
     footfall_components_topic: str = "flow.footfall-components"
+    # Its counts stages: exact per-window demographics / crossings (restricted) in, protected
+    # camera-hour cells out.
+    demographics_changelog_topic: str = "flow.aggregator-demographics-changelog"
+    crossings_changelog_topic: str = "flow.aggregator-crossings-changelog"
+    demographic_components_topic: str = "flow.demographic-components"
+    crossing_components_topic: str = "flow.crossing-components"
 
 
 class ClickHouseSettings(_Section):
@@ -194,6 +200,12 @@ class AggregatorSettings(_Section):
     # every published co-occurrence sum, chosen from bench/privacy/published_noise.py's curve.
     footfall_epsilon: float = Field(1.0, gt=0, le=100)
     footfall_passes_per_person_day: int = Field(8, ge=1, le=1000)
+    # Demographics and line crossings per camera-hour (pipeline/aggregator/counts.py): the same
+    # mechanism, each with its own epsilon per person-day. A pass counts in one demographic cell
+    # (bound: footfall_passes_per_person_day); crossings have their own bound.
+    demographics_epsilon: float = Field(1.0, gt=0, le=100)
+    crossings_epsilon: float = Field(1.0, gt=0, le=100)
+    crossings_per_person_day: int = Field(16, ge=1, le=1000)
     flow_noise_scale: float = Field(4.0, ge=0, le=1e6)
     # Window totals (N per camera-window; Q and range Q* scaled up) before the published products
     # nn, qq, qn, nn2 are formed: without it those unnoised products move by whole window totals
@@ -232,6 +244,18 @@ class AggregatorSettings(_Section):
                                   footfall_noise_scale=self.footfall_passes_per_person_day / self.footfall_epsilon)
         except SpecError as e:
             raise ValueError(str(e)) from None
+
+    def counts_spec(self, kind: str, window_seconds: int) -> Any:
+        """The :class:`pipeline.aggregator.counts.CountsSpec` of one counts stage;
+        ``window_seconds``: the processor's demographics window (processor.demographics_window_seconds)."""
+        from pipeline.aggregator.counts import CountsSpec, demographic_grid
+
+        if kind == "demographics":
+            return CountsSpec("demographics", window_seconds=window_seconds, lateness_seconds=self.lateness_seconds,
+                              epsilon=self.demographics_epsilon, per_person_day=self.footfall_passes_per_person_day,
+                              grid=demographic_grid())
+        return CountsSpec("crossings", window_seconds=window_seconds, lateness_seconds=self.lateness_seconds,
+                          epsilon=self.crossings_epsilon, per_person_day=self.crossings_per_person_day)
 
 
 class Settings(BaseSettings):

@@ -65,7 +65,7 @@ class Row:
         return self.truth / self.period_days
 
 
-def run_profile(profile: str, params: PrivacyParams, args: argparse.Namespace, wh, offsets: dict[str, int],
+def run_profile(profile: str, params: PrivacyParams, args: argparse.Namespace, wh,
                 prog: Progress) -> list[Row]:
     sc = load_scenario(args.scenario)
     days = max(args.periods) if profile == "flow" else 1
@@ -78,9 +78,7 @@ def run_profile(profile: str, params: PrivacyParams, args: argparse.Namespace, w
         sim = simulate(sc, p, np.random.default_rng([args.seed, r]), days=days, mode="fast")
         pub, truth = sim.published, sim.truth
         register_params(wh, p)
-        written = write_clickhouse(pub, wh, first_offsets=offsets)
-        for t, n in written.items():
-            offsets[t] = offsets.get(t, 0) + n
+        write_clickhouse(pub, wh, demographics=())   # flows only: no demographic components needed
         start = datetime(sc.start.year, sc.start.month, sc.start.day, tzinfo=timezone.utc)
         cams = tuple(CameraRef(s, c) for c, s in zip(truth.camera_ids, truth.camera_site))
         if profile == "strict":  # 1,000 rows per camera-window: estimate one site's cameras only
@@ -201,12 +199,12 @@ def main(argv: list[str] | None = None) -> int:
 
     t0 = time.monotonic()
     settings = load_settings()
-    wh, offsets = prepare_database(settings, args.database, replace=True)
+    wh = prepare_database(settings, args.database, replace=True)
     rows: list[Row] = []
     with Progress(console=console) as prog:
-        rows += run_profile("flow", PrivacyParams.profile("flow"), args, wh, offsets, prog)
+        rows += run_profile("flow", PrivacyParams.profile("flow"), args, wh, prog)
         if args.strict:
-            rows += run_profile("strict", PrivacyParams.profile("strict"), args, wh, offsets, prog)
+            rows += run_profile("strict", PrivacyParams.profile("strict"), args, wh, prog)
 
     first = [r for r in rows if r.profile == "flow" and r.replicate == 0 and r.period_days == max(args.periods)]
     t = Table("origin", "destination", "true", "estimate", "95% CI", "covered", "rel. error",

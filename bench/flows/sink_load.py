@@ -1,12 +1,19 @@
-"""Load test of the Kafka -> ClickHouse leg with a simulated week: produce, sink, check, estimate.
+"""Load test of the Kafka -> ClickHouse leg with a simulated week: produce, sink, check, query.
 
     .venv/bin/python bench/flows/sink_load.py [--scenario reference] [--runs 3]
 
-Each run creates throwaway topics and a throwaway database, produces every GroupOccurrence
-and DemographicCount record of the scenario through the real serde and an idempotent
-producer, runs the real sink until it has consumed them all, checks that ClickHouse holds
-exactly the published totals (nothing lost, nothing doubled), and times the flow query on
-the landed week. Prints records/s for producing and sinking (median over runs).
+What the sink lands is the published tier: the aggregator's flow, footfall, demographic and
+crossing components (ReplacingMergeTree), plus deletion receipts and the frame ledger (not
+simulated here). The restricted per-window cells and exact demographic counts go to the
+aggregator, never to the sink (migrations 0009, 0010). So each run simulates the scenario, puts
+its cells and exact demographic counts through the aggregator's stages in-process (the rows the
+streaming aggregator would publish, with a release-noise key drawn for the run), produces every
+published row through the real serde and an idempotent producer to throwaway copies of the
+components topics, runs the real sink on a throwaway database until it has consumed them all,
+checks that ClickHouse holds exactly what was produced (every row once: raw row count and FINAL
+sums per table; nothing lost, nothing doubled, nothing dead-lettered), and times the flow and
+demographics queries on the landed week. Prints records/s for producing and sinking (median
+over runs).
 """
 from __future__ import annotations
 
@@ -15,6 +22,7 @@ import secrets
 import statistics
 import sys
 import time
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import numpy as np
@@ -25,21 +33,37 @@ sys.path.insert(0, str(ROOT))
 from confluent_kafka.admin import AdminClient, NewTopic  # noqa: E402
 
 from pipeline.analytics.dimensions import register_params  # noqa: E402
+from pipeline.analytics.flows import CameraRef, FlowQuery, estimate_flows  # noqa: E402
+from pipeline.analytics.queries import demographics_hourly  # noqa: E402
 from pipeline.privacy import PrivacyParams  # noqa: E402
 from pipeline.settings import load_settings  # noqa: E402
 from pipeline.simulator import load_scenario, simulate  # noqa: E402
-from pipeline.simulator.publish import produce_kafka  # noqa: E402
+from pipeline.simulator.publish import produce_components, publish_components, publish_demographics  # noqa: E402
 from pipeline.sink.clickhouse import ServerWarehouse  # noqa: E402
 from pipeline.sink.consumer import ClickHouseSink  # noqa: E402
 from pipeline.sink.migrations import migrate  # noqa: E402
+
+# Every topic the sink reads (and its dead-letter topic) is the run's own.
+SINK_TOPICS = ("flow_components_topic", "footfall_components_topic", "demographic_components_topic",
+               "crossing_components_topic", "receipts_topic", "ledger_topic", "dead_letter_topic")
+
+
+def _check(wh, db: str, run: int, table: str, rows: int, sums: dict[str, int]) -> None:
+    """Exactly ``rows`` rows landed in ``table`` (a re-delivered row would be a second raw row
+    until a merge), and the FINAL sums of ``sums``' columns are what was produced."""
+    raw = int(wh.rows(f"SELECT count() FROM {db}.{table}")[0][0])
+    cols = list(sums)
+    got = wh.rows(f"SELECT count(), {', '.join(f'sum({c})' for c in cols)} FROM {db}.{table} FINAL")[0]
+    final = dict(zip(cols, (int(v) for v in got[1:])))
+    if raw != rows or int(got[0]) != rows or final != sums:
+        raise SystemExit(f"run {run}: {table} holds {raw} rows ({got[0]} after FINAL) of {rows} produced; "
+                         f"FINAL sums {final}, produced {sums}")
 
 
 def one_run(scenario: str, run: int) -> dict[str, float]:
     tag = secrets.token_hex(3)
     base = load_settings()
-    # Every topic the sink reads (and its dead-letter topic) is the run's own.
-    topics = {name: f"load.{tag}.{name.removesuffix('_topic')}" for name in
-              ("occurrences_topic", "demographics_topic", "receipts_topic", "ledger_topic", "dead_letter_topic")}
+    topics = {name: f"load.{tag}.{name.removesuffix('_topic')}" for name in SINK_TOPICS}
     db = f"flow_load_{tag}"
     settings = base.model_copy(update={
         "kafka": base.kafka.model_copy(update=topics),
@@ -52,23 +76,44 @@ def one_run(scenario: str, run: int) -> dict[str, float]:
         migrate(wh)
         params = PrivacyParams.default()
         register_params(wh, params)
-        pub = simulate(load_scenario(scenario), params, np.random.default_rng(run)).published
+        sc = load_scenario(scenario)
+        pub = simulate(sc, params, np.random.default_rng(run)).published
         t = time.monotonic()
-        produced = produce_kafka(pub, settings)
+        key = secrets.token_bytes(32)
+        flow, foot = publish_components(pub, base.aggregator.spec(), noise_key=key)
+        dem = publish_demographics(pub, base.aggregator.counts_spec("demographics", pub.demographics_window_seconds),
+                                   noise_key=key)
+        t_aggregate = time.monotonic() - t
+        total = len(flow) + len(foot) + len(dem)
+
+        t = time.monotonic()
+        produce_components(settings, flow, foot, dem)
         t_produce = time.monotonic() - t
-        # The restricted occurrences go to the aggregator, never to the sink (migration 0009):
-        # the sink's load is the demographic counts (append-only, with offsets).
-        total = pub.demographic_rows
         t = time.monotonic()
         stats = ClickHouseSink(settings, wh, group_id=f"load-{tag}").run(max_records=total, idle_timeout=20)
         t_sink = time.monotonic() - t
-        landed = int(wh.rows(f"SELECT sum(persons) FROM {db}.demographic_counts")[0][0])
-        expected = int(pub.dem_persons.sum())
-        if landed != expected or stats.consumed != total:
-            raise SystemExit(f"run {run}: landed {landed} persons of {expected}; consumed {stats.consumed} of {total}")
-        return {"records": total, "produce_s": t_produce, "sink_s": t_sink,
-                "produce_rps": total / t_produce, "sink_rps": total / t_sink,
-                "produced": getattr(produced, "records", total)}
+        if stats.consumed != total or stats.dead_letters:
+            raise SystemExit(f"run {run}: consumed {stats.consumed} of {total} records, "
+                             f"{stats.dead_letters} dead letters")
+        _check(wh, db, run, "flow_components", len(flow), {"s": sum(r.s for r in flow), "nn": sum(r.nn for r in flow)})
+        _check(wh, db, run, "footfall_components", len(foot), {"occurrences": sum(r.occurrences for r in foot),
+                                                               "windows": sum(r.windows for r in foot)})
+        _check(wh, db, run, "demographic_components", len(dem),
+               {"persons": sum(r.count for r in dem), "noise_var_milli": sum(r.noise_var_milli for r in dem)})
+
+        start = datetime.fromtimestamp(pub.start_epoch, timezone.utc)
+        end = start + timedelta(days=sc.days)
+        cams = tuple(CameraRef(pub.site_ids[pub.camera_site[i]], c) for i, c in enumerate(pub.camera_ids))
+        t = time.monotonic()
+        estimate_flows(wh, FlowQuery(params.version, cams, start, end))
+        t_flows = time.monotonic() - t
+        t = time.monotonic()
+        demographics_hourly(wh, params.version, start, end)
+        t_demo = time.monotonic() - t
+        return {"records": total, "flow": len(flow), "footfall": len(foot), "demographics": len(dem),
+                "aggregate_s": t_aggregate, "produce_s": t_produce, "sink_s": t_sink,
+                "produce_rps": total / t_produce, "sink_rps": total / t_sink, "flows_query_s": t_flows,
+                "demographics_query_s": t_demo}
     finally:
         wh.execute(f"DROP DATABASE IF EXISTS {db}")
         admin.delete_topics(list(topics.values()))
@@ -85,8 +130,12 @@ def main() -> int:
     for r in range(args.runs):
         res = one_run(args.scenario, r)
         results.append(res)
-        print(f"run {r}: {res['records']:,} records; produce {res['produce_s']:.1f} s ({res['produce_rps']:,.0f}/s), "
-              f"sink {res['sink_s']:.1f} s ({res['sink_rps']:,.0f}/s); ClickHouse totals match", flush=True)
+        print(f"run {r}: {res['records']:,} component records ({res['flow']:,} flow, {res['footfall']:,} footfall, "
+              f"{res['demographics']:,} demographic; aggregated in-process in {res['aggregate_s']:.1f} s); "
+              f"produce {res['produce_s']:.1f} s ({res['produce_rps']:,.0f}/s), "
+              f"sink {res['sink_s']:.1f} s ({res['sink_rps']:,.0f}/s); ClickHouse holds exactly what was produced; "
+              f"flow query {res['flows_query_s']:.2f} s, demographics query {res['demographics_query_s']:.2f} s",
+              flush=True)
     print(f"median over {args.runs} runs: produce {statistics.median(r['produce_rps'] for r in results):,.0f} records/s, "
           f"sink {statistics.median(r['sink_rps'] for r in results):,.0f} records/s (2 cores shared with Kafka and "
           f"ClickHouse)")

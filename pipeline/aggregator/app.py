@@ -24,7 +24,9 @@ A thin loop around the two pure cores. What it adds is the part that makes a cra
 
 Both stages can run in one process (``stage="all"``, the default and what ``flowctl demo``
 uses) or apart (``partitions`` workers scale with the occurrences topic's partitions; the
-``combiner`` is one partition).
+``combiner`` is one partition). ``all`` also runs the two counts stages (``stage="counts"`` runs
+them alone): the processor's exact per-window demographics and line crossings in, protected
+camera-hour cells out (pipeline/aggregator/counts.py), with the same snapshot discipline.
 """
 from __future__ import annotations
 
@@ -41,6 +43,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Message, Pro
 from pipeline import serde
 from pipeline.aggregator.combiner import Combiner
 from pipeline.aggregator.components import GroupPartitionAggregator
+from pipeline.aggregator.counts import CountCell, CountComponent, HourlyCounts
 from pipeline.aggregator.model import (AggregatorSpec, FlowComponent, FootfallComponent, OccurrenceCell, Partial,
                                        SpecError)
 from pipeline.ops import metrics as m_
@@ -49,7 +52,8 @@ from pipeline.settings import Settings
 
 log = logging.getLogger(__name__)
 
-Stage = Literal["all", "partitions", "combiner"]
+Stage = Literal["all", "partitions", "combiner", "counts"]
+COUNT_RECORDS = {"demographics": "DemographicCount", "crossings": "LineCrossingCount"}
 SNAPSHOT_FORMAT = 1
 EXPORT_SECONDS = 5.0
 
@@ -69,6 +73,7 @@ class AggregatorStats:
     partials_out: int = 0
     flow_rows_out: int = 0
     footfall_rows_out: int = 0
+    count_rows_out: int = 0
     snapshots: int = 0
     restored: list[str] = field(default_factory=list)      # "stage[partition]@offset"
     cold_starts: list[str] = field(default_factory=list)
@@ -141,7 +146,8 @@ def snapshot_ages(settings: Settings) -> list[tuple[str, int, float | None, floa
     md = AdminClient({"bootstrap.servers": k.bootstrap}).list_topics(timeout=15)
     now = time.time() * 1000
     out = []
-    for topic in (k.partitions_changelog_topic, k.combiner_changelog_topic):
+    for topic in (k.partitions_changelog_topic, k.combiner_changelog_topic, k.demographics_changelog_topic,
+                  k.crossings_changelog_topic):
         if topic not in md.topics:
             continue
         for p in sorted(md.topics[topic].partitions):
@@ -263,7 +269,7 @@ class _StageRunner:
 
     @staticmethod
     def _progress(core: Any) -> Any:
-        return core.final_through if isinstance(core, GroupPartitionAggregator) else core.complete_through
+        return core.complete_through if isinstance(core, Combiner) else core.final_through
 
     def due(self) -> list[int]:
         """Partitions whose snapshot is due: a window became final, or it changed a while ago,
@@ -331,14 +337,26 @@ class AggregatorWorker:
                                   "message.max.bytes": 8_388_608, "compression.type": "lz4"})
         self._partitions = settings.aggregator.partitions
         md = self.producer.list_topics(timeout=15)
-        for topic, want in ((k.occurrences_topic, self._partitions), (k.partitions_changelog_topic, self._partitions),
-                            (k.partials_topic, 1), (k.combiner_changelog_topic, 1)):
+
+        def partitions_of(topic: str) -> int:
             have = md.topics.get(topic)
             if have is None or have.error is not None:
                 raise SpecError(f"topic {topic} does not exist: run `flowctl topics apply` first")
-            if len(have.partitions) != want:
-                raise SpecError(f"topic {topic} has {len(have.partitions)} partitions, the aggregator needs {want} "
+            return len(have.partitions)
+
+        for topic, want in ((k.occurrences_topic, self._partitions), (k.partitions_changelog_topic, self._partitions),
+                            (k.partials_topic, 1), (k.combiner_changelog_topic, 1)):
+            if partitions_of(topic) != want:
+                raise SpecError(f"topic {topic} has {partitions_of(topic)} partitions, the aggregator needs {want} "
                                 "(aggregator.partitions must equal the occurrences topic's partitions)")
+        counts_topics = {"demographics": (k.demographics_topic, k.demographics_changelog_topic),
+                         "crossings": (k.crossings_topic, k.crossings_changelog_topic)}
+        if stage in ("all", "counts"):
+            for topic, changelog in counts_topics.values():
+                if partitions_of(changelog) != partitions_of(topic):
+                    raise SpecError(f"topic {changelog} has {partitions_of(changelog)} partitions and {topic} "
+                                    f"{partitions_of(topic)}: a counts stage keeps one snapshot partition per input "
+                                    "partition (infra/topics.yaml)")
         self.stages: list[_StageRunner] = []
         app = settings.aggregator.app_id
         if stage in ("all", "partitions"):
@@ -351,7 +369,7 @@ class AggregatorWorker:
         else:
             self.stage1 = None
         noise_key = None
-        if self.spec.flow_noise_scale or self.spec.footfall_noise_scale:
+        if self.spec.flow_noise_scale or self.spec.footfall_noise_scale or stage in ("all", "counts"):
             from pipeline.privacy.release import load_noise_key
 
             noise_key = load_noise_key(settings.keys.dir)
@@ -364,6 +382,19 @@ class AggregatorWorker:
             self.stages.append(self.stage2)
         else:
             self.stage2 = None
+        self.counts: list[_StageRunner] = []
+        if stage in ("all", "counts"):
+            window = settings.processor.demographics_window_seconds
+            for kind, (topic, changelog) in counts_topics.items():
+                spec = settings.aggregator.counts_spec(kind, window)
+                runner = _StageRunner(
+                    kind, self, topic, changelog,
+                    new_core=lambda p, cold, spec=spec: HourlyCounts(spec, noise_key=noise_key, cold_start=cold),
+                    restore_core=lambda st, spec=spec: HourlyCounts.restore(spec, st, noise_key=noise_key),
+                    handle=lambda core, msg, kind=kind: self._handle_count(kind, core, msg),
+                    group_id=f"{app}-{kind}")
+                self.counts.append(runner)
+                self.stages.append(runner)
 
     # -- record handling -------------------------------------------------------------------------------
     def _handle_occurrence(self, core: GroupPartitionAggregator, msg: Message) -> None:
@@ -382,6 +413,25 @@ class AggregatorWorker:
         self._emit_partials(core.add(cell, msg.offset()))
         if core.stats.late_cells > before:
             m_.AGG_LATE_CELLS.inc()
+
+    def _handle_count(self, kind: str, core: HourlyCounts, msg: Message) -> None:
+        record = COUNT_RECORDS[kind]
+        try:
+            cell = CountCell.from_record(kind, serde.decode(record, msg.value()))
+        except (serde.SerdeError, KeyError, TypeError, ValueError) as e:
+            raise BadRecord("malformed", f"not a {record} record: {type(e).__name__}") from None
+        for key in (cell.site_id, cell.camera_id):
+            if not serde.valid_identifier(key):
+                raise BadRecord("invalid_id", "site or camera id is not a valid identifier")
+        ahead = cell.window_start_ms - time.time() * 1000
+        if ahead > self.s.aggregator.future_tolerance_seconds * 1000:
+            raise BadRecord("future_window", f"window starts {ahead / 1000:.0f} s after wall clock (skewed clock)")
+        before = dict(core.stats.rejected)
+        self._emit_rows(core.add(cell, msg.offset()))
+        refused = [r for r, n in core.stats.rejected.items() if n > before.get(r, 0)]
+        if refused:
+            # A cell outside the published grid or window length: dead-lettered so it is seen, never counted.
+            raise BadRecord("invalid_cell", f"{record} cell refused by the counts stage ({refused[0]})")
 
     def _handle_partial(self, core: Combiner, msg: Message) -> None:
         try:
@@ -409,6 +459,11 @@ class AggregatorWorker:
                 self.producer.produce(k.footfall_components_topic, key=f"{r.site_id}/{r.camera_id}".encode(),
                                       value=serde.encode("FootfallComponent", r.to_record()))
                 self.stats.footfall_rows_out += 1
+            elif isinstance(r, CountComponent):
+                topic = k.demographic_components_topic if r.kind == "demographics" else k.crossing_components_topic
+                self.producer.produce(topic, key=f"{r.site_id}/{r.camera_id}".encode(),
+                                      value=serde.encode("CountComponent", r.to_record()))
+                self.stats.count_rows_out += 1
             self.producer.poll(0)
         if rows:
             m_.AGG_ROWS.inc(len(rows))
@@ -428,16 +483,18 @@ class AggregatorWorker:
     # -- time ----------------------------------------------------------------------------------------------
     def _advance_idle(self) -> None:
         """Wall-clock time for partitions without input (see the module docstring)."""
-        if self.stage1 is None:
-            return
         now = time.monotonic()
-        clock = int(time.time() * 1000) - self.spec.window_ms - self.s.aggregator.processor_delay_seconds * 1000
-        for p, core in self.stage1.cores.items():
-            if now - self.stage1.last_input.get(p, now) >= self.s.aggregator.idle_advance_seconds:
-                before = core.final_through
-                self._emit_partials(core.advance(clock))
-                if core.final_through != before:
-                    self.stage1._dirty.add(p)
+        delay = self.s.aggregator.processor_delay_seconds * 1000
+        wall = int(time.time() * 1000)
+        runners = [(self.stage1, self.spec.window_ms, self._emit_partials)] if self.stage1 is not None else []
+        runners += [(r, self.s.processor.demographics_window_seconds * 1000, self._emit_rows) for r in self.counts]
+        for runner, window_ms, emit in runners:
+            for p, core in runner.cores.items():
+                if now - runner.last_input.get(p, now) >= self.s.aggregator.idle_advance_seconds:
+                    before = core.final_through
+                    emit(core.advance(wall - window_ms - delay))
+                    if core.final_through != before:
+                        runner._dirty.add(p)
 
     def _export_state(self) -> None:
         """The state-age gauge, at most once per EXPORT_SECONDS: ``state_size`` walks every held
@@ -500,7 +557,11 @@ class AggregatorWorker:
         return all(st.cores for st in self.stages)
 
     def _flush_all(self) -> None:
-        """End of a bounded input: every partition final, then the combiner drains and closes."""
+        """End of a bounded input: every partition final, then the combiner drains and closes;
+        the counts stages close every hour they hold."""
+        for runner in self.counts:
+            for core in runner.cores.values():
+                self._emit_rows(core.flush())
         if self.stage1 is not None:
             clocks = [c.state_size()["clock_ms"] for c in self.stage1.cores.values()]
             last = max((c for c in clocks if c is not None), default=None)

@@ -97,6 +97,16 @@ class CountCell:
     def cam(self) -> CamKey:
         return (self.site_id, self.camera_id)
 
+    @classmethod
+    def from_record(cls, kind: str, r: dict[str, Any]) -> "CountCell":
+        """From a decoded processor record: ``DemographicCount`` or ``LineCrossingCount``."""
+        if kind == "demographics":
+            key, n = (str(r["age_band"]), str(r["gender"])), r["persons"]
+        else:
+            key, n = (str(r["line"]), str(r["direction"])), r["crossings"]
+        return cls(str(r["params_version"]), str(r["site_id"]), str(r["camera_id"]), _ms(r["window_start"]),
+                   int(r["window_seconds"]), key, int(n))
+
 
 @dataclass(frozen=True)
 class CountComponent:
@@ -125,8 +135,14 @@ class CountComponent:
 
     @classmethod
     def from_record(cls, r: dict[str, Any]) -> "CountComponent":
-        return cls(r["kind"], r["params_version"], r["site_id"], r["camera_id"], int(r["hour_start"]), r["key1"],
-                   r["key2"], int(r["count"]), int(r["noise_var_milli"]), int(r["version"]))
+        return cls(str(r["kind"]), str(r["params_version"]), str(r["site_id"]), str(r["camera_id"]),
+                   _ms(r["hour_start"]), str(r["key1"]), str(r["key2"]), int(r["count"]), int(r["noise_var_milli"]),
+                   int(r["version"]))
+
+
+def _ms(t: Any) -> int:
+    """Epoch milliseconds of a decoded Avro timestamp (datetime) or of an int."""
+    return int(round(t.timestamp() * 1000)) if hasattr(t, "timestamp") else int(t)
 
 
 @dataclass
@@ -145,7 +161,8 @@ class HourlyCounts:
     restricted-tier comparison in the attack suite only.
     """
 
-    def __init__(self, spec: CountsSpec, *, noise_key: bytes | None = None, exact: bool = False) -> None:
+    def __init__(self, spec: CountsSpec, *, noise_key: bytes | None = None, exact: bool = False,
+                 cold_start: bool = False) -> None:
         self.spec = spec
         self._fp = spec.fingerprint()
         self._w = spec.window_seconds * 1000
@@ -160,6 +177,10 @@ class HourlyCounts:
             self._noise = KeyedNoise(noise_key, spec.noise_scale)
         self._clock: int | None = None
         self._next_hour: int | None = None   # every hour before it has been published
+        # cold_start: the worker started without a snapshot on a topic whose oldest records may
+        # have expired, so the first hour seen may be incomplete and is not published.
+        self._cold = cold_start
+        self._publish_from: int | None = None
         self._offset: int | None = None
         self._open: dict[int, dict[CamKey, dict[CellKey, int]]] = {}   # hour -> cam -> cell -> count
         self._cams: dict[CamKey, _Cam] = {}
@@ -185,6 +206,7 @@ class HourlyCounts:
             return []
         if self._next_hour is None:
             self._next_hour = h
+            self._publish_from = h + HOUR_MS if self._cold else h
         cells = self._open.setdefault(h, {}).setdefault(cell.cam, {})
         cells[cell.key] = cells.get(cell.key, 0) + cell.count
         cam = self._cams.get(cell.cam)
@@ -238,6 +260,9 @@ class HourlyCounts:
 
     def _close(self, h: int) -> list[CountComponent]:
         counts = self._open.pop(h, {})
+        if self._publish_from is not None and h < self._publish_from:
+            self.stats.reject("incomplete_hour")
+            return []
         for c in [c for c, st in self._cams.items() if st.last_ms < h - self.spec.retire_ms]:
             del self._cams[c]
         out = []
@@ -265,6 +290,7 @@ class HourlyCounts:
 
     def snapshot(self) -> dict[str, Any]:
         return {"spec": self._fp, "clock": self._clock, "next_hour": self._next_hour, "offset": self._offset,
+                "publish_from": self._publish_from,
                 # "windows" rows start with a time, for the restricted-state age audit
                 "windows": [[h, list(cam), list(k), n] for h in sorted(self._open)
                             for cam in sorted(self._open[h]) for k, n in sorted(self._open[h][cam].items())],
@@ -279,6 +305,7 @@ class HourlyCounts:
             raise SpecError(f"snapshot was taken with spec {snap['spec']!r}, not {spec.fingerprint()!r}")
         c = cls(spec, noise_key=noise_key, exact=exact)
         c._clock, c._next_hour, c._offset = snap["clock"], snap["next_hour"], snap["offset"]
+        c._publish_from = snap.get("publish_from", c._next_hour)
         for h, cam, k, n in snap["windows"]:
             c._open.setdefault(int(h), {}).setdefault(tuple(cam), {})[tuple(k)] = int(n)
         for cam, first, last, version, keys in snap["cams"]:

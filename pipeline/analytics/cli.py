@@ -1,7 +1,7 @@
-"""Analyst commands: flows, od-matrix, transit, demographics, report; plus the dimension loaders.
+"""Analyst commands: flows, od-matrix, transit, demographics, crossings, report; plus the dimension loaders.
 
 Thin on purpose: every number comes from the published tier through pipeline.analytics (flow
-components summed by pipeline.aggregator.estimate, footfall components, demographics), whose
+components summed by pipeline.aggregator.estimate, footfall, demographic and crossing components), whose
 ``--show-sql`` statement gives clickhouse-client users the same figures; this module only parses
 the question and prints the answer. Nothing here reads the restricted per-window group cells.
 """
@@ -216,34 +216,77 @@ def transit(ctx: click.Context, origin: str, destination: str, as_json: bool, sh
     _footnote(q, rows)
 
 
-@click.command("demographics")
-@click.option("--params-version", default=None)
-@click.option("--from", "start", required=True)
-@click.option("--to", "end", required=True)
-@click.option("--site", "sites", multiple=True)
-@click.option("--by", type=click.Choice(["camera", "hour", "total"]), default="camera", show_default=True)
-@click.option("--json", "as_json", is_flag=True)
-@click.pass_context
-def demographics(ctx: click.Context, params_version: str | None, start: str, end: str, sites: tuple[str, ...],
-                 by: str, as_json: bool) -> None:
-    """Persons per age band and gender (protected counts: cells below the minimum are pooled or suppressed)."""
-    from pipeline.analytics.queries import demographics_hourly
+def _cells(ctx: click.Context, kind: str, params_version: str | None, start: str, end: str, sites: tuple[str, ...],
+           cameras: tuple[str, ...], by: str, as_json: bool, show_sql: bool) -> None:
+    """Sum published count cells (demographics or crossings) per camera, hour or in total, with
+    the noise variance of each sum and its 95% interval."""
+    from pipeline.analytics.queries import (crossings_hourly, crossings_sql, demographics_hourly, demographics_sql,
+                                            noise_ci95)
 
+    t0, t1 = _parse_time(start, "--from"), _parse_time(end, "--to")
+    if t1 <= t0:
+        raise click.BadParameter(f"{end} is not after --from {start}", param_hint="--to")
+    try:
+        refs = {CameraRef.parse(c).key for c in cameras}
+    except FlowQueryError as e:
+        raise click.BadParameter(str(e), param_hint="--camera") from e
     wh = _warehouse(ctx)
-    rows = demographics_hourly(wh, _version(ctx, params_version), _parse_time(start, "--from"),
-                               _parse_time(end, "--to"), sites)
-    agg: dict[tuple[str, str, str], int] = {}
-    for r in rows:
-        k = {"camera": f"{r.site_id}/{r.camera_id}", "hour": f"{r.hour:%Y-%m-%d %H:00}", "total": "all"}[by]
-        agg[(k, r.age_band, r.gender)] = agg.get((k, r.age_band, r.gender), 0) + int(r.persons)
+    version = _version(ctx, params_version)
+    # --site and --camera both narrow (their intersection); cameras alone select their sites in SQL
+    sites = tuple(sorted(set(sites) or {c.split("/", 1)[0] for c in refs}))
+    if kind == "demographics":
+        query, make_sql, keys, value = demographics_hourly, demographics_sql, ("age_band", "gender"), "persons"
+    else:
+        query, make_sql, keys, value = crossings_hourly, crossings_sql, ("line", "direction"), "crossings"
+    if show_sql:
+        click.echo(render_sql(*make_sql(wh.database, version, t0, t1, sites)) + ";")
+    agg: dict[tuple[str, str, str], list[float]] = {}
+    for r in query(wh, version, t0, t1, sites):
+        if refs and r.camera not in refs:
+            continue
+        k = {"camera": r.camera, "hour": f"{r.hour:%Y-%m-%d %H:00}", "total": "all"}[by]
+        a = agg.setdefault((k, getattr(r, keys[0]), getattr(r, keys[1])), [0, 0.0])
+        a[0] += getattr(r, value)
+        a[1] += r.noise_var
     if as_json:
-        click.echo(json.dumps([{"key": k, "age_band": a, "gender": g, "persons": n}
-                               for (k, a, g), n in sorted(agg.items())], indent=2))
+        click.echo(json.dumps([{"key": k, keys[0]: a, keys[1]: b, value: int(n), "noise_var": v,
+                                "ci95": list(noise_ci95(n, v))} for (k, a, b), (n, v) in sorted(agg.items())],
+                              indent=2))
         return
-    t = Table(by, "age band", "gender", "persons", title="demographics (protected counts)")
-    for (k, a, g), n in sorted(agg.items()):
-        t.add_row(k, a, g, f"{n:,}")
+    t = Table(by, keys[0].replace("_", " "), keys[1], value, "95% CI",
+              title=f"{kind} (published per camera-hour with noise; parameter set {version})")
+    for (k, a, b), (n, v) in sorted(agg.items()):
+        lo, hi = noise_ci95(n, v)
+        t.add_row(k, a, b, f"{int(n):,}", f"[{max(lo, 0):,.0f}, {hi:,.0f}]")
     out.print(t)
+    out.print("[dim]Every cell of every camera-hour is published with discrete Laplace noise (zeros included); the "
+              "interval is the noise's (variances of the summed cells add). Cells are clamped at 0, so sums over "
+              "many near-empty cells read high. Hours are whole hours the period touches.[/dim]")
+
+
+def _cells_command(kind: str, help_text: str) -> Callable[..., Any]:
+    @click.command(kind, help=help_text)
+    @click.option("--params-version", default=None, help="Privacy parameter set (default: the configured one).")
+    @click.option("--from", "start", required=True, help="Period start (UTC); rounded down to its hour.")
+    @click.option("--to", "end", required=True, help="Period end (UTC, exclusive).")
+    @click.option("--site", "sites", multiple=True, help="Only cameras of these sites; repeat.")
+    @click.option("--camera", "cameras", multiple=True, help="Only these SITE/CAMERA; repeat.")
+    @click.option("--by", type=click.Choice(["camera", "hour", "total"]), default="camera", show_default=True)
+    @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+    @click.option("--show-sql", is_flag=True, help="Print the SQL with its values, to run elsewhere.")
+    @click.pass_context
+    def command(ctx: click.Context, **kw: Any) -> None:
+        _cells(ctx, kind, **kw)
+
+    return command
+
+
+demographics = _cells_command(
+    "demographics", "Persons per age band and gender, from the published demographic components: noised "
+                    "camera-hour cells, with the 95% interval of the noise.")
+crossings = _cells_command(
+    "crossings", "Line crossings per line and direction, from the published crossing components: noised "
+                 "camera-hour cells, with the 95% interval of the noise.")
 
 
 @click.command("report")
@@ -312,4 +355,4 @@ def params_register(ctx: click.Context, path: Path | None) -> None:
               f"{p.fictitious_per_window:g} fictitious persons per camera-window")
 
 
-COMMANDS = (flows, od_matrix, transit, demographics, report, layout, params_group)
+COMMANDS = (flows, od_matrix, transit, demographics, crossings, report, layout, params_group)

@@ -1,10 +1,14 @@
-"""Footfall and demographics per camera and hour, from the published tier.
+"""Footfall, demographics and line crossings per camera and hour, from the published tier.
 
 Footfall reads ``footfall_components FINAL`` (per camera-hour occurrences and windows with any,
 published by the flow aggregator; FINAL so that a replayed hour counts once) and subtracts the
-expected fictitious persons of the parameter set; demographics read the ``demographics_hourly``
-table. Neither touches the restricted per-window group cells, and an hour of a camera is one row
-whatever the window length.
+expected fictitious persons of the parameter set. Demographics and crossings read
+``demographic_components FINAL`` / ``crossing_components FINAL``: the aggregator's counts stages
+publish every cell of every seen camera-hour, zeros included, with discrete Laplace noise whose
+variance each row carries (``noise_var_milli``, thousandths; additive over the cells a query
+sums), so every figure comes with a noise variance for its interval. None of them touches the
+restricted per-window cells or counts, and an hour of a camera is one row per cell whatever the
+window length.
 The SQL is plain %(name)s-parameterised text that ClickHouse 18.16 and current engines (chdb)
 accept; ``*_sql`` return it with its parameters so the report and docs/ANALYST_SQL.md can show
 the exact statement (``pipeline.analytics.flows.render_sql`` fills the values in).
@@ -36,6 +40,17 @@ class FootfallRow:
         return f"{self.site_id}/{self.camera_id}"
 
 
+Z95 = 1.959963984540054
+
+
+def noise_ci95(value: float, noise_var: float) -> tuple[float, float]:
+    """value ± 1.96 x the published noise's standard deviation: the interval of a noised count
+    (or of a sum of them, with their variances added). Only the noise: the counts themselves are
+    exact. Cells are clamped at 0 after the noise, so sums over many near-empty cells read high."""
+    half = Z95 * noise_var ** 0.5
+    return value - half, value + half
+
+
 @dataclass(frozen=True)
 class DemographicRow:
     site_id: str
@@ -43,11 +58,35 @@ class DemographicRow:
     hour: datetime            # start of the hour, UTC
     age_band: str
     gender: str
-    persons: int
+    persons: int              # persons who passed, plus the published noise (clamped at 0)
+    noise_var: float = 0.0    # variance of that noise (sum over the rows behind this one)
 
     @property
     def camera(self) -> str:
         return f"{self.site_id}/{self.camera_id}"
+
+    @property
+    def ci95(self) -> tuple[float, float]:
+        return noise_ci95(self.persons, self.noise_var)
+
+
+@dataclass(frozen=True)
+class CrossingRow:
+    site_id: str
+    camera_id: str
+    hour: datetime            # start of the hour, UTC
+    line: str
+    direction: str
+    crossings: int            # crossings of the line in that direction, plus the published noise (clamped at 0)
+    noise_var: float = 0.0
+
+    @property
+    def camera(self) -> str:
+        return f"{self.site_id}/{self.camera_id}"
+
+    @property
+    def ci95(self) -> tuple[float, float]:
+        return noise_ci95(self.crossings, self.noise_var)
 
 
 def _epoch(t: datetime) -> int:
@@ -92,14 +131,27 @@ def footfall_sql(db: str, version: str, start: datetime, end: datetime,
     return sql, params
 
 
+def _cells_sql(db: str, table: str, value: str, k1: str, k2: str, version: str, start: datetime, end: datetime,
+               sites: Sequence[str]) -> tuple[str, dict[str, object]]:
+    where, params = _where(version, start, end, sites)
+    sql = (f"SELECT site_id, camera_id, toUInt32(hour) AS hour_epoch, {k1}, {k2}, sum({value}) AS {value}, "
+           f"sum(noise_var_milli) / 1000 AS noise_var "
+           f"FROM {db}.{table} FINAL WHERE {where} "
+           f"GROUP BY site_id, camera_id, hour_epoch, {k1}, {k2} "
+           f"ORDER BY site_id, camera_id, hour_epoch, {k1}, {k2}")
+    return sql, params
+
+
 def demographics_sql(db: str, version: str, start: datetime, end: datetime,
                      sites: Sequence[str] = ()) -> tuple[str, dict[str, object]]:
-    where, params = _where(version, start, end, sites)
-    sql = (f"SELECT site_id, camera_id, toUInt32(hour) AS hour_epoch, age_band, gender, sum(persons) AS persons "
-           f"FROM {db}.demographics_hourly WHERE {where} "
-           f"GROUP BY site_id, camera_id, hour_epoch, age_band, gender "
-           f"ORDER BY site_id, camera_id, hour_epoch, age_band, gender")
-    return sql, params
+    """Per camera-hour and (age band, gender): published persons and the variance of their noise."""
+    return _cells_sql(db, "demographic_components", "persons", "age_band", "gender", version, start, end, sites)
+
+
+def crossings_sql(db: str, version: str, start: datetime, end: datetime,
+                  sites: Sequence[str] = ()) -> tuple[str, dict[str, object]]:
+    """Per camera-hour, line and direction: published crossings and the variance of their noise."""
+    return _cells_sql(db, "crossing_components", "crossings", "line", "direction", version, start, end, sites)
 
 
 def footfall_hourly(wh: Warehouse, version: str, start: datetime, end: datetime,
@@ -116,7 +168,17 @@ def footfall_hourly(wh: Warehouse, version: str, start: datetime, end: datetime,
 
 def demographics_hourly(wh: Warehouse, version: str, start: datetime, end: datetime,
                         sites: Sequence[str] = ()) -> list[DemographicRow]:
-    """Persons per camera, hour, age band and gender (already protected by the processor)."""
+    """Persons per camera, hour, age band and gender: every published cell (zeros included), with
+    its noise variance."""
     sql, params = demographics_sql(wh.database, version, start, end, sites)
-    return [DemographicRow(str(s), str(c), _hour(h), str(a), str(g), int(p))
-            for s, c, h, a, g, p in wh.rows(sql, params)]
+    return [DemographicRow(str(s), str(c), _hour(h), str(a), str(g), int(p), float(v))
+            for s, c, h, a, g, p, v in wh.rows(sql, params)]
+
+
+def crossings_hourly(wh: Warehouse, version: str, start: datetime, end: datetime,
+                     sites: Sequence[str] = ()) -> list[CrossingRow]:
+    """Line crossings per camera, hour, line and direction: every published cell (zeros
+    included), with its noise variance."""
+    sql, params = crossings_sql(wh.database, version, start, end, sites)
+    return [CrossingRow(str(s), str(c), _hour(h), str(a), str(d), int(n), float(v))
+            for s, c, h, a, d, n, v in wh.rows(sql, params)]

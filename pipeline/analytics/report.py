@@ -28,7 +28,7 @@ from pipeline.analytics.flows import (  # noqa: E402
     Z95, CameraRef, FlowEstimate, FlowQuery, FlowQueryError, PublishedLags, cameras_with_data, estimate_flows,
     flow_sql, published_lags, registered_rate, render_sql)
 from pipeline.analytics.queries import (  # noqa: E402
-    DemographicRow, FootfallRow, demographics_hourly, demographics_sql, footfall_hourly, footfall_sql)
+    DemographicRow, FootfallRow, demographics_hourly, demographics_sql, footfall_hourly, footfall_sql, noise_ci95)
 from pipeline.sink.clickhouse import Warehouse  # noqa: E402
 
 MAX_TRANSIT_PLOTS = 6
@@ -455,6 +455,38 @@ def _render_flow_notes(d: ReportData, parts: list[str]) -> None:
                      "are seen at the destination in consecutive windows.</p>")
 
 
+def demographic_totals(rows: Sequence[DemographicRow], attr: str) -> dict[str, tuple[int, float]]:
+    """Persons and noise variance per age band or gender over ``rows`` (the variances add: every
+    cell's noise is drawn independently)."""
+    out: dict[str, tuple[int, float]] = {}
+    for r in rows:
+        n, v = out.get(getattr(r, attr), (0, 0.0))
+        out[getattr(r, attr)] = (n + r.persons, v + r.noise_var)
+    return out
+
+
+def _render_demographics_table(d: ReportData, parts: list[str]) -> None:
+    e = html.escape
+    parts.append("<p>Persons per camera-hour and (age band, gender) are published by the aggregator with discrete "
+                 "Laplace noise (differential privacy per person-day, docs/PRIVACY.md): every cell of every hour, "
+                 "zeros included, so no row reveals that someone passed. The interval below is the period's total "
+                 "± 1.96 noise standard deviations (the noise variances of the summed cells add). Published cells "
+                 "are never negative (noise is clamped at 0), so totals over many near-empty cells, such as "
+                 "closed hours or rare bands, read somewhat high.</p>")
+    parts.append('<table class="demographics"><tr><th>by</th><th>cell</th><th>persons</th>'
+                 "<th>95% CI low</th><th>95% CI high</th></tr>")
+    for attr, order in (("age_band", _band_key), ("gender", None)):
+        tot = demographic_totals(d.demographics, attr)
+        for k in sorted(tot, key=order):
+            n, v = tot[k]
+            lo, hi = noise_ci95(n, v)
+            parts.append(f'<tr data-by="{attr}" data-cell="{e(k)}"><td class="label">{attr.replace("_", " ")}</td>'
+                         f'<td class="label">{e(k)}</td><td class="persons">{n}</td>'
+                         f'<td class="ci-low">{format_number(max(lo, 0.0), 0)}</td>'
+                         f'<td class="ci-high">{format_number(hi, 0)}</td></tr>')
+    parts.append("</table>")
+
+
 def _render(d: ReportData) -> str:
     e = html.escape
     p = d.params
@@ -487,7 +519,8 @@ def _render(d: ReportData) -> str:
         "flow apart from none. A camera-pair flow counts <b>pairs of captures</b>: a person seen at the "
         "origin and then at the destination within the lag range counts once per such pair (twice if seen "
         "twice at the destination). Footfall is occurrences minus the expected fictitious ones; "
-        "demographic counts are already protected (small cells pooled or suppressed).</p>",
+        "demographic counts are per camera-hour, every (age band, gender) cell published with random "
+        "noise of a known variance (differential privacy), so small figures are noise-dominated.</p>",
     ]
 
     # footfall
@@ -541,6 +574,7 @@ def _render(d: ReportData) -> str:
                                 _band_key), "Persons by hour and age band")
     _img(d, parts, _fig_stacked(d.demographics, "gender", "Persons by hour and gender (all report cameras)"),
          "Persons by hour and gender")
+    _render_demographics_table(d, parts)
 
     # SQL
     parts.append(f'<h2 id="sql">{SECTION_TITLES[5]}</h2>')

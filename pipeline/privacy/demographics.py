@@ -29,7 +29,7 @@ import numpy as np
 
 from pipeline.privacy.params import PrivacyParams
 
-__all__ = ["AGE_BANDS", "GENDERS", "UNKNOWN", "age_to_band", "protect_demographic_counts"]
+__all__ = ["AGE_BANDS", "GENDERS", "UNKNOWN", "age_to_band", "check_demographic_counts", "protect_demographic_counts"]
 
 UNKNOWN = "unknown"
 _BAND_WIDTH = 10
@@ -57,12 +57,8 @@ def age_to_band(age_years: float) -> str | None:
     return AGE_BANDS[int((a - _MIN_AGE) // _BAND_WIDTH)]
 
 
-def protect_demographic_counts(counts: dict[tuple[str, str], int], params: PrivacyParams,
-                               rng: np.random.Generator | None = None) -> dict[tuple[str, str], int]:
-    """Suppress-and-pool small cells of one (camera, window). ``rng`` is unused (no noise)."""
-    k = params.demographic_min_count
-    out: dict[tuple[str, str], int] = {}
-    pooled = 0
+def check_demographic_counts(counts: dict[tuple[str, str], int]) -> None:
+    """ValueError unless every key is a known (age_band, gender) and every count an integer >= 0."""
     for key, c in counts.items():
         if not (isinstance(key, tuple) and len(key) == 2):
             raise ValueError("demographic keys must be (age_band, gender) tuples")
@@ -73,6 +69,17 @@ def protect_demographic_counts(counts: dict[tuple[str, str], int], params: Priva
             raise ValueError(f"unknown gender {gender!r}; expected one of {list(GENDERS)}")
         if isinstance(c, bool) or not isinstance(c, (int, np.integer)) or c < 0:
             raise ValueError(f"count for {key} must be a non-negative integer")
+
+
+def protect_demographic_counts(counts: dict[tuple[str, str], int], params: PrivacyParams,
+                               rng: np.random.Generator | None = None) -> dict[tuple[str, str], int]:
+    """Suppress-and-pool small cells of one (camera, window). ``rng`` is unused (no noise)."""
+    k = params.demographic_min_count
+    out: dict[tuple[str, str], int] = {}
+    pooled = 0
+    check_demographic_counts(counts)
+    for key, c in counts.items():
+        band, gender = key
         c = int(c)
         if key == (UNKNOWN, UNKNOWN):
             pooled += c

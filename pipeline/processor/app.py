@@ -23,7 +23,7 @@ from pipeline.envelope import load_keyring
 from pipeline.ops import metrics as m_
 from pipeline.framestore import open_store
 from pipeline.privacy import Anonymizer, PrivacyParams, pad_with_fictitious
-from pipeline.privacy.demographics import protect_demographic_counts
+from pipeline.privacy.demographics import check_demographic_counts
 from pipeline.privacy.deployment import load_params
 from pipeline.processor.frames import FrameProcessor, ProcessingError, dead_letter
 from pipeline.processor.passes import Contribution, PassCounter
@@ -76,24 +76,30 @@ def occurrence_key(group_id: int) -> bytes:
     return str(int(group_id)).encode()
 
 
+def camera_key(site_id: str, camera_id: str) -> bytes:
+    """Kafka key of a camera's per-window counts: a camera-hour's counts land in one partition,
+    where the aggregator's counts stage sums and protects them (pipeline/aggregator/counts.py)."""
+    return f"{site_id}/{camera_id}".encode()
+
+
 def crossing_records(w: ClosedWindow, params: PrivacyParams) -> list[dict]:
-    """The window's line crossings per (line, direction). A count below the parameter set's
-    minimum cell (3) would describe one or two people's movement, so it is withheld, as small
-    demographic cells are: low-traffic lines under-count by design until the published tier's
-    noise mechanism (issue 11) replaces suppression."""
+    """The window's exact line crossings per (line, direction): restricted input of the
+    aggregator, which publishes camera-hours with differential-privacy noise (no cell is
+    suppressed here any more: suppression below 3 bounds nothing an analyst can difference)."""
     return [{"site_id": w.site_id, "camera_id": w.camera_id, "window_start": w.window_start_ms,
              "window_seconds": w.window_seconds, "line": line, "direction": d, "crossings": int(c),
              "params_version": params.version}
-            for (line, d), c in sorted(w.demographics.items()) if c >= params.demographic_min_count]
+            for (line, d), c in sorted(w.demographics.items()) if c > 0]
 
 
-def demographic_records(w: ClosedWindow, params: PrivacyParams, rng: np.random.Generator) -> list[dict]:
-    """The window's (age_band, gender) counts after small-cell suppression and pooling."""
-    protected = protect_demographic_counts(dict(w.demographics), params, rng)
+def demographic_records(w: ClosedWindow, params: PrivacyParams) -> list[dict]:
+    """The window's exact (age_band, gender) counts: restricted input of the aggregator's
+    demographics stage, which publishes protected camera-hours (docs/PRIVACY.md)."""
+    check_demographic_counts(dict(w.demographics))
     return [{"site_id": w.site_id, "camera_id": w.camera_id, "window_start": w.window_start_ms,
              "window_seconds": w.window_seconds, "age_band": band, "gender": gender, "persons": int(c),
              "params_version": params.version}
-            for (band, gender), c in sorted(protected.items()) if c > 0]
+            for (band, gender), c in sorted(w.demographics.items()) if c > 0]
 
 
 def build_app(settings: Settings, *, max_frames: int | None = None, idle_timeout: float | None = None,
@@ -161,13 +167,13 @@ def build_app(settings: Settings, *, max_frames: int | None = None, idle_timeout
             stats.occurrence_records += len(recs)
             m_.WINDOWS.inc()
         for w in closed_demo:
-            demo = demographic_records(w, params, rng)
+            demo = demographic_records(w, params)
             for r in demo:
-                await demo_topic.send(key=w.camera_id.encode(), value=serde.encode("DemographicCount", r))
+                await demo_topic.send(key=camera_key(w.site_id, w.camera_id), value=serde.encode("DemographicCount", r))
             stats.demographic_records += len(demo)
         for w in closed_lines:
             for r in crossing_records(w, params):
-                await cross_topic.send(key=w.camera_id.encode(), value=serde.encode("LineCrossingCount", r))
+                await cross_topic.send(key=camera_key(w.site_id, w.camera_id), value=serde.encode("LineCrossingCount", r))
         m_.OPEN_WINDOWS.set(windows.open_windows)
 
     async def count(loop: asyncio.AbstractEventLoop, site: str, cam: str, ended: list[Contribution]) -> None:

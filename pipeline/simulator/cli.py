@@ -1,9 +1,11 @@
 """``flowctl simulate run SCENARIO``: simulate, publish to ClickHouse or Kafka, keep the truth aside.
 
 To ClickHouse, what analysts may read: the cells go through the flow aggregator in-process
-(``settings.aggregator``) into ``flow_components`` / ``footfall_components``, with the protected
-demographic counts; the restricted per-window cells are not written. To Kafka, the cells go to
-the restricted occurrences topic, as processors send them.
+(``settings.aggregator``) into ``flow_components`` / ``footfall_components``, and the exact
+demographic counts through its demographics stage into ``demographic_components`` (noised
+camera-hour cells), all with one release-noise key drawn for the run; the restricted per-window
+cells and counts are not written. To Kafka, the cells and the exact demographic counts go to the
+restricted occurrences and demographics topics, as processors send them.
 
 Also runnable on its own: ``python -m pipeline.simulator.cli run reference``.
 A thin wrapper around :func:`pipeline.simulator.simulate` and :mod:`pipeline.simulator.publish`.
@@ -11,6 +13,7 @@ A thin wrapper around :func:`pipeline.simulator.simulate` and :mod:`pipeline.sim
 
 from __future__ import annotations
 
+import secrets
 import time
 from pathlib import Path
 
@@ -59,11 +62,12 @@ def run(scenario: str, days: int | None, mode: str | None, target: str, database
     """Simulate SCENARIO (a YAML path, or a shipped name: reference, small) and publish it."""
     import numpy as np
 
+    from pipeline.aggregator.model import SpecError
     from pipeline.privacy import ParamsError, PrivacyParams
     from pipeline.settings import ConfigError, load_settings
     from pipeline.simulator import simulate
     from pipeline.simulator.publish import (SimulatorError, prepare_database, produce_kafka, publish_components,
-                                            register_dimensions, write_clickhouse)
+                                            publish_demographics, register_dimensions, write_clickhouse)
     from pipeline.simulator.scenario import ScenarioError, load_scenario
 
     if replace and append:
@@ -76,10 +80,10 @@ def run(scenario: str, days: int | None, mode: str | None, target: str, database
         raise click.ClickException(str(e)) from None
 
     t_all = time.monotonic()
-    wh = first = None
+    wh = None
     try:
         if target == "clickhouse":  # fail before simulating if the database is not acceptable
-            wh, first = prepare_database(settings, database, replace=replace, append=append)
+            wh = prepare_database(settings, database, replace=replace, append=append)
         with _progress() as prog:
             tasks: dict[str, int] = {}
 
@@ -96,13 +100,19 @@ def run(scenario: str, days: int | None, mode: str | None, target: str, database
             t_out = time.monotonic()
             rate = None
             if target == "clickhouse":
-                agg = prog.add_task(f"aggregate {pub.occurrence_rows} cells", total=1)
-                flow, foot = publish_components(pub, settings.aggregator.spec())
+                agg = prog.add_task(f"aggregate {pub.occurrence_rows} cells, {pub.demographic_rows} demographic "
+                                    "counts", total=2)
+                # A simulated site has no deployment key; the noise must still be unpredictable.
+                noise_key = secrets.token_bytes(32)
+                flow, foot = publish_components(pub, settings.aggregator.spec(), noise_key=noise_key)
+                prog.advance(agg)
+                dem = publish_demographics(pub, settings.aggregator.counts_spec(
+                    "demographics", pub.demographics_window_seconds), noise_key=noise_key)
                 prog.advance(agg)
                 ptasks = {t: prog.add_task(f"insert {database}.{t}", total=n) for t, n in (
                     ("flow_components", len(flow)), ("footfall_components", len(foot)),
-                    ("demographic_counts", pub.demographic_rows))}
-                written = write_clickhouse(pub, wh, components=(flow, foot), first_offsets=first,
+                    ("demographic_components", len(dem)))}
+                written = write_clickhouse(pub, wh, components=(flow, foot), demographics=dem,
                                            progress=lambda t, n: prog.advance(ptasks[t], n))
                 register_dimensions(wh, sc, sim.params)
             elif target == "kafka":
@@ -114,7 +124,7 @@ def run(scenario: str, days: int | None, mode: str | None, target: str, database
                 written = dict(ks.records)
                 rate = ks.records_per_second
             out_secs = time.monotonic() - t_out
-    except SimulatorError as e:
+    except (SimulatorError, SpecError) as e:
         raise click.ClickException(str(e)) from None
     finally:
         if wh is not None:
@@ -141,7 +151,7 @@ def run(scenario: str, days: int | None, mode: str | None, target: str, database
         + (f"; fast home-group probability {st.fast_home_probability:.3f}" if st.fast_home_probability else ""),
         f"processors emitted: {pub.occurrence_rows} occurrence cells (restricted; {pub.fictitious_added} fictitious "
         f"occurrences drawn with floor {params.fictitious_floor}, ratio {params.fictitious_ratio:g}), "
-        f"{pub.demographic_rows} demographic rows",
+        f"{pub.demographic_rows} exact demographic counts (restricted)",
         "timings: " + ", ".join(f"{k} {v:.2f} s" for k, v in st.seconds.items()),
     ]
     if target == "clickhouse":

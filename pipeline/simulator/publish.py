@@ -1,12 +1,14 @@
-"""Publish simulated captures exactly as the processor would: padded group counts and protected
+"""Publish simulated captures exactly as the processor would: padded group counts and exact
 demographic counts per (site, camera, window), then into ClickHouse or Kafka.
 
 Per (camera, window) the real per-group counts go through
-:func:`pipeline.privacy.pad_with_fictitious` and the observed (age band, gender) counts through
-:func:`pipeline.privacy.protect_demographic_counts`, with the parameter set given at run time
-(never a hard-coded fictitious figure). A camera publishes every window of its site's opening
-hours (a live camera streams frames all day, so the processor closes every window, empty or
-not) and every other window that holds a capture (people still walking after closing).
+:func:`pipeline.privacy.pad_with_fictitious`, with the parameter set given at run time (never a
+hard-coded fictitious figure); per (camera, demographics window) the observed (age band, gender)
+counts are kept exact, as the processor now emits them: they are restricted input of the
+aggregator's demographics stage, which publishes camera-hours with noise. A camera publishes
+every window of its site's opening hours (a live camera streams frames all day, so the processor
+closes every window, empty or not) and every other window that holds a capture (people still
+walking after closing).
 
 Rows are kept columnar (numpy) so a week of a site fits in memory and evaluation code can use
 them without any database. Two outputs:
@@ -15,14 +17,15 @@ them without any database. Two outputs:
   own* (``flow_sim`` by default), created and migrated with
   :func:`pipeline.sink.migrations.migrate`: the cells go through the streaming flow aggregator's
   cores in-process (:func:`pipeline.aggregator.batch.aggregate_cells`, the same rows the
-  aggregator app publishes) into ``flow_components`` / ``footfall_components``, and the protected
-  demographic counts into ``demographic_counts``. The per-window group cells themselves are
-  restricted data and are not written there. The sink's database is refused because the sink
-  resumes from the highest ``kafka_offset`` it finds there. Demographic rows get
-  ``kafka_partition = 0`` and a running ``kafka_offset``.
-* :func:`produce_kafka` encodes records with :func:`pipeline.serde.encode` and produces them
-  (idempotent producer, keyed by camera id) to the occurrences/demographics topics, to load-test
-  the sink and the aggregator.
+  aggregator app publishes) into ``flow_components`` / ``footfall_components``, and the exact
+  demographic counts through its counts core (:func:`pipeline.aggregator.counts.publish_hourly_counts`:
+  every cell of every camera-hour, noised) into ``demographic_components``. Neither the
+  per-window group cells nor the exact demographic counts are written there: both are restricted.
+  The sink's database is refused (the sink's tables there are the deployment's).
+* :func:`produce_kafka` encodes the restricted records with :func:`pipeline.serde.encode` and
+  produces them (idempotent producer, keyed as the processor keys them) to the occurrences and
+  demographics topics, to load-test the aggregator; :func:`produce_components` produces a
+  published tier to the components topics, to load-test the sink.
 
 :func:`write_cells` lands the restricted cells in ``group_occurrences``, only for the reference
 estimator on cells (:mod:`pipeline.analytics.cell_estimator`) in tests and benchmarks.
@@ -39,25 +42,30 @@ from typing import Any
 
 import numpy as np
 
+from pipeline.aggregator.counts import CountCell, CountComponent, CountsSpec, demographic_grid, publish_hourly_counts
 from pipeline.aggregator.model import (FLOW_COMPONENT_COLUMNS, FOOTFALL_COMPONENT_COLUMNS, AggregatorSpec,
                                        FlowComponent, FootfallComponent, OccurrenceCell, flow_component_columns,
                                        footfall_component_columns)
-from pipeline.privacy import PrivacyParams, pad_with_fictitious, protect_demographic_counts
+from pipeline.privacy import PrivacyParams, pad_with_fictitious
 from pipeline.settings import Settings
 from pipeline.simulator.journeys import Captures
 from pipeline.simulator.scenario import DAY, Scenario
 from pipeline.simulator.truth import OBS_BANDS, OBS_GENDERS
 
 __all__ = ["Published", "publish", "published_windows", "write_clickhouse", "prepare_database", "publish_components",
-           "write_components", "write_cells", "produce_kafka", "SimulatorError", "OCCURRENCE_COLUMNS",
-           "DEMOGRAPHIC_COLUMNS", "KafkaLoadStats"]
+           "publish_demographics", "write_components", "write_count_components", "write_cells", "produce_kafka",
+           "produce_components", "SimulatorError", "OCCURRENCE_COLUMNS", "COUNT_COMPONENT_TABLES", "KafkaLoadStats"]
 
 OCCURRENCE_COLUMNS = ("site_id", "camera_id", "window_start", "window_seconds", "group_id", "occurrences",
                       "params_version", "kafka_partition", "kafka_offset")
-DEMOGRAPHIC_COLUMNS = ("site_id", "camera_id", "window_start", "window_seconds", "age_band", "gender", "persons",
-                       "params_version", "kafka_partition", "kafka_offset")
-_BAND_INDEX = {b: i for i, b in enumerate(OBS_BANDS)}
-_GENDER_INDEX = {g: i for i, g in enumerate(OBS_GENDERS)}
+# Published count cells (pipeline.aggregator.counts.CountComponent) per kind: table and columns
+# (schemas/clickhouse/0010_protected_counts.sql; the sink lands the components topics the same way).
+COUNT_COMPONENT_TABLES: dict[str, tuple[str, tuple[str, ...]]] = {
+    "demographics": ("demographic_components", ("params_version", "site_id", "camera_id", "hour", "age_band", "gender",
+                                                "persons", "noise_var_milli", "version")),
+    "crossings": ("crossing_components", ("params_version", "site_id", "camera_id", "hour", "line", "direction",
+                                          "crossings", "noise_var_milli", "version")),
+}
 
 
 class SimulatorError(RuntimeError):
@@ -80,21 +88,29 @@ class Published:
     occ_window: np.ndarray         # (R,) int32
     occ_group: np.ndarray          # (R,) int32
     occ_count: np.ndarray          # (R,) int32, real + fictitious
+    # Exact demographic counts, one row per non-empty (camera, demographics window, band, gender)
+    # cell, as the processor emits them to the restricted demographics topic (no suppression: the
+    # aggregator's demographics stage protects the camera-hours it publishes).
     dem_camera: np.ndarray         # (S,) int16
     dem_window: np.ndarray         # (S,) int32, index of a demographics window (dem_window_seconds)
     dem_band: np.ndarray           # (S,) int8 index into AGE_BANDS + ("unknown",)
     dem_gender: np.ndarray         # (S,) int8 index into ("female", "male", "unknown")
-    dem_persons: np.ndarray        # (S,) int32
+    dem_persons: np.ndarray        # (S,) int32, >= 1
     windows_per_camera: np.ndarray  # (C,) camera-windows published
     real_per_camera: np.ndarray    # (C,) real occurrences (= captures)
     fictitious_per_camera: np.ndarray  # (C,) fictitious occurrences actually drawn
-    demographic_persons_per_camera: np.ndarray  # (C,) persons in published demographic cells
+    demographic_persons_per_camera: np.ndarray  # (C,) persons in the exact demographic cells (= captures)
     seconds: float = 0.0
     dem_window_seconds: int = 0    # 0: same as window_seconds
 
     @property
     def _dws(self) -> int:
         return self.dem_window_seconds or self.window_seconds
+
+    @property
+    def demographics_window_seconds(self) -> int:
+        """Length of the demographic counts' windows (the processor's demographics_window_seconds)."""
+        return self._dws
 
     @property
     def occurrence_rows(self) -> int:
@@ -148,6 +164,10 @@ class Published:
                    "window_start": w, "window_seconds": self._dws, "age_band": OBS_BANDS[b],
                    "gender": OBS_GENDERS[g], "persons": n, "params_version": self.params_version}
 
+    def demographic_cells(self) -> Iterator[CountCell]:
+        """The aggregator's demographics-stage input, one per exact (camera, window, band, gender) cell."""
+        return (CountCell.from_record("demographics", r) for r in self.demographic_records())
+
     def _columns(self, cams: np.ndarray, wins: np.ndarray, first_offset: int,
                  seconds: int | None = None) -> list[list[Any]]:
         seconds = seconds or self.window_seconds
@@ -163,14 +183,6 @@ class Published:
         n = hi - lo
         return self._columns(self.occ_camera[lo:hi], self.occ_window[lo:hi], first_offset) + [
             self.occ_group[lo:hi].tolist(), self.occ_count[lo:hi].tolist(), [self.params_version] * n,
-            [0] * n, list(range(first_offset, first_offset + n))]
-
-    def demographic_columns(self, lo: int, hi: int, first_offset: int) -> list[list[Any]]:
-        n = hi - lo
-        return self._columns(self.dem_camera[lo:hi], self.dem_window[lo:hi], first_offset, self._dws) + [
-            [OBS_BANDS[b] for b in self.dem_band[lo:hi].tolist()],
-            [OBS_GENDERS[g] for g in self.dem_gender[lo:hi].tolist()],
-            self.dem_persons[lo:hi].tolist(), [self.params_version] * n,
             [0] * n, list(range(first_offset, first_offset + n))]
 
 
@@ -198,7 +210,8 @@ def _segments(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 def publish(sc: Scenario, captures: Captures, groups: np.ndarray, params: PrivacyParams,
             rng: np.random.Generator, progress: Callable[[int], None] | None = None) -> Published:
-    """Pad and protect every (camera, window) of the scenario; see the module docstring."""
+    """Pad every (camera, window) of the scenario and count its demographics exactly; see the module
+    docstring."""
     t0 = time.monotonic()
     C = len(sc.camera_ids)
     ws = sc.window_seconds
@@ -218,21 +231,19 @@ def publish(sc: Scenario, captures: Captures, groups: np.ndarray, params: Privac
     ucw, s3, e3 = _segments(cw3)
     seg_of = dict(zip(ucw.tolist(), zip(s3.tolist(), e3.tolist())))
 
-    # observed demographics per (camera, demographics window, band, gender)
+    # observed demographics per (camera, demographics window, band, gender): exact, non-empty
+    # cells only, sorted by camera and window (what the processor emits)
     NB, NG = len(OBS_BANDS), len(OBS_GENDERS)
     dws = sc.demographics_window_seconds
     dwin = captures.window(dws)
     DW = int(dwin.max()) + 1 if dwin.size else 1
     kd, cd = np.unique(((cam * DW + dwin) * NB + captures.band.astype(np.int64)) * NG
                        + captures.gender.astype(np.int64), return_counts=True)
-    cwd = kd // (NB * NG)
-    ud, sd, ed = _segments(cwd)
+    dem_cam, dem_win = np.divmod(kd // (NB * NG), DW)
 
     occ_c, occ_w, occ_g, occ_n = [], [], [], []
-    dem_c, dem_w, dem_b, dem_g, dem_n = [], [], [], [], []
     real = np.zeros(C, dtype=np.int64)
     fict = np.zeros(C, dtype=np.int64)
-    dem_tot = np.zeros(C, dtype=np.int64)
     g3l, c3l = g3.tolist(), c3.tolist()
     for ci in range(C):
         for w in windows[ci].tolist():
@@ -252,18 +263,6 @@ def publish(sc: Scenario, captures: Captures, groups: np.ndarray, params: Privac
             occ_n.append(ns)
         if progress:
             progress(len(windows[ci]))
-    for key, a, b in zip(ud.tolist(), sd.tolist(), ed.tolist()):
-        ci, w = divmod(key, DW)
-        cells = {(OBS_BANDS[(k // NG) % NB], OBS_GENDERS[k % NG]): v
-                 for k, v in zip(kd[a:b].tolist(), cd[a:b].tolist())}
-        for (band, g), v in protect_demographic_counts(cells, params, rng).items():
-            dem_c.append(ci)
-            dem_w.append(w)
-            dem_b.append(_BAND_INDEX[band])
-            dem_g.append(_GENDER_INDEX[g])
-            dem_n.append(v)
-            dem_tot[ci] += v
-
     def cat(parts: list[np.ndarray], dtype: Any) -> np.ndarray:
         return np.concatenate(parts).astype(dtype, copy=False) if parts else np.zeros(0, dtype=dtype)
 
@@ -272,28 +271,30 @@ def publish(sc: Scenario, captures: Captures, groups: np.ndarray, params: Privac
         window_seconds=ws, params_version=params.version, n_groups=G,
         occ_camera=cat(occ_c, np.int16), occ_window=cat(occ_w, np.int32), occ_group=cat(occ_g, np.int32),
         occ_count=cat(occ_n, np.int32),
-        dem_camera=np.array(dem_c, dtype=np.int16), dem_window=np.array(dem_w, dtype=np.int32),
-        dem_band=np.array(dem_b, dtype=np.int8), dem_gender=np.array(dem_g, dtype=np.int8),
-        dem_persons=np.array(dem_n, dtype=np.int32),
+        dem_camera=dem_cam.astype(np.int16), dem_window=dem_win.astype(np.int32),
+        dem_band=((kd // NG) % NB).astype(np.int8), dem_gender=(kd % NG).astype(np.int8),
+        dem_persons=cd.astype(np.int32),
         windows_per_camera=np.array([len(x) for x in windows], dtype=np.int64),
-        real_per_camera=real, fictitious_per_camera=fict, demographic_persons_per_camera=dem_tot,
+        real_per_camera=real, fictitious_per_camera=fict,
+        demographic_persons_per_camera=np.bincount(dem_cam, weights=cd, minlength=C).astype(np.int64),
         seconds=time.monotonic() - t0, dem_window_seconds=dws)
 
 
 # ---- ClickHouse ------------------------------------------------------------------------------
 
-OFFSET_TABLES = ("demographic_counts",)   # rows carry kafka offsets (group cells are never landed: 0009)
-PUBLISHED_TABLES = ("flow_components", "footfall_components")   # ReplacingMergeTree: a rerun replaces
+# ReplacingMergeTree: a rerun (--append) replaces the hours it publishes again. Nothing the
+# simulator writes carries Kafka offsets any more: group cells are never landed (0009), and the
+# exact per-window demographic counts are restricted, published only as components (0010).
+PUBLISHED_TABLES = ("flow_components", "footfall_components", "demographic_components")
 
 
 def prepare_database(settings: Settings, database: str, *, replace: bool = False, append: bool = False):
-    """Open, create and migrate the simulator's own database; returns (warehouse, first offsets).
+    """Open, create and migrate the simulator's own database; returns the warehouse.
 
-    Refuses the sink's database (``settings.clickhouse.database``): the sink resumes each
-    partition after the highest kafka_offset stored there, so simulated rows would make it skip
-    real records. An existing database with rows is refused unless ``replace`` (drop it first)
-    or ``append`` (continue the offsets; published components of hours already there replace
-    them, as a replayed hour does).
+    Refuses the sink's database (``settings.clickhouse.database``): simulated components there
+    would mix with, and replace hours of, the deployment's published tier. An existing database
+    with published rows is refused unless ``replace`` (drop it first) or ``append`` (add to it;
+    published components of hours already there replace them, as a replayed hour does).
     """
     from pipeline.sink.clickhouse import ServerWarehouse
     from pipeline.sink.migrations import migrate
@@ -302,23 +303,20 @@ def prepare_database(settings: Settings, database: str, *, replace: bool = False
         raise SimulatorError(f"database name {database!r} must be a plain identifier (letters, digits, _)")
     if database == settings.clickhouse.database or database in ("system", "default"):
         raise SimulatorError(f"refusing to write simulated rows into {database!r}: that is the sink's (or a "
-                             "system) database, and the sink resumes from the kafka offsets stored there; "
+                             "system) database, whose published tables hold the deployment's rows; "
                              "use a database of its own, e.g. --database flow_sim")
     wh = ServerWarehouse(settings.clickhouse, database=database)
     tables = {r[0] for r in wh.rows("SELECT name FROM system.tables WHERE database = %(db)s", {"db": database})}
-    first = {t: 0 for t in OFFSET_TABLES}
     if tables and replace:
         wh.execute(f"DROP DATABASE IF EXISTS {database}")
         tables = set()
     migrate(wh)
-    for t in [t for t in OFFSET_TABLES + PUBLISHED_TABLES if t in tables]:
+    for t in [t for t in PUBLISHED_TABLES if t in tables]:
         n = int(wh.rows(f"SELECT count() FROM {database}.{t}")[0][0])
         if n and not append:
             raise SimulatorError(f"{database}.{t} already holds {n} rows; pass --replace to drop the "
                                  "database first or --append to add to it")
-        if n and t in OFFSET_TABLES:
-            first[t] = int(wh.rows(f"SELECT max(kafka_offset) FROM {database}.{t}")[0][0]) + 1
-    return wh, first
+    return wh
 
 
 def publish_components(pub: Published, spec: AggregatorSpec | None = None, partitions: int = 4, *,
@@ -339,6 +337,30 @@ def publish_components(pub: Published, spec: AggregatorSpec | None = None, parti
     if noise_key is None and (spec.flow_noise_scale or spec.footfall_noise_scale):
         noise_key = secrets.token_bytes(32)
     return aggregate_cells(pub.occurrence_cells(), spec, partitions, noise_key=noise_key)
+
+
+def publish_demographics(pub: Published, spec: CountsSpec | None = None, *, noise_key: bytes | None = None,
+                         exact: bool = False) -> list[CountComponent]:
+    """The published demographics of a simulation: its exact per-window counts through the
+    aggregator's demographics stage (:func:`pipeline.aggregator.counts.publish_hourly_counts`),
+    every hour closed at the end: every (age band, gender) cell of every camera-hour, with
+    discrete Laplace noise, zeros included.
+
+    ``spec`` defaults to the counts core's defaults for the simulation's demographics window
+    (``settings.aggregator.counts_spec("demographics", ...)`` gives the configured one); a spec of
+    another window length is refused. The noise needs a key: without ``noise_key`` one is drawn,
+    as for :func:`publish_components`. ``exact=True`` (tests, evaluation only) publishes the
+    exact hourly sums instead."""
+    spec = spec or CountsSpec("demographics", window_seconds=pub.demographics_window_seconds, grid=demographic_grid())
+    if spec.kind != "demographics":
+        raise SimulatorError(f"a {spec.kind!r} counts spec cannot publish demographics")
+    if spec.window_seconds != pub.demographics_window_seconds:
+        raise SimulatorError(f"the demographics stage is configured for {spec.window_seconds} s windows but the "
+                             f"scenario counts demographics per {pub.demographics_window_seconds} s; set "
+                             "processor.demographics_window_seconds (or the scenario's) to match")
+    if noise_key is None and not exact:
+        noise_key = secrets.token_bytes(32)
+    return publish_hourly_counts(pub.demographic_cells(), spec, noise_key=noise_key, exact=exact)
 
 
 def _insert_batches(wh: Any, table: str, columns: Sequence[str], total: int,
@@ -364,18 +386,51 @@ def write_components(wh: Any, flow: Sequence[FlowComponent], foot: Sequence[Foot
                                                progress)}
 
 
+def count_component_columns(rows: Sequence[CountComponent]) -> list[list[Any]]:
+    """Columnar data of published count cells of one kind, in ``COUNT_COMPONENT_TABLES`` order;
+    hours as UTC datetimes."""
+    out: list[list[Any]] = [[] for _ in range(9)]
+    for r in rows:
+        hour = dt.datetime.fromtimestamp(r.hour_ms / 1000, tz=dt.timezone.utc)
+        vals = (r.params_version, r.site_id, r.camera_id, hour, r.key1, r.key2, r.count, r.noise_var_milli, r.version)
+        for col, v in zip(out, vals):
+            col.append(v)
+    return out
+
+
+def write_count_components(wh: Any, rows: Sequence[CountComponent], *, batch_rows: int = 200_000,
+                           progress: Callable[[str, int], None] | None = None) -> dict[str, int]:
+    """Insert published count cells into ``demographic_components`` / ``crossing_components`` by
+    their kind; rows per table written (only the kinds present)."""
+    written: dict[str, int] = {}
+    for kind, (table, columns) in COUNT_COMPONENT_TABLES.items():
+        mine = [r for r in rows if r.kind == kind]
+        if mine:
+            written[table] = _insert_batches(wh, table, columns, len(mine),
+                                             lambda lo, hi: count_component_columns(mine[lo:hi]), batch_rows, progress)
+    unknown = {r.kind for r in rows} - set(COUNT_COMPONENT_TABLES)
+    if unknown:
+        raise SimulatorError(f"count components of unknown kind {sorted(unknown)}")
+    return written
+
+
 def write_clickhouse(pub: Published, wh: Any, *, spec: AggregatorSpec | None = None,
                      components: tuple[Sequence[FlowComponent], Sequence[FootfallComponent]] | None = None,
-                     first_offsets: dict[str, int] | None = None, batch_rows: int = 200_000,
+                     demographics: Sequence[CountComponent] | None = None, counts_spec: CountsSpec | None = None,
+                     noise_key: bytes | None = None, batch_rows: int = 200_000,
                      progress: Callable[[str, int], None] | None = None) -> dict[str, int]:
-    """Insert the published tier of ``pub``: flow and footfall components (``components``, or
-    :func:`publish_components` with ``spec``) and the protected demographic counts; rows per table."""
-    flow, foot = components if components is not None else publish_components(pub, spec)
+    """Insert the published tier of ``pub``; rows per table. Flow and footfall components are
+    ``components`` or :func:`publish_components` with ``spec``; demographic components are
+    ``demographics`` or :func:`publish_demographics` with ``counts_spec``. What is computed here
+    uses ``noise_key`` (one drawn for the run if none, shared by every stage as the aggregator
+    shares its release key)."""
+    if noise_key is None and (components is None or demographics is None):
+        noise_key = secrets.token_bytes(32)
+    flow, foot = components if components is not None else publish_components(pub, spec, noise_key=noise_key)
+    dem = demographics if demographics is not None else publish_demographics(pub, counts_spec, noise_key=noise_key)
     written = write_components(wh, flow, foot, batch_rows=batch_rows, progress=progress)
-    off = (first_offsets or {}).get("demographic_counts", 0)
-    written["demographic_counts"] = _insert_batches(
-        wh, "demographic_counts", DEMOGRAPHIC_COLUMNS, pub.demographic_rows,
-        lambda lo, hi: pub.demographic_columns(lo, hi, off + lo), batch_rows, progress)
+    written["demographic_components"] = 0
+    written.update(write_count_components(wh, dem, batch_rows=batch_rows, progress=progress))
     return written
 
 
@@ -401,9 +456,10 @@ class KafkaLoadStats:
         return sum(self.records.values()) / self.seconds if self.seconds > 0 else 0.0
 
 
-def produce_kafka(pub: Published, settings: Settings, *, progress: Callable[[str, int], None] | None = None,
-                  flush_timeout: float = 120.0) -> KafkaLoadStats:
-    """Encode (pipeline.serde) and produce every record; idempotent producer keyed by camera id."""
+def _produce(settings: Settings, streams: Sequence[tuple[str, str, Iterator[tuple[bytes, dict[str, Any]]]]], *,
+             progress: Callable[[str, int], None] | None, flush_timeout: float) -> KafkaLoadStats:
+    """Encode (pipeline.serde) and produce ``(record name, topic, (key, record)...)`` streams with
+    one idempotent producer; every topic must exist."""
     from confluent_kafka import Producer
 
     from pipeline import serde
@@ -414,7 +470,7 @@ def produce_kafka(pub: Published, settings: Settings, *, progress: Callable[[str
                          "compression.type": "lz4", "queue.buffering.max.messages": 500_000,
                          "queue.buffering.max.kbytes": 512 * 1024})
     topics = producer.list_topics(timeout=10).topics
-    for t in (k.occurrences_topic, k.demographics_topic):
+    for _, t, _ in streams:
         if t not in topics:
             raise SimulatorError(f"topic {t!r} does not exist on {k.bootstrap}; run `flowctl topics apply` first")
     stats = KafkaLoadStats()
@@ -424,12 +480,10 @@ def produce_kafka(pub: Published, settings: Settings, *, progress: Callable[[str
             stats.failed += 1
 
     t0 = time.monotonic()
-    for name, topic, records in (("GroupOccurrence", k.occurrences_topic, pub.occurrence_records()),
-                                 ("DemographicCount", k.demographics_topic, pub.demographic_records())):
+    for name, topic, records in streams:
         n = 0
-        for rec in records:
+        for key, rec in records:
             value = serde.encode(name, rec)
-            key = rec["camera_id"].encode()
             while True:
                 try:
                     producer.produce(topic, value=value, key=key, on_delivery=on_delivery)
@@ -443,7 +497,7 @@ def produce_kafka(pub: Published, settings: Settings, *, progress: Callable[[str
                     progress(name, 5000)
         if progress and n % 5000:
             progress(name, n % 5000)
-        stats.records[name] = n
+        stats.records[name] = stats.records.get(name, 0) + n
     left = producer.flush(flush_timeout)
     stats.seconds = time.monotonic() - t0
     if left:
@@ -451,6 +505,40 @@ def produce_kafka(pub: Published, settings: Settings, *, progress: Callable[[str
     if stats.failed:
         raise SimulatorError(f"{stats.failed} records failed delivery")
     return stats
+
+
+def produce_kafka(pub: Published, settings: Settings, *, progress: Callable[[str, int], None] | None = None,
+                  flush_timeout: float = 120.0) -> KafkaLoadStats:
+    """Produce what processors emit, to the restricted topics the aggregator reads: every padded
+    occurrence cell (keyed by group, as ``pipeline.processor.app.occurrence_key``) and every exact
+    demographic count (keyed by site/camera, as ``camera_key``: a camera-hour in one partition)."""
+    k = settings.kafka
+    occ = ((str(r["group_id"]).encode(), r) for r in pub.occurrence_records())
+    dem = ((f"{r['site_id']}/{r['camera_id']}".encode(), r) for r in pub.demographic_records())
+    return _produce(settings, [("GroupOccurrence", k.occurrences_topic, occ),
+                               ("DemographicCount", k.demographics_topic, dem)],
+                    progress=progress, flush_timeout=flush_timeout)
+
+
+def produce_components(settings: Settings, flow: Sequence[FlowComponent], foot: Sequence[FootfallComponent],
+                       counts: Sequence[CountComponent] = (), *, progress: Callable[[str, int], None] | None = None,
+                       flush_timeout: float = 120.0) -> KafkaLoadStats:
+    """Produce a published tier (as the aggregator does) to the components topics the sink lands:
+    flow, footfall and count components (demographic or crossing cells, by kind), keyed by camera
+    as the aggregator keys them. ``records`` in the returned stats is per record name."""
+    k = settings.kafka
+    topic_of = {"demographics": k.demographic_components_topic, "crossings": k.crossing_components_topic}
+    streams: list[tuple[str, str, Iterator[tuple[bytes, dict[str, Any]]]]] = [
+        ("FlowComponent", k.flow_components_topic,
+         ((f"{r.origin_site}/{r.origin_camera}".encode(), r.to_record()) for r in flow)),
+        ("FootfallComponent", k.footfall_components_topic,
+         ((f"{r.site_id}/{r.camera_id}".encode(), r.to_record()) for r in foot))]
+    for kind, topic in topic_of.items():
+        mine = [r for r in counts if r.kind == kind]
+        if mine:
+            streams.append(("CountComponent", topic, ((f"{r.site_id}/{r.camera_id}".encode(), r.to_record())
+                                                      for r in mine)))
+    return _produce(settings, streams, progress=progress, flush_timeout=flush_timeout)
 
 
 def register_dimensions(wh: Any, sc: Scenario, params: PrivacyParams) -> None:

@@ -368,9 +368,9 @@ class Scenario(_Model):
     start: dt.date = Field(description="first simulated day (UTC); the simulation starts at its midnight")
     days: int = Field(default=1, ge=1, le=366)
     window_seconds: int = Field(default=60, ge=1, le=3600)
-    # Demographic counts are protected (cells < 3 pooled or suppressed) per this longer window,
-    # as the processor does (processor.demographics_window_seconds): at ~3 persons per camera
-    # per minute, per-minute cells would almost all be pooled into unknown.
+    # Demographic counts are emitted per this longer window, as the processor does
+    # (processor.demographics_window_seconds); the aggregator's demographics stage sums them per
+    # camera-hour and publishes the hour's cells with noise, so the window must divide an hour.
     demographics_window_seconds: int = Field(default=900, ge=1, le=86400)
     seed: int = Field(default=0, ge=0)
     group_mode: Literal["fast", "core"] = "fast"

@@ -38,7 +38,7 @@ def _dt(v: Any) -> datetime:
 # Column ranges of the warehouse (schemas/clickhouse): a value outside them would wrap silently
 # into the column (a group id of 65536 becomes group 0), so such a record is dead-lettered.
 _UINT_RANGES = {"group_id": 1 << 16, "occurrences": 1 << 32, "persons": 1 << 32, "crossings": 1 << 32,
-                "window_seconds": 1 << 32}
+                "window_seconds": 1 << 32, "count": 1 << 32, "noise_var_milli": 1 << 63}
 
 
 class InvalidRecord(ValueError):
@@ -73,14 +73,24 @@ def _single_row(columnar: list[list[Any]]) -> list[Any]:
     return [col[0] for col in columnar]
 
 
-DEMOGRAPHICS = TableSpec("DemographicCount", "demographic_counts",
-    ("site_id", "camera_id", "window_start", "window_seconds", "age_band", "gender", "persons", "params_version"),
-    lambda r: [r["site_id"], r["camera_id"], _dt(r["window_start"]), r["window_seconds"], r["age_band"],
-               r["gender"], r["persons"], r["params_version"]])
-CROSSINGS = TableSpec("LineCrossingCount", "line_crossings",
-    ("site_id", "camera_id", "window_start", "window_seconds", "line", "direction", "crossings", "params_version"),
-    lambda r: [r["site_id"], r["camera_id"], _dt(r["window_start"]), r["window_seconds"], r["line"],
-               r["direction"], r["crossings"], r["params_version"]])
+def _count_row(kind: str) -> Callable[[dict[str, Any]], list[Any]]:
+    """A published count cell (pipeline/aggregator/counts.py) as a row of its kind's table; a
+    cell of the other kind on this topic is refused (dead letter), never landed in the wrong table."""
+    def row(r: dict[str, Any]) -> list[Any]:
+        if r["kind"] != kind:
+            raise InvalidRecord(f"CountComponent.kind={r['kind']!r} on the {kind} topic")
+        return [r["params_version"], r["site_id"], r["camera_id"], _dt(r["hour_start"]), r["key1"], r["key2"],
+                r["count"], r["noise_var_milli"], r["version"]]
+    return row
+
+
+# Published, protected camera-hour cells: ReplacingMergeTree (a replayed hour replaces its rows).
+DEMOGRAPHIC_COMPONENTS = TableSpec("CountComponent", "demographic_components",
+    ("params_version", "site_id", "camera_id", "hour", "age_band", "gender", "persons", "noise_var_milli", "version"),
+    _count_row("demographics"), offsets=False)
+CROSSING_COMPONENTS = TableSpec("CountComponent", "crossing_components",
+    ("params_version", "site_id", "camera_id", "hour", "line", "direction", "crossings", "noise_var_milli", "version"),
+    _count_row("crossings"), offsets=False)
 RECEIPTS = TableSpec("DeletionReceipt", "deletion_receipts",
     ("frame_id", "site_id", "camera_id", "captured_at", "captured_at_ms", "deleted_at_ms", "latency_ms",
      "outcome", "deleted_by"),
@@ -113,11 +123,12 @@ class ClickHouseSink:
         self._assigned_at: float | None = None
         self.wh = warehouse
         k = settings.kafka
-        # Per-window group cells (the occurrences topic) are restricted data: only the flow
-        # aggregator reads them; analysts get its published components.
+        # Restricted data (per-window group cells, exact per-window demographics and crossings)
+        # is read only by the flow aggregator; analysts get its published components.
         self.specs: dict[str, TableSpec] = {k.flow_components_topic: FLOW_COMPONENTS,
                                             k.footfall_components_topic: FOOTFALL_COMPONENTS,
-                                            k.demographics_topic: DEMOGRAPHICS, k.crossings_topic: CROSSINGS,
+                                            k.demographic_components_topic: DEMOGRAPHIC_COMPONENTS,
+                                            k.crossing_components_topic: CROSSING_COMPONENTS,
                                             k.receipts_topic: RECEIPTS, k.ledger_topic: LEDGER}
         self.consumer = Consumer({
             "bootstrap.servers": k.bootstrap,

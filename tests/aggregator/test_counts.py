@@ -105,3 +105,9 @@ def test_invalid_input_and_configuration_are_refused_with_reasons():
         CountsSpec("faces")
     with pytest.raises(SpecError, match="spec"):
         HourlyCounts.restore(CROSS, HourlyCounts(DEMO, exact=True).snapshot(), exact=True)
+
+
+def test_a_cold_start_does_not_publish_its_first_possibly_incomplete_hour():
+    core = HourlyCounts(DEMO, exact=True, cold_start=True)
+    rows = core.add_many([cell(30), cell(90)]) + core.flush()
+    assert {r.hour_ms for r in rows} == {H0 + HOUR_MS} and core.stats.rejected == {"incomplete_hour": 1}

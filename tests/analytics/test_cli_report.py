@@ -139,3 +139,45 @@ def test_flows_read_only_published_components(simdb):
     assert by_sql == pytest.approx({(f["origin"], f["destination"]): f["flow"] for f in json.loads(body)}, rel=1e-9)
     r = flowctl("flows", *PERIOD, "--max-lag", "45", db=simdb)
     assert r.returncode != 0 and "publishes lags 0 to 30" in r.stderr
+
+
+def test_demographics_and_crossings_read_the_noised_camera_hour_cells(simdb):
+    """`flowctl demographics` / `crossings` sum the published components (FINAL), with the summed
+    noise variance and its interval; `--show-sql` prints the statement they ran."""
+    from pipeline.aggregator.counts import CountCell, CountsSpec, publish_hourly_counts
+    from pipeline.simulator.publish import write_count_components
+
+    wh = ServerWarehouse(load_settings().clickhouse, database=simdb)
+    version = str(wh.rows(f"SELECT any(params_version) FROM {simdb}.demographic_components")[0][0])
+    want = {(str(a), str(g)): (int(n), int(v) / 1000) for a, g, n, v in wh.rows(
+        f"SELECT age_band, gender, sum(persons), sum(noise_var_milli) FROM {simdb}.demographic_components FINAL "
+        f"GROUP BY age_band, gender")}
+    r = flowctl("demographics", *PERIOD, "--by", "total", "--json", db=simdb)
+    assert r.returncode == 0, r.stderr
+    got = json.loads(r.stdout)
+    assert {(x["age_band"], x["gender"]): x["persons"] for x in got} == {k: n for k, (n, _) in want.items()}
+    for x in got:
+        assert x["noise_var"] == pytest.approx(want[x["age_band"], x["gender"]][1])
+        half = 1.959963984540054 * x["noise_var"] ** 0.5
+        assert x["ci95"] == pytest.approx([x["persons"] - half, x["persons"] + half])
+    assert len(got) == 24   # every (age band, gender) cell is published, zeros included
+    r = flowctl("demographics", *PERIOD, "--camera", "north/n-door", "--show-sql", db=simdb)
+    assert r.returncode == 0, r.stderr
+    assert f"{simdb}.demographic_components FINAL" in r.stdout and "north/n-door" in r.stdout
+    assert "n-shop" not in r.stdout.partition(";\n")[2]
+
+    # crossings: the simulator publishes none; land two hours of a door line's cells
+    t0 = int(wh.rows(f"SELECT toUInt32(min(hour)) FROM {simdb}.demographic_components")[0][0]) * 1000
+    cells = [CountCell(version, "north", "n-door", t0 + m * 60_000, 60, ("door", d), n)
+             for m in range(0, 120, 5) for d, n in (("in", 3), ("out", 1))]
+    rows = publish_hourly_counts(cells, CountsSpec("crossings", per_person_day=16), noise_key=b"cli-test-key" * 3)
+    write_count_components(wh, rows)
+    r = flowctl("crossings", *PERIOD, "--by", "hour", "--json", db=simdb)
+    assert r.returncode == 0, r.stderr
+    got = {(x["key"], x["line"], x["direction"]): x["crossings"] for x in json.loads(r.stdout)}
+    assert len(got) == len(rows) == 4
+    assert sum(got.values()) == sum(x.count for x in rows)
+    r = flowctl("crossings", *PERIOD, "--site", "south", "--json", db=simdb)
+    assert r.returncode == 0 and json.loads(r.stdout) == []
+    r = flowctl("crossings", *PERIOD, db=simdb)
+    assert r.returncode == 0 and "door" in r.stdout and "95% CI" in r.stdout

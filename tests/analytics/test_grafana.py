@@ -12,7 +12,7 @@ import pytest
 
 from pipeline.analytics.dimensions import register_params
 from pipeline.analytics.flows import CameraRef, FlowQuery, estimate_flows
-from pipeline.analytics.queries import footfall_hourly
+from pipeline.analytics.queries import demographics_hourly, footfall_hourly
 from pipeline.analytics.grafana import DASHBOARD, FLOW_PANEL_TITLE, flow_panel_sql, flow_panel_target
 from pipeline.privacy import PrivacyParams
 from pipeline.settings import load_settings
@@ -29,9 +29,11 @@ def test_flow_panel_is_the_current_estimator():
 
 def test_the_dashboard_reads_only_the_published_tier():
     text = DASHBOARD.read_text()
-    for restricted in ("group_occurrences", "occurrences_by_window", "camera_window_totals", "footfall_hourly"):
-        assert restricted not in text
+    for gone in ("group_occurrences", "occurrences_by_window", "camera_window_totals", "footfall_hourly",
+                 "demographics_hourly", "demographic_counts", "line_crossings"):
+        assert gone not in text
     assert "flow_components FINAL" in text and "footfall_components FINAL" in text
+    assert "demographic_components FINAL" in text
 
 
 def _fill(sql: str, db: str, values: dict[str, str]) -> str:
@@ -47,11 +49,12 @@ def _fill(sql: str, db: str, values: dict[str, str]) -> str:
 def test_every_panel_and_variable_query_runs_and_the_flow_panel_matches_the_cli():
     settings = load_settings()
     db = f"flow_grafana_test_{secrets.token_hex(4)}"
-    wh, offsets = prepare_database(settings, db)
+    wh = prepare_database(settings, db)
     try:
         params = PrivacyParams.default()
         pub = simulate(load_scenario("small"), params, np.random.default_rng(3)).published
-        write_clickhouse(pub, wh, first_offsets=offsets)
+        written = write_clickhouse(pub, wh)
+        assert written["demographic_components"] > 0
         register_params(wh, params)
         values = {"version": params.version, "site:singlequote": "'north', 'south'", "origin": "north/n-door",
                   "destination": "north/n-shop", "window_seconds": "60", "min_lag": "0", "max_lag": "30",
@@ -81,5 +84,15 @@ def test_every_panel_and_variable_query_runs_and_the_flow_panel_matches_the_cli(
         assert len(footfall) == len(want) > 0
         for r in want:
             assert footfall[int(r.hour.timestamp()), r.camera] == pytest.approx(r.estimated_persons)
+        # the demographic panels sum the published cells the CLI and report read
+        dm = demographics_hourly(wh, params.version, START, START + timedelta(days=1), ("north", "south"))
+        for title, attr in (("Persons by hour and age band", "age_band"), ("Persons by hour and gender", "gender")):
+            want_dm: dict = {}
+            for r in dm:
+                k = (int(r.hour.timestamp()), getattr(r, attr))
+                want_dm[k] = want_dm.get(k, 0) + r.persons
+            got = {(int(t.timestamp()) if hasattr(t, "timestamp") else int(t), str(a)): int(n)
+                   for t, a, n in results[title]}
+            assert got == want_dm and sum(got.values()) > 0
     finally:
         wh.execute(f"DROP DATABASE IF EXISTS {db}")

@@ -2,8 +2,9 @@
 planted flow (people seen at s1/A and, 3 windows later, at s1/B in the same group with the
 registered same-group rate), on the local ClickHouse 18.16 server and on chdb.
 
-The synthetic cells go through the flow aggregator in-process; the warehouse gets only its
-published components (and the protected demographic counts), as analysts' warehouses do.
+The synthetic cells and per-window demographic counts go through the flow aggregator's stages
+in-process; the warehouse gets only their published components (demographics: every cell of
+every camera-hour, noised), as analysts' warehouses do.
 """
 from __future__ import annotations
 
@@ -18,14 +19,16 @@ import pytest
 
 from pipeline.aggregator import AggregatorSpec, OccurrenceCell
 from pipeline.aggregator.batch import aggregate_cells
+from pipeline.aggregator.counts import CountCell, CountsSpec, demographic_grid, publish_hourly_counts
 from pipeline.analytics.dimensions import register_params
 from pipeline.analytics.flows import CameraRef, FlowQuery, estimate_flows, flow_sql, render_sql
 from pipeline.analytics.queries import demographics_hourly, footfall_hourly
-from pipeline.analytics.report import MAX_TRANSIT_PLOTS, SECTION_TITLES, build_report, format_number, pretty_sql
+from pipeline.analytics.report import (MAX_TRANSIT_PLOTS, SECTION_TITLES, build_report, demographic_totals,
+                                       format_number, pretty_sql)
 from pipeline.privacy import PrivacyParams
 from pipeline.privacy.demographics import AGE_BANDS, GENDERS
 from pipeline.settings import load_settings
-from pipeline.simulator.publish import write_components
+from pipeline.simulator.publish import write_components, write_count_components
 from pipeline.sink.clickhouse import ChdbWarehouse, ServerWarehouse
 from pipeline.sink.migrations import migrate
 
@@ -38,6 +41,8 @@ CAMERAS = (CameraRef("s1", "A"), CameraRef("s1", "B"), CameraRef("s1", "C"), Cam
 BACKGROUND = 15       # unrelated persons per camera and window
 FLOW_PER_WINDOW = 3   # persons per window going A -> B
 SPEC = AggregatorSpec(ranges=((0, 30), (MIN_LAG, MAX_LAG)))   # the report's lag range has an exact SE
+DEMO_SPEC = CountsSpec("demographics", window_seconds=W, grid=demographic_grid())
+NOISE_KEY = b"report-test-key" * 3
 
 
 def synthetic(params: PrivacyParams, seed: int = 7):
@@ -62,7 +67,15 @@ def synthetic(params: PrivacyParams, seed: int = 7):
     return occ, demo
 
 
-def load(wh, params: PrivacyParams, *, epoch_ints: bool, windows: int | None = None) -> tuple[Counter, Counter]:
+def demographic_components(demo: Counter, params: PrivacyParams):
+    """The synthetic per-window demographic counts through the demographics stage (noised)."""
+    start_ms = int(START.timestamp()) * 1000
+    cells = [CountCell(params.version, *cam.split("/"), start_ms + w * W * 1000, W, (band, gender), v)
+             for (cam, w, band, gender), v in demo.items()]
+    return publish_hourly_counts(cells, DEMO_SPEC, noise_key=NOISE_KEY)
+
+
+def load(wh, params: PrivacyParams, *, windows: int | None = None) -> tuple[Counter, Counter]:
     """Publish the synthetic set's components and demographics (only its first ``windows`` windows
     when given)."""
     migrate(wh)
@@ -72,20 +85,11 @@ def load(wh, params: PrivacyParams, *, epoch_ints: bool, windows: int | None = N
         occ = Counter({k: v for k, v in occ.items() if k[1] < windows})
         demo = Counter({k: v for k, v in demo.items() if k[1] < windows})
 
-    def t(w: int):
-        ts = START + timedelta(seconds=w * W)
-        return int(ts.timestamp()) if epoch_ints else ts
-
     start_ms = int(START.timestamp()) * 1000
     cells = [OccurrenceCell(params.version, *cam.split("/"), start_ms + w * W * 1000, W, g, v)
              for (cam, w, g), v in occ.items()]
     write_components(wh, *aggregate_cells(cells, SPEC))
-    drows = sorted(demo.items())
-    dcols = [[k[0].split("/")[0] for k, _ in drows], [k[0].split("/")[1] for k, _ in drows],
-             [t(k[1]) for k, _ in drows], [W] * len(drows), [k[2] for k, _ in drows], [k[3] for k, _ in drows],
-             [v for _, v in drows], [params.version] * len(drows), [0] * len(drows), list(range(len(drows)))]
-    wh.insert("demographic_counts", ["site_id", "camera_id", "window_start", "window_seconds", "age_band",
-                                     "gender", "persons", "params_version", "kafka_partition", "kafka_offset"], dcols)
+    write_count_components(wh, demographic_components(demo, params))
     return occ, demo
 
 
@@ -104,13 +108,12 @@ def expected_footfall(occ: Counter, params: PrivacyParams, end: datetime) -> dic
     return {k: (o, len(ws), o - len(ws) * per_window) for k, (o, ws) in acc.items()}
 
 
-def expected_demographics(demo: Counter, end: datetime) -> dict:
-    acc: Counter = Counter()
-    for (cam, w, band, gender), v in demo.items():
-        hour = (START + timedelta(seconds=w * W)).replace(minute=0, second=0)
-        if hour < end:
-            acc[(cam, hour, band, gender)] += v
-    return dict(acc)
+def expected_demographics(demo: Counter, params: PrivacyParams, end: datetime) -> dict:
+    """(camera key, hour, band, gender) -> (published persons, noise variance) of every published
+    cell of hours starting before ``end``."""
+    return {(f"{r.site_id}/{r.camera_id}", datetime.fromtimestamp(r.hour_ms / 1000, timezone.utc), r.key1, r.key2):
+            (r.count, r.noise_var_milli / 1000)
+            for r in demographic_components(demo, params) if r.hour_ms < end.timestamp() * 1000}
 
 
 def check_queries(wh, occ: Counter, demo: Counter, params: PrivacyParams) -> None:
@@ -131,7 +134,17 @@ def check_queries(wh, occ: Counter, demo: Counter, params: PrivacyParams) -> Non
     assert {r.hour for r in half} == {START}
 
     dm = demographics_hourly(wh, params.version, START, end)
-    assert {(r.camera, r.hour, r.age_band, r.gender): r.persons for r in dm} == expected_demographics(demo, end)
+    want_dm = expected_demographics(demo, params, end)
+    assert {(r.camera, r.hour, r.age_band, r.gender): r.persons for r in dm} == {k: n for k, (n, _) in want_dm.items()}
+    for r in dm:
+        assert r.noise_var == pytest.approx(want_dm[r.camera, r.hour, r.age_band, r.gender][1])
+    # every grid cell of every camera-hour, zeros included; the noise is around the exact counts
+    assert len(dm) == len(CAMERAS) * HOURS * len(demographic_grid())
+    exact = sum(v for (cam, w, *_), v in demo.items() if START + timedelta(seconds=w * W) < end)
+    noise_sd = sum(r.noise_var for r in dm) ** 0.5
+    assert abs(sum(r.persons for r in dm) - exact) < 5 * noise_sd + 5 * len(dm)   # the clamp adds < 5 per cell
+    lo, hi = dm[0].ci95
+    assert hi - lo == pytest.approx(2 * 1.959963984540054 * dm[0].noise_var ** 0.5)
     assert footfall_hourly(wh, "no-such-version", START, end) == []
 
 
@@ -143,7 +156,7 @@ def server_wh(stack):
     wh = ServerWarehouse(load_settings().clickhouse, database=f"flow_report_test_{uuid.uuid4().hex[:8]}")
     params = PrivacyParams.default()
     try:
-        occ, demo = load(wh, params, epoch_ints=False)
+        occ, demo = load(wh, params)
         yield wh, params, occ, demo
     finally:
         wh.execute(f"DROP DATABASE IF EXISTS {wh.database}")
@@ -208,6 +221,17 @@ def test_report_on_server(server_wh, tmp_path):
     # footfall and demographics shown are the query functions' rows
     assert data.footfall == footfall_hourly(wh, params.version, START, end, ("s1", "s2"))
     assert data.demographics == demographics_hourly(wh, params.version, START, end, ("s1", "s2"))
+    # the demographics table: per band and gender, the period's published persons and the
+    # interval of their summed noise
+    shown = {(by, cell): (int(n), float(lo), float(hi)) for by, cell, n, lo, hi in re.findall(
+        r'<tr data-by="(\w+)" data-cell="([^"]+)">.*?<td class="persons">(\d+)</td><td class="ci-low">([^<]+)</td>'
+        r'<td class="ci-high">([^<]+)</td></tr>', text)}
+    for by in ("age_band", "gender"):
+        for cell, (n, v) in demographic_totals(data.demographics, by).items():
+            assert shown[by, cell][0] == n
+            assert shown[by, cell][2] == pytest.approx(n + 1.96 * v ** 0.5, abs=0.51)
+    assert len(shown) == len(demographic_grid()) // 3 + 3
+    assert "demographics_hourly" not in text and f"{wh.database}.demographic_components FINAL" in text
     # the SQL section shows runnable statements with values filled in
     assert "%(" not in "".join(data.sql.values())
     assert f"{wh.database}.flow_components FINAL" in text and f"{wh.database}.footfall_components FINAL" in text
@@ -222,7 +246,7 @@ def test_queries_and_report_on_chdb(tmp_path):
     wh = ChdbWarehouse(str(tmp_path / "chdb"), database="flow")
     try:
         params = PrivacyParams.default()
-        occ, demo = load(wh, params, epoch_ints=True)
+        occ, demo = load(wh, params)
         check_queries(wh, occ, demo, params)
         end = START + timedelta(hours=HOURS)
         data = build_report(wh, params.version, START, end, cameras=CAMERAS[:2], min_lag=MIN_LAG, max_lag=MAX_LAG,
@@ -248,7 +272,7 @@ def test_short_labelled_footage_report_explains_missing_flows_and_sets_counts_ag
     wh = ChdbWarehouse(str(tmp_path / "chdb"), database="flow")
     try:
         params = PrivacyParams.default()
-        load(wh, params, epoch_ints=True, windows=8)   # 8 minutes of data, as the demo has a few
+        load(wh, params, windows=8)   # 8 minutes of data, as the demo has a few
         end = START + timedelta(minutes=8)
         truth = GroundTruth({"s1/A": 11, "s1/B": 9}, "test labels", {"s1/A": 40.0, "s1/B": 40.0},
                             {"s1/A": 12.0, "s1/B": 8.5}, {"s1/A": 13, "s1/B": 9})

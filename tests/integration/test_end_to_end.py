@@ -10,6 +10,7 @@ from pipeline.edge.sources import open_source
 from pipeline.envelope import load_public_key
 from pipeline.framestore import open_store
 from pipeline.sink.clickhouse import ServerWarehouse
+from pipeline.aggregator.counts import demographic_grid
 from pipeline.sink.consumer import ClickHouseSink
 from tests.integration.conftest import flowctl
 
@@ -94,6 +95,11 @@ def test_frames_flow_end_to_end_and_leave_nothing_personal(env, footage, monkeyp
     rows, windows, noise, version = foot[0]
     assert rows >= 1 and windows >= 1 and noise > 0 and version, foot
     assert sstats.inserted["footfall_components"] >= rows
+    # demographics: the whole (band, gender) grid of every camera-hour, each cell noised
+    demo = wh.rows(f"SELECT count(), uniqExact(hour), min(noise_var_milli) FROM {db}.demographic_components FINAL "
+                   f"WHERE site_id = 'e2e-site' AND camera_id = 'cam-a'")
+    cells, hours, demo_noise = demo[0]
+    assert hours >= 1 and cells == hours * len(demographic_grid()) and demo_noise > 0, demo
     # no per-window group cell reached the warehouse
     assert wh.rows("SELECT count() FROM system.columns WHERE database = %(db)s AND name = 'group_id'",
                    {"db": db})[0][0] == 0   # no table can hold one (migration 0009)
@@ -108,7 +114,7 @@ def test_frames_flow_end_to_end_and_leave_nothing_personal(env, footage, monkeyp
     assert dead == []
 
     # privacy: no blob bytes, data key material or nonces in ClickHouse, dead letters or logs
-    dump = "".join(str(r) for t in ("footfall_components", "flow_components", "deletion_receipts", "demographic_counts")
+    dump = "".join(str(r) for t in ("footfall_components", "flow_components", "deletion_receipts", "demographic_components")
                    for r in wh.rows(f"SELECT * FROM {db}.{t}"))
     logs = proc.stdout + proc.stderr + agg.stdout + agg.stderr
     assert len(data_keys) == N_FRAMES

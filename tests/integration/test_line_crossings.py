@@ -1,5 +1,5 @@
 """Entries and exits across a camera's counting line, end to end: a layout file with a
-count_line, edge -> processor (faust worker subprocess) -> sink -> flow.line_crossings, checked
+count_line, edge -> processor (faust worker subprocess) -> restricted counts -> aggregator -> sink -> flow.crossing_components, checked
 against the crossings of the project's labelled people over the same frames."""
 from collections import Counter
 from datetime import datetime, timezone
@@ -12,11 +12,13 @@ from pipeline.envelope import load_public_key
 from pipeline.framestore import open_store
 from pipeline.layout import CountLine
 from pipeline.settings import REPO_ROOT
+from pipeline import serde
 from pipeline.sink.clickhouse import ServerWarehouse
 from pipeline.sink.consumer import ClickHouseSink
 from pipeline.vision import evaluation as ev
 from pipeline.vision.lines import LineCounter
 from tests.integration.conftest import flowctl
+from tests.integration.test_end_to_end import read_all
 
 pytestmark = pytest.mark.integration
 
@@ -51,13 +53,26 @@ def test_line_crossings_land_by_direction_and_match_the_labelled_people(env, foo
     assert st.delivered == N_FRAMES
     proc = flowctl(s, "process", "--max-frames", str(N_FRAMES), "--max-seconds", "240")
     assert f"processor: {N_FRAMES} frames" in proc.stderr, proc.stderr[-2000:]
-    ClickHouseSink(s, ServerWarehouse(s.clickhouse)).run(idle_timeout=4, max_seconds=120)
-    wh = ServerWarehouse(s.clickhouse)
-    rows = wh.rows(f"SELECT line, direction, sum(crossings) FROM {s.clickhouse.database}.line_crossings FINAL "
-                   f"WHERE site_id = 's1' AND camera_id = 'plaza' GROUP BY line, direction")
-    got = {(line, d): int(n) for line, d, n in rows}
+    # exact per-window counts on the restricted topic (input of the aggregator's crossings stage)
+    exact: dict[tuple[str, str], int] = {}
+    for m in read_all(s, s.kafka.crossings_topic, 5):
+        r = serde.decode("LineCrossingCount", m.value())
+        exact[(r["line"], r["direction"])] = exact.get((r["line"], r["direction"]), 0) + r["crossings"]
     truth = labelled_crossings(frames)
     assert truth["in"] >= 3 and truth["out"] >= 3
     for d in ("in", "out"):
-        assert abs(got.get(("mid", d), 0) - truth[d]) <= max(2, truth[d] // 5), (got, truth)
+        assert abs(exact.get(("mid", d), 0) - truth[d]) <= max(2, truth[d] // 5), (exact, truth)
+
+    # Published: every (line, direction) the camera has had, per hour, with noise (epsilon at its
+    # maximum here so that the noise is almost surely 0 and the sums can be compared exactly).
+    s = s.model_copy(update={"aggregator": s.aggregator.model_copy(update={"crossings_epsilon": 100.0})})
+    flowctl(s, "aggregate", "--stage", "counts", "--flush", "--idle-timeout", "4", "--max-seconds", "120")
+    ClickHouseSink(s, ServerWarehouse(s.clickhouse)).run(idle_timeout=4, max_seconds=120)
+    wh = ServerWarehouse(s.clickhouse)
+    rows = wh.rows(f"SELECT line, direction, sum(crossings), min(noise_var_milli), count() "
+                   f"FROM {s.clickhouse.database}.crossing_components FINAL "
+                   f"WHERE site_id = 's1' AND camera_id = 'plaza' GROUP BY line, direction")
+    got = {(line, d): int(n) for line, d, n, _, _ in rows}
+    assert got == exact
+    assert len({c for *_, c in rows}) == 1   # both directions in every hour
 

@@ -9,8 +9,11 @@ from pipeline.settings import load_settings
 
 pytestmark = pytest.mark.integration
 
-TABLES = {"demographic_counts", "deletion_receipts", "schema_migrations", "flow_components", "footfall_components",
-          "deletion_latency", "demographics_hourly"}
+TABLES = {"deletion_receipts", "schema_migrations", "flow_components", "footfall_components",
+          "deletion_latency", "demographic_components", "crossing_components"}
+# Per-window demographic and crossing counts (0001, 0004, 0006): exact counts of a few people,
+# replaced by protected camera-hour cells in 0010.
+UNPROTECTED_COUNTS = {"demographic_counts", "demographics_hourly", "demographics_hourly_mv", "line_crossings"}
 # Per-window group cells and everything built on them (0001, 0002, 0004): restricted data, which
 # migration 0009 drops and no later migration may bring back (issue 11).
 RESTRICTED = {"group_occurrences", "occurrences_by_window", "occurrences_by_window_mv", "camera_window_totals",
@@ -55,7 +58,8 @@ def test_edited_migration_is_refused(warehouse, tmp_path):
 
 def test_restricted_cells_of_an_older_deployment_are_dropped(warehouse, tmp_path):
     """A warehouse migrated before 0009, whose group_occurrences (and the tables its materialised
-    views fed) still hold cells: 0009 drops all of it, on both engines."""
+    views fed) still hold cells: 0009 drops all of it, on both engines; 0010 then drops the
+    unprotected per-window demographic and crossing counts and creates their protected tables."""
     from datetime import datetime, timezone
 
     old = tmp_path / "before-0009"
@@ -76,10 +80,12 @@ def test_restricted_cells_of_an_older_deployment_are_dropped(warehouse, tmp_path
     assert int(warehouse.rows(f"SELECT sum(occurrences) FROM {db}.occurrences_by_window")[0][0]) == 9
     assert RESTRICTED <= {r[0] for r in warehouse.rows(f"SHOW TABLES FROM {db}")}
 
-    assert migrate(warehouse) == ["0009_drop_restricted_tables"]
-    assert not {r[0] for r in warehouse.rows(f"SHOW TABLES FROM {db}")} & RESTRICTED
+    assert UNPROTECTED_COUNTS <= {r[0] for r in warehouse.rows(f"SHOW TABLES FROM {db}")}
+    assert migrate(warehouse) == ["0009_drop_restricted_tables", "0010_protected_counts"]
+    tables = {r[0] for r in warehouse.rows(f"SHOW TABLES FROM {db}")}
+    assert not tables & RESTRICTED and not tables & UNPROTECTED_COUNTS
     assert warehouse.rows(f"SELECT table FROM system.columns WHERE database = '{db}' AND name = 'group_id'") == []
-    assert {"demographics_hourly", "footfall_components"} <= {r[0] for r in warehouse.rows(f"SHOW TABLES FROM {db}")}
+    assert {"demographic_components", "crossing_components", "footfall_components"} <= tables
 
 
 def test_queries_agree_on_both_engines(warehouse):

@@ -21,8 +21,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from confluent_kafka import OFFSET_BEGINNING, Consumer, ConsumerGroupState, KafkaError, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, ConsumerGroupState, KafkaError, Producer, TopicPartition
 
+from pipeline import serde
 from pipeline.aggregator.model import OccurrenceCell
 from pipeline.ops.exporter import oldest_record_ages
 from pipeline.ops.topics import admin_client, policy_for_settings
@@ -64,12 +65,34 @@ def short_env(env: Settings) -> Settings:
     })
     admin = admin_client(s.kafka.bootstrap)
     names = restricted_topics(s)
-    assert {s.kafka.occurrences_topic, s.kafka.partials_topic, s.kafka.partitions_changelog_topic,
-            s.kafka.combiner_changelog_topic} == set(names)
+    k = s.kafka
+    assert {k.occurrences_topic, k.partials_topic, k.partitions_changelog_topic, k.combiner_changelog_topic,
+            k.demographics_topic, k.crossings_topic, k.demographics_changelog_topic,
+            k.crossings_changelog_topic} == set(names)
     for t in names:
         set_config(admin, t, retention_ms=str(RETENTION_MS), segment_ms=str(SEGMENT_MS))
     assert s.exporter.retention_check_interval_ms == CHECK_MS
     return s
+
+
+COUNT_PARTITIONS = 4   # of the demographics and crossings topics (infra/topics.yaml)
+
+
+def produce_counts(s: Settings) -> None:
+    """One exact per-window demographic and crossing count into every partition of their topics."""
+    w = s.processor.demographics_window_seconds * 1000
+    t = int(time.time() * 1000) // w * w - w
+    p = Producer({"bootstrap.servers": s.kafka.bootstrap, "enable.idempotence": True})
+    for part in range(COUNT_PARTITIONS):
+        base = {"site_id": "site-a", "camera_id": f"cam-{part}", "window_start": t, "window_seconds": w // 1000,
+                "params_version": "v-test"}
+        p.produce(s.kafka.demographics_topic, partition=part, key=f"site-a/cam-{part}".encode(),
+                  value=serde.encode("DemographicCount", {**base, "age_band": "28-37", "gender": "female",
+                                                          "persons": 2}))
+        p.produce(s.kafka.crossings_topic, partition=part, key=f"site-a/cam-{part}".encode(),
+                  value=serde.encode("LineCrossingCount", {**base, "line": "door", "direction": "in",
+                                                           "crossings": 3}))
+    assert p.flush(30) == 0
 
 
 def recent_cells(windows: int = 20, seed: int = 5) -> list[OccurrenceCell]:
@@ -92,10 +115,11 @@ def recent_cells(windows: int = 20, seed: int = 5) -> list[OccurrenceCell]:
 
 
 def wait_until_assigned(s: Settings, worker: subprocess.Popen, log: Path, timeout: float = 90) -> None:
-    """Both aggregator stages own their input partitions (so cells produced now are read at once,
+    """Every aggregator stage owns its input partitions (so cells produced now are read at once,
     long before their few seconds of retention run out)."""
     admin = admin_client(s.kafka.bootstrap)
-    want = {f"{s.aggregator.app_id}-partitions": s.aggregator.partitions, f"{s.aggregator.app_id}-combiner": 1}
+    want = {f"{s.aggregator.app_id}-partitions": s.aggregator.partitions, f"{s.aggregator.app_id}-combiner": 1,
+            f"{s.aggregator.app_id}-demographics": COUNT_PARTITIONS, f"{s.aggregator.app_id}-crossings": COUNT_PARTITIONS}
     deadline = time.monotonic() + timeout
     while True:
         assert worker.poll() is None, f"the aggregator exited early: {log.read_text()[-3000:]}"
@@ -194,6 +218,7 @@ def test_restricted_data_is_gone_from_the_broker_and_every_store_after_its_bound
         try:
             wait_until_assigned(s, worker, log)
             produce_cells(s, cells)
+            produce_counts(s)
             worker.wait(150)
         finally:
             if worker.poll() is None:
@@ -202,15 +227,17 @@ def test_restricted_data_is_gone_from_the_broker_and_every_store_after_its_bound
     t_last_write = time.monotonic()   # the worker's last restricted write (its final snapshots) is before its exit
     text = flat(log.read_text())
     assert worker.returncode == 0, text[-3000:]
-    read = {k: int(v) for k, v in re.findall(r"'(partitions|combiner)': (\d+)", text)}
+    read = {k: int(v) for k, v in re.findall(r"'(partitions|combiner|demographics|crossings)': (\d+)", text)}
     assert read.get("partitions") == len(cells), f"the aggregator must read every cell before it expires: {text}"
     made = {k: int(v) for v, k in re.findall(r"(\d+) (partials|snapshots)", text)}
     assert read.get("combiner", 0) > 0 and made.get("partials", 0) > 0 and made.get("snapshots", 0) > 0, text
 
-    # Every restricted topic partition held records: occurrences, partials, both changelogs.
+    assert read.get("demographics") == read.get("crossings") == COUNT_PARTITIONS, text
+    # Every restricted topic partition held records: occurrences, partials, per-window counts and
+    # the four changelogs.
     watch = OldestRecords(s)
     state = watch.sample()
-    assert len(state) == 2 * s.aggregator.partitions + 2
+    assert len(state) == 2 * s.aggregator.partitions + 2 + 4 * COUNT_PARTITIONS
     assert all(high > 0 for _low, high, _age in state.values()), state
 
     # From the last write on, watch every partition's oldest record (as the exporter and the audit

@@ -7,7 +7,9 @@ from click.testing import CliRunner
 from pipeline import serde
 from pipeline.privacy import PrivacyParams
 from pipeline.simulator import simulate
+from pipeline.aggregator.counts import CountsSpec, demographic_grid
 from pipeline.simulator.groups import fast_home_probability
+from pipeline.simulator.publish import SimulatorError, publish_demographics
 from pipeline.simulator.scenario import load_scenario
 from tests.simulator.conftest import scenario
 
@@ -37,9 +39,10 @@ def test_published_totals_are_captures_plus_fictitious_drawn():
     # the floor alone puts n_groups * floor fictitious occurrences in every published window
     assert (pub.fictitious_per_camera >= pub.windows_per_camera * 200).all()
     assert (pub.occ_count > 0).all() and pub.occ_group.max() < 200
-    # demographics: no published cell under the threshold, never more than the captures
-    assert (pub.dem_persons >= params.demographic_min_count).all()
-    assert (pub.demographic_persons_per_camera <= pub.real_per_camera).all()
+    # demographics: exact per-window counts of every capture (restricted input of the aggregator;
+    # nothing suppressed), non-empty cells only
+    assert (pub.dem_persons >= 1).all()
+    assert (pub.demographic_persons_per_camera == pub.real_per_camera).all()
     # every opening-hours window of every camera is published (2 h of 60 s windows)
     assert (pub.windows_per_camera >= 120).all()
     wins, m = pub.counts_matrix("n-door")
@@ -52,6 +55,8 @@ def test_records_encode_with_the_real_serde():
         assert serde.decode("GroupOccurrence", serde.encode("GroupOccurrence", rec))["group_id"] == rec["group_id"]
     for rec in list(pub.demographic_records(0, 20)):
         serde.encode("DemographicCount", rec)
+    for rec in [r.to_record() for r in publish_demographics(pub)[:20]]:
+        assert serde.decode("CountComponent", serde.encode("CountComponent", rec))["count"] == rec["count"]
     ws = next(pub.occurrence_records())["window_start"]
     assert ws % 60_000 == 0
 
@@ -98,13 +103,37 @@ def test_cli_reports_scenario_errors(tmp_path):
     assert res.exit_code != 0 and "unknown camera 'X'" in res.output
 
 
-def test_demographics_are_protected_per_longer_window_so_few_persons_are_lost():
-    """Per-minute cells at ~3 persons would almost all be pooled into unknown; 15-minute ones are not."""
+def test_demographics_are_exact_per_window_and_published_as_noised_camera_hours():
+    """The processor's exact 15-minute counts (no suppression: nothing is lost before the
+    aggregator), summed per camera-hour into every grid cell and noised by the demographics stage."""
     sim = simulate(load_scenario("reference"), PrivacyParams.default(), np.random.default_rng(1), days=1)
-    pub = sim.published
-    assert pub.dem_window_seconds == 900
-    assert pub.demographic_persons_per_camera.sum() >= 0.97 * pub.real_per_camera.sum()
-    known = pub.dem_persons[pub.dem_gender != 2].sum() / pub.dem_persons.sum()
-    assert known > 0.5  # most published persons carry a real band and gender
+    pub, truth = sim
+    assert pub.dem_window_seconds == 900 == pub.demographics_window_seconds
+    assert pub.dem_persons.sum() == pub.real_per_camera.sum() == truth.captures
     rec = next(pub.demographic_records())
     assert rec["window_seconds"] == 900 and rec["window_start"] % 900_000 == 0
+
+    # exact hourly sums (the restricted tier) are the truth's observed demographics, cell by cell
+    exact = publish_demographics(pub, exact=True)
+    grid = demographic_grid()
+    cams = {c: i for i, c in enumerate(pub.camera_ids)}
+    obs = truth.observed_demographics_per_hour          # (C, H, bands + unknown, genders + unknown)
+    for r in exact:
+        h = (r.hour_ms // 1000 - pub.start_epoch) // 3600
+        b, g = divmod(grid.index((r.key1, r.key2)), 3)
+        assert r.count == obs[cams[r.camera_id], h, b, g], r
+    assert sum(r.count for r in exact) == truth.captures
+
+    # published: every cell of every camera-hour from the first one seen, zeros included, noised
+    key = b"k" * 32
+    noised = publish_demographics(pub, noise_key=key)
+    assert [r.key for r in noised] == [r.key for r in exact]
+    hours = {r.hour_ms for r in noised}
+    assert len(noised) == len(pub.camera_ids) * len(hours) * len(grid)
+    assert all(r.count >= 0 and r.noise_var_milli > 0 for r in noised)
+    assert noised != exact and noised == publish_demographics(pub, noise_key=key)   # keyed: replays repeat
+    diffs = np.array([n.count - e.count for n, e in zip(noised, exact) if e.count >= 20])   # rarely clamped
+    var = noised[0].noise_var_milli / 1000
+    assert len(diffs) > 50 and abs(diffs.mean()) < 4 * (var / len(diffs)) ** 0.5
+    with pytest.raises(SimulatorError, match="900 s"):
+        publish_demographics(pub, CountsSpec("demographics", window_seconds=60, grid=grid))

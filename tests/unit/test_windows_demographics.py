@@ -1,6 +1,8 @@
 """Demographic counts per window: only (age_band, gender) counts are kept next to the group
-counts, and a closed window is published through the small-cell protection."""
+counts, and a closed window goes out exact to the aggregator, which protects camera-hours."""
 from collections import Counter
+
+import pytest
 
 from pipeline.privacy import PrivacyParams
 from pipeline.processor.app import demographic_records
@@ -26,25 +28,26 @@ def test_window_keeps_demographic_counts_next_to_group_counts():
                                       "frames", "demographics"}
 
 
-def test_closed_window_is_protected_before_it_is_emitted():
+def test_closed_window_goes_out_exact_for_the_aggregator_to_protect():
+    """The per-window counts are restricted input: exact, no suppression (a suppressed cell would
+    break the contribution bound the aggregator's noise is calibrated to)."""
     agg = WindowAggregator(60, 0, idle_flush_seconds=1e9)
     agg.add("s", "c", 1_000, [1] * 9, now=0, demographics=Counter({("28-37", "male"): 4, ("18-27", "female"): 2,
                                                                    ("unknown", "unknown"): 2, ("38-47", "unknown"): 1}))
     (w,) = agg.flush_all()
     params = PrivacyParams.default()
-    assert params.demographic_min_count == 3
-    recs = demographic_records(w, params, None)
+    recs = demographic_records(w, params)
     got = {(r["age_band"], r["gender"]): r["persons"] for r in recs}
-    # 4 kept; the 2 + 1 small cells are pooled with the 2 unknown into one unknown cell of 5
-    assert got == {("28-37", "male"): 4, ("unknown", "unknown"): 5}
+    assert got == {("28-37", "male"): 4, ("18-27", "female"): 2, ("unknown", "unknown"): 2, ("38-47", "unknown"): 1}
     for r in recs:
         assert set(r) == {"site_id", "camera_id", "window_start", "window_seconds", "age_band", "gender", "persons",
                           "params_version"}
         assert r["window_start"] == 0 and r["window_seconds"] == 60 and r["params_version"] == params.version
 
 
-def test_small_windows_publish_nothing():
+def test_a_window_with_unknown_cells_is_refused():
     agg = WindowAggregator(60, 0, idle_flush_seconds=1e9)
-    agg.add("s", "c", 1_000, [1, 2], now=0, demographics=Counter({("28-37", "male"): 1, ("unknown", "unknown"): 1}))
+    agg.add("s", "c", 1_000, [1, 2], now=0, demographics=Counter({("9-12", "male"): 1}))
     (w,) = agg.flush_all()
-    assert demographic_records(w, PrivacyParams.default(), None) == []
+    with pytest.raises(ValueError, match="age band"):
+        demographic_records(w, PrivacyParams.default())
