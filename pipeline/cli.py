@@ -547,12 +547,13 @@ def _print_counts(rows: list[tuple], title: str, settings: Settings) -> None:
     t = Table("site", "camera", "windows", "occurrences", "est. persons (± 1 sd)", title=title)
     for site, cam, windows, occ, *noise in rows:
         est = occ - windows * per_window
-        sd = (windows * var_window + (noise[0] if noise else 0.0)) ** 0.5
+        # published noise on occurrences and, independently with the same variance, on windows
+        sd = (windows * var_window + (noise[0] * (1 + per_window ** 2) if noise else 0.0)) ** 0.5
         t.add_row(site, cam, str(windows), str(occ), f"{est:.0f} ± {sd:.0f}")
     out.print(t)
     out.print(f"[dim]occurrences include {per_window:.0f} expected fictitious persons per camera "
               f"and window (privacy parameters {version}) and differentially private noise per camera-hour "
-              f"(docs/PRIVACY.md §10), both in the ± 1 sd; a camera-hour is clamped at 0[/dim]")
+              f"(docs/PRIVACY.md §10) on occurrences and windows, all in the ± 1 sd[/dim]")
 
 
 @query.command("counts")

@@ -327,10 +327,14 @@ class Combiner:
                 n, windows = foot.get(cam, (0, 0))
                 row = FootfallComponent(cam[0], spec.window_seconds, h, cam[1], cam[2], n, windows, v)
                 if self._foot_noise is not None and self._foot_noise.scale:
-                    # Clamped at 0 (post-processing keeps the guarantee); fictitious persons keep
-                    # true counts far from 0, so the clamp's bias is negligible.
-                    noisy = max(0, n + self._foot_noise.draw("footfall|" + "|".join(map(str, row.key))))
-                    row = replace(row, occurrences=noisy, noise_var_milli=round(self._foot_noise.variance * 1000))
+                    # Both values move when one person passes (a pass can be the only occurrence of
+                    # a window), so both carry noise of the footfall scale, independently drawn;
+                    # noise_var_milli is the variance of each. Not clamped at 0: hours nobody
+                    # passed are published too, and a clamp would bias sums over them upwards.
+                    label = "|".join(map(str, row.key))
+                    row = replace(row, occurrences=n + self._foot_noise.draw("footfall|" + label),
+                                  windows=windows + self._foot_noise.draw("footfall-windows|" + label),
+                                  noise_var_milli=round(self._foot_noise.variance * 1000))
                 out.append(row)
         while spec.hour_closes_at(self._flow_next) <= done:
             h = self._flow_next

@@ -120,7 +120,7 @@ class CountComponent:
     hour_ms: int
     key1: str
     key2: str
-    count: int
+    count: int                        # exact count + noise: may be negative (unbiased sums)
     noise_var_milli: int
     version: int
 
@@ -277,8 +277,10 @@ class HourlyCounts:
                 row = CountComponent(self.spec.kind, st.version, cam[0], cam[1], h, key[0], key[1], n, 0, version)
                 if self._noise is not None:
                     label = "counts|" + "|".join(map(str, row.key))
-                    # Clamped at 0: post-processing, keeps the guarantee; biases cells near 0 up.
-                    row = replace(row, count=max(0, n + self._noise.draw(label)),
+                    # Not clamped at 0: most cells of a camera-hour hold a few people or none, and
+                    # a clamp would bias every sum over them upwards (by ~scale/2 per empty cell).
+                    # Signed cells keep sums unbiased; a display may clamp what it shows.
+                    row = replace(row, count=n + self._noise.draw(label),
                                   noise_var_milli=round(self._noise.variance * 1000))
                 out.append(row)
         return out

@@ -260,8 +260,8 @@ def _cells(ctx: click.Context, kind: str, params_version: str | None, start: str
         t.add_row(k, a, b, f"{int(n):,}", f"[{max(lo, 0):,.0f}, {hi:,.0f}]")
     out.print(t)
     out.print("[dim]Every cell of every camera-hour is published with discrete Laplace noise (zeros included); the "
-              "interval is the noise's (variances of the summed cells add). Cells are clamped at 0, so sums over "
-              "many near-empty cells read high. Hours are whole hours the period touches.[/dim]")
+              "interval is the noise's (variances of the summed cells add). A single cell can read negative: the "
+              "noise is not clamped, so sums stay unbiased. Hours are whole hours the period touches.[/dim]")
 
 
 def _cells_command(kind: str, help_text: str) -> Callable[..., Any]:

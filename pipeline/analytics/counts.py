@@ -15,7 +15,8 @@ def camera_counts(wh: Warehouse, since: datetime | None = None, site_id: str | N
                   with_noise: bool = False) -> list[tuple]:
     """(site_id, camera_id, windows, occurrences) — occurrences include fictitious persons and the
     published tier's noise; windows are the windows with any occurrence in the camera's published
-    hours. ``with_noise`` appends the variance of that noise (sum over the hours)."""
+    hours, plus noise of the same variance, drawn independently. ``with_noise`` appends the
+    variance of the noise on each of the two (sum over the hours)."""
     where, params = ["1 = 1"], {}
     if since is not None:
         t = int((since if since.tzinfo else since.replace(tzinfo=timezone.utc)).timestamp())

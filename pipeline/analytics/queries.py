@@ -31,9 +31,14 @@ class FootfallRow:
     site_id: str
     camera_id: str
     hour: datetime            # start of the hour, UTC
-    occurrences: int          # real + fictitious occurrences published
-    windows: int              # windows that had rows in the hour
+    occurrences: int          # real + fictitious occurrences published, plus noise
+    windows: int              # windows that had rows in the hour, plus noise
     estimated_persons: float  # occurrences - windows * fictitious_per_group * n_groups
+    noise_var: float = 0.0    # variance the published noise adds to estimated_persons
+
+    @property
+    def ci95(self) -> tuple[float, float]:
+        return noise_ci95(self.estimated_persons, self.noise_var)
 
     @property
     def camera(self) -> str:
@@ -46,7 +51,7 @@ Z95 = 1.959963984540054
 def noise_ci95(value: float, noise_var: float) -> tuple[float, float]:
     """value ± 1.96 x the published noise's standard deviation: the interval of a noised count
     (or of a sum of them, with their variances added). Only the noise: the counts themselves are
-    exact. Cells are clamped at 0 after the noise, so sums over many near-empty cells read high."""
+    exact. The noise is not clamped, so a sum over many near-empty cells stays unbiased."""
     half = Z95 * noise_var ** 0.5
     return value - half, value + half
 
@@ -58,7 +63,7 @@ class DemographicRow:
     hour: datetime            # start of the hour, UTC
     age_band: str
     gender: str
-    persons: int              # persons who passed, plus the published noise (clamped at 0)
+    persons: int              # persons who passed, plus the published noise (signed)
     noise_var: float = 0.0    # variance of that noise (sum over the rows behind this one)
 
     @property
@@ -77,7 +82,7 @@ class CrossingRow:
     hour: datetime            # start of the hour, UTC
     line: str
     direction: str
-    crossings: int            # crossings of the line in that direction, plus the published noise (clamped at 0)
+    crossings: int            # crossings of the line in that direction, plus the published noise (signed)
     noise_var: float = 0.0
 
     @property
@@ -120,14 +125,17 @@ def footfall_sql(db: str, version: str, start: datetime, end: datetime,
     where, params = _where(version, start, end, sites)
     fictitious = (f"SELECT params_version, argMax(n_groups, registered_at) * argMax(fictitious_per_group, registered_at) "
                   f"AS fictitious_per_window FROM {db}.privacy_params GROUP BY params_version")
+    # occurrences and windows carry independent noise of variance noise_var_milli / 1000 each:
+    # the estimate's noise variance is that times (1 + fictitious_per_window^2).
     rows = (f"SELECT site_id, camera_id, hour, occurrences, windows, "
-            f"occurrences - windows * fictitious_per_window AS persons_est "
-            f"FROM (SELECT params_version, site_id, camera_id, hour, occurrences, windows "
+            f"occurrences - windows * fictitious_per_window AS persons_est, "
+            f"noise_var_milli / 1000 * (1 + fictitious_per_window * fictitious_per_window) AS est_var "
+            f"FROM (SELECT params_version, site_id, camera_id, hour, occurrences, windows, noise_var_milli "
             f"FROM {db}.footfall_components FINAL WHERE {where}) AS f "
             f"ANY LEFT JOIN ({fictitious}) AS p USING (params_version)")
     sql = (f"SELECT site_id, camera_id, toUInt32(hour) AS hour_epoch, sum(occurrences) AS occurrences, "
-           f"sum(windows) AS windows, sum(persons_est) AS estimated_persons FROM ({rows}) "
-           f"GROUP BY site_id, camera_id, hour_epoch ORDER BY site_id, camera_id, hour_epoch")
+           f"sum(windows) AS windows, sum(persons_est) AS estimated_persons, sum(est_var) AS noise_var "
+           f"FROM ({rows}) GROUP BY site_id, camera_id, hour_epoch ORDER BY site_id, camera_id, hour_epoch")
     return sql, params
 
 
@@ -162,8 +170,8 @@ def footfall_hourly(wh: Warehouse, version: str, start: datetime, end: datetime,
     equals the raw occurrences (register the parameter set first).
     """
     sql, params = footfall_sql(wh.database, version, start, end, sites)
-    return [FootfallRow(str(s), str(c), _hour(h), int(o), int(w), float(e))
-            for s, c, h, o, w, e in wh.rows(sql, params)]
+    return [FootfallRow(str(s), str(c), _hour(h), int(o), int(w), float(e), float(v))
+            for s, c, h, o, w, e, v in wh.rows(sql, params)]
 
 
 def demographics_hourly(wh: Warehouse, version: str, start: datetime, end: datetime,

@@ -470,9 +470,8 @@ def _render_demographics_table(d: ReportData, parts: list[str]) -> None:
     parts.append("<p>Persons per camera-hour and (age band, gender) are published by the aggregator with discrete "
                  "Laplace noise (differential privacy per person-day, docs/PRIVACY.md): every cell of every hour, "
                  "zeros included, so no row reveals that someone passed. The interval below is the period's total "
-                 "± 1.96 noise standard deviations (the noise variances of the summed cells add). Published cells "
-                 "are never negative (noise is clamped at 0), so totals over many near-empty cells, such as "
-                 "closed hours or rare bands, read somewhat high.</p>")
+                 "± 1.96 noise standard deviations (the noise variances of the summed cells add). The noise is not "
+                 "clamped, so a single quiet cell can read negative while totals stay unbiased.</p>")
     parts.append('<table class="demographics"><tr><th>by</th><th>cell</th><th>persons</th>'
                  "<th>95% CI low</th><th>95% CI high</th></tr>")
     for attr, order in (("age_band", _band_key), ("gender", None)):

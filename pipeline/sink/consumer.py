@@ -38,7 +38,10 @@ def _dt(v: Any) -> datetime:
 # Column ranges of the warehouse (schemas/clickhouse): a value outside them would wrap silently
 # into the column (a group id of 65536 becomes group 0), so such a record is dead-lettered.
 _UINT_RANGES = {"group_id": 1 << 16, "occurrences": 1 << 32, "persons": 1 << 32, "crossings": 1 << 32,
-                "window_seconds": 1 << 32, "count": 1 << 32, "noise_var_milli": 1 << 63}
+                "window_seconds": 1 << 32, "noise_var_milli": 1 << 63}
+# Published values carry unclamped noise and are signed (migration 0010).
+_SIGNED = {"FootfallComponent": {"occurrences", "windows"}, "CountComponent": {"count"}}
+_INT64 = 1 << 63
 
 
 class InvalidRecord(ValueError):
@@ -51,8 +54,12 @@ def check_record(kind: str, rec: dict) -> None:
     for key in ("site_id", "camera_id", "origin_site", "origin_camera", "dest_site", "dest_camera"):
         if key in rec and not serde.valid_identifier(rec[key]):
             raise InvalidRecord(f"{kind}.{key} is not a valid identifier (1-64 of A-Z a-z 0-9 . _ : -)")
+    signed = _SIGNED.get(kind, set())
+    for key in signed:
+        if key in rec and not -_INT64 <= int(rec[key]) < _INT64:
+            raise InvalidRecord(f"{kind}.{key}={rec[key]} does not fit a signed 64-bit column")
     for key, limit in _UINT_RANGES.items():
-        if key in rec and not 0 <= int(rec[key]) < limit:
+        if key in rec and key not in signed and not 0 <= int(rec[key]) < limit:
             raise InvalidRecord(f"{kind}.{key}={rec[key]} is outside the column's range [0, {limit})")
 
 @dataclass(frozen=True)

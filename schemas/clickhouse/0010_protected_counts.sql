@@ -3,7 +3,14 @@
 -- stages (pipeline/aggregator/counts.py), which publish every cell of every seen camera-hour once,
 -- with discrete Laplace noise for a stated epsilon per person-day. A replayed hour replaces its
 -- rows (ReplacingMergeTree on version); read with FINAL. noise_var_milli: the noise variance in
--- thousandths (integers only in the warehouse), additive over the cells a query sums.
+-- thousandths (integers only in the warehouse), additive over the cells a query sums. Counts are
+-- signed: noise is not clamped at 0, so sums over many near-empty cells stay unbiased.
+--
+-- Footfall the same way: every hour of a seen camera is published (also hours nobody passed),
+-- so its occurrences and windows carry unclamped noise and become signed too.
+ALTER TABLE {db}.footfall_components MODIFY COLUMN occurrences Int64;
+ALTER TABLE {db}.footfall_components MODIFY COLUMN windows Int64;
+
 CREATE TABLE IF NOT EXISTS {db}.demographic_components
 (
     params_version String,
@@ -12,7 +19,7 @@ CREATE TABLE IF NOT EXISTS {db}.demographic_components
     hour DateTime,
     age_band String,
     gender String,
-    persons UInt64,
+    persons Int64,
     noise_var_milli UInt64,
     version UInt64
 )
@@ -28,7 +35,7 @@ CREATE TABLE IF NOT EXISTS {db}.crossing_components
     hour DateTime,
     line String,
     direction String,
-    crossings UInt64,
+    crossings Int64,
     noise_var_milli UInt64,
     version UInt64
 )

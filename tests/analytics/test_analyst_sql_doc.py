@@ -110,8 +110,9 @@ def check_doc(wh) -> None:
         assert results[-1], sql
     footfall, raw, demo, gender, cross, pair, sites = results
     want = footfall_hourly(wh, params.version, START, END, ("site-a",))
-    assert [(str(s), str(c), int(h), int(o), int(w)) for s, c, h, o, w, _ in footfall] == \
-        [(r.site_id, r.camera_id, int(r.hour.timestamp()), r.occurrences, r.windows) for r in want]
+    assert [(str(s), str(c), int(h), int(o), int(w), float(v)) for s, c, h, o, w, _, v in footfall] == \
+        [(r.site_id, r.camera_id, int(r.hour.timestamp()), r.occurrences, r.windows, r.noise_var) for r in want]
+    assert all(r.noise_var > 0 for r in want)   # the estimate's interval includes the published noise
     assert sum(int(r[2]) for r in raw) == sum(r.occurrences for r in footfall_hourly(wh, params.version, START, END))
 
     # demographics and crossings: every cell of site-a's two hours, the published (noised) values

@@ -224,7 +224,7 @@ def test_report_on_server(server_wh, tmp_path):
     # the demographics table: per band and gender, the period's published persons and the
     # interval of their summed noise
     shown = {(by, cell): (int(n), float(lo), float(hi)) for by, cell, n, lo, hi in re.findall(
-        r'<tr data-by="(\w+)" data-cell="([^"]+)">.*?<td class="persons">(\d+)</td><td class="ci-low">([^<]+)</td>'
+        r'<tr data-by="(\w+)" data-cell="([^"]+)">.*?<td class="persons">(-?\d+)</td><td class="ci-low">([^<]+)</td>'
         r'<td class="ci-high">([^<]+)</td></tr>', text)}
     for by in ("age_band", "gender"):
         for cell, (n, v) in demographic_totals(data.demographics, by).items():
