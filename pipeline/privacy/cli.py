@@ -385,9 +385,8 @@ def attack(ctx: click.Context, scenario: str, days: int, seed: int, prior_seed: 
         except ConfigError as e:
             raise click.ClickException(str(e)) from None
     agg = settings.aggregator
-    # the deployment's demographics protection when the settings describe it (else the counts core's defaults)
-    demo_spec = (agg.counts_spec("demographics", settings.processor.demographics_window_seconds)
-                 if hasattr(agg, "counts_spec") else None)
+    # the deployment's demographics protection, on the simulator's windows
+    demo_spec = agg.counts_spec("demographics", settings.processor.demographics_window_seconds)
     cfg = SuiteConfig(scenario=scenario, days=days, seed=seed, prior_seed=prior_seed, max_targets=max_targets,
                       padding=padding, spec=agg.spec(), demo_spec=demo_spec)
     err = Console(stderr=True) if sys.stderr.isatty() else Console(stderr=True, width=160)

@@ -434,7 +434,8 @@ def published_values(world: World, tier: str = ANALYST) -> Iterator[Value]:
     """Every value of a published tier. Noise: s and footfall occurrences when their scales are
     > 0; the window-total products (nn, qq, qn, nn2; far nn) when totals are noised and at least
     one window-total pair entered them (a product over no window is an exact 0); demographic
-    counts when their scale is > 0; footfall ``windows`` never. Real persons are counted on the
+    counts when their scale is > 0; footfall ``windows`` with the footfall scale (the combiner
+    draws it independently of occurrences). Real persons are counted on the
     origin camera-hour (every product involves it); a demographic cell counts the persons with
     that label there."""
     t = world.tiers[tier]
@@ -450,7 +451,7 @@ def published_values(world: World, tier: str = ANALYST) -> Iterator[Value]:
         cam, hh = world.camera_code(r.site_id, r.camera_id), world.hour_index(r.hour_ms)
         n, ok = persons.get((cam, hh), 0), inside(cam, hh)
         yield Value("footfall", "occurrences", cam, hh, r.occurrences, t.footfall_scale > 0, n, ok)
-        yield Value("footfall", "windows", cam, hh, r.windows, False, n, ok)
+        yield Value("footfall", "windows", cam, hh, r.windows, t.footfall_scale > 0, n, ok)
     for r in t.flow:
         a, b = world.camera_code(r.origin_site, r.origin_camera), world.camera_code(r.dest_site, r.dest_camera)
         hh = world.hour_index(r.hour_ms)

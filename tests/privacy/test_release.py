@@ -66,6 +66,9 @@ def test_published_rows_carry_noise_with_its_variance_and_replays_are_identical(
     assert (diffs != 0).mean() > 0.5 and all(r.noise_var_milli == round(discrete_laplace_variance(2.0) * 1000) for r in f1)
     assert all(a.nn == b.nn and a.qq == b.qq for a, b in zip(f0, f1))   # only s is noised
     assert any(a.occurrences != b.occurrences for a, b in zip(o0, o1))
+    # footfall windows carry their own draw (a pass can be a window's only occurrence)
+    assert any(a.windows != b.windows for a, b in zip(o0, o1))
+    assert [b.windows - a.windows for a, b in zip(o0, o1)] != [b.occurrences - a.occurrences for a, b in zip(o0, o1)]
     with pytest.raises(Exception, match="release-noise key"):
         aggregate_cells(cells, noisy, 2)
 
