@@ -55,9 +55,9 @@ def test_published_tables_migrate_on_the_current_engine_with_integer_columns_onl
 
 def test_settings_describe_a_valid_spec_and_refuse_an_unbounded_one(monkeypatch):
     s = load_settings()
-    # The defaults, plus the published tier's noise: footfall scale = passes bound / epsilon.
+    # The defaults, plus the published tier's noise: footfall scale = 2 x passes bound / epsilon.
     assert s.aggregator.spec() == AggregatorSpec(flow_noise_scale=s.aggregator.flow_noise_scale,
-                                                 footfall_noise_scale=8 / s.aggregator.footfall_epsilon,
+                                                 footfall_noise_scale=2 * 8 / s.aggregator.footfall_epsilon,  # two values, each moves by the bound
                                                  total_noise_scale=s.aggregator.total_noise_scale)
     assert s.aggregator.spec().fingerprint() != AggregatorSpec().fingerprint()
     assert s.aggregator.window_seconds == s.processor.window_seconds
