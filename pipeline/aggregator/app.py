@@ -576,6 +576,8 @@ class AggregatorWorker:
                 self.stage2.poll(0.5)
             for p, core in self.stage2.cores.items():
                 self._emit_rows(core.flush())
+                log.info("combiner[%d] after the final flush: %s, progress %s", p, core.state_size(),
+                         sorted(core._progress.items()))
 
 
 def run_aggregator(settings: Settings, **kwargs: Any) -> AggregatorStats:

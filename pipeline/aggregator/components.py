@@ -140,9 +140,19 @@ class GroupPartitionAggregator:
         target = (self._clock - w - self.spec.lateness_ms) // w * w + w  # windows < target are final
         out: list[Partial] = []
         if self._final is None:
+            if not self._pending:
+                # A partition none of whose groups has occurred yet (few people, many partitions):
+                # every window before the target is final and empty. It must say so, or the
+                # combiner, which waits for every partition, would never complete a window.
+                self._final = target
+                if self._cold:
+                    self._complete_from = complete_from(self.spec, self._final)
+                out.append(self._partial(PROGRESS, ("", "", ""), self._final, values=self._complete_from))
+                self.stats.partials_out += len(out)
+                return out
             # Nothing final yet: F starts at the earliest window seen once the first one is due
             # (not before, so an earlier window arriving out of order is still on time).
-            if not self._pending or target <= min(self._pending):
+            if target <= min(self._pending):
                 return out
             self._final = min(self._pending)
             if self._cold:

@@ -138,6 +138,23 @@ def test_an_hour_closes_exactly_when_its_last_pairing_window_is_final():
     assert [(r.origin_camera, r.dest_camera, r.s, r.nn) for r in lag2] == [("a", "b", 4, 10), ("b", "a", 0, 0)]
 
 
+def test_a_partition_that_never_saw_a_cell_still_reports_progress():
+    """Few people, several partitions: some partition may get no cell at all. It must still say
+    that its windows are final (empty), or the combiner never completes one (what made the
+    end-to-end test fail when its few groups all hashed to three of four partitions)."""
+    spec = SMALL
+    fed, empty = GroupPartitionAggregator(spec, 0, 2), GroupPartitionAggregator(spec, 1, 2)
+    comb = Combiner(spec, 2)
+    comb.add_many(fed.add(cell("a", 10, 1, n=2)) + fed.add(cell("b", 12, 1, n=2)))
+    last = T0 + 12 * 60_000
+    assert empty.advance(T0) and empty.final_through is not None            # idle clock: progress
+    rows = comb.add_many(fed.flush(last) + empty.flush(last))
+    lag2 = [r for r in rows if isinstance(r, FlowComponent) and r.kind == "lag" and r.lag_lo == 2]
+    assert [(r.origin_camera, r.dest_camera, r.s) for r in lag2] == [("a", "b", 4), ("b", "a", 0)]
+    # a cell for a window the empty partition already called final is late, never merged
+    assert empty.add(cell("a", 10, 3)) == [] and empty.stats.late_cells == 1
+
+
 def test_state_stays_within_its_bound_for_hours_of_input():
     spec = AggregatorSpec()  # defaults: 60 s windows, lags 0..30, far band 61..102, 5 min lateness
     assert spec.state_age_seconds + spec.changelog_seconds <= spec.bound_seconds == 7200
