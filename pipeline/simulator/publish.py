@@ -151,6 +151,14 @@ class Published:
                    "window_start": w, "window_seconds": self.window_seconds, "group_id": g, "occurrences": n,
                    "params_version": self.params_version}
 
+    def occurrence_records_by_window(self) -> Iterator[dict[str, Any]]:
+        """The same records in window order (then camera), as processors emit them: the
+        aggregator finalises a window once a later one has been seen, so a camera-major stream
+        would make every camera after the first arrive late."""
+        order = np.lexsort((self.occ_camera[: self.occurrence_rows], self.occ_window[: self.occurrence_rows]))
+        for i in order.tolist():
+            yield from self.occurrence_records(i, i + 1)
+
     def occurrence_cells(self) -> Iterator[OccurrenceCell]:
         """The aggregator's input records, one per published (camera, window, group)."""
         return (OccurrenceCell.from_record(r) for r in self.occurrence_records())
@@ -513,7 +521,7 @@ def produce_kafka(pub: Published, settings: Settings, *, progress: Callable[[str
     occurrence cell (keyed by group, as ``pipeline.processor.app.occurrence_key``) and every exact
     demographic count (keyed by site/camera, as ``camera_key``: a camera-hour in one partition)."""
     k = settings.kafka
-    occ = ((str(r["group_id"]).encode(), r) for r in pub.occurrence_records())
+    occ = ((str(r["group_id"]).encode(), r) for r in pub.occurrence_records_by_window())
     dem = ((f"{r['site_id']}/{r['camera_id']}".encode(), r) for r in pub.demographic_records())
     return _produce(settings, [("GroupOccurrence", k.occurrences_topic, occ),
                                ("DemographicCount", k.demographics_topic, dem)],
