@@ -306,6 +306,17 @@ class _StageRunner:
         except Exception as e:  # noqa: BLE001 - a failed informational commit changes nothing
             log.debug("%s: commit of positions failed: %s", self.name, e)
 
+    def caught_up_cached(self, p: int) -> bool:
+        """Partition ``p`` has been read to the end the consumer last heard of (no broker call).
+        The idle clock needs this: a partition whose records are queued behind other partitions'
+        has had no input for a while without being idle, and moving its clock to wall time would
+        make every queued record late."""
+        try:
+            _low, high = self.consumer.get_watermark_offsets(TopicPartition(self.input_topic, p), cached=True)
+        except Exception:  # noqa: BLE001 - no fetch yet for this partition: not known to be caught up
+            return False
+        return high >= 0 and self.position.get(p, 0) >= high
+
     def caught_up(self) -> bool:
         """Every assigned partition has been read to its current end (bounded runs)."""
         for p in self.cores:
@@ -490,7 +501,8 @@ class AggregatorWorker:
         runners += [(r, self.s.processor.demographics_window_seconds * 1000, self._emit_rows) for r in self.counts]
         for runner, window_ms, emit in runners:
             for p, core in runner.cores.items():
-                if now - runner.last_input.get(p, now) >= self.s.aggregator.idle_advance_seconds:
+                if (now - runner.last_input.get(p, now) >= self.s.aggregator.idle_advance_seconds
+                        and runner.caught_up_cached(p)):
                     before = core.final_through
                     emit(core.advance(wall - window_ms - delay))
                     if core.final_through != before:
@@ -521,7 +533,11 @@ class AggregatorWorker:
         started = last = time.monotonic()
         try:
             while True:
-                n = sum(st.poll(0.2 if len(self.stages) > 1 else 0.5) for st in self.stages)
+                # Non-blocking reads of every stage; block briefly only when none had anything, so
+                # idle stages never slow a busy one down.
+                n = sum(st.poll(0) for st in self.stages)
+                if not n:
+                    n = self.stages[0].poll(0.2)
                 now = time.monotonic()
                 if n:
                     last = now

@@ -144,7 +144,7 @@ def test_a_worker_killed_mid_stream_publishes_what_an_uninterrupted_run_publishe
             time.sleep(0.5)
         # ... then give it the rest and kill it while it is reading.
         produce_cells(s, cells[split:])
-        time.sleep(0.3)
+        time.sleep(0.1)
         worker.send_signal(signal.SIGKILL)
         worker.wait(30)
     finally:
@@ -158,8 +158,10 @@ def test_a_worker_killed_mid_stream_publishes_what_an_uninterrupted_run_publishe
     text = out.stdout + out.stderr
     assert text.count("partitions[") >= s.aggregator.partitions and "combiner[0]@" in text, text
 
-    m = re.search(r"'partitions': (\d+)", text)
-    assert m and int(m.group(1)) > 0, f"the restart should have records left to read after the kill: {text}"
+    # The restart had input left in some stage after its snapshot (group cells, or partials the
+    # combiner had not snapshotted): the kill landed mid-stream, not after a clean finish.
+    read = {k: int(v) for k, v in re.findall(r"'(partitions|combiner)': (\d+)", text)}
+    assert sum(read.values()) > 0, f"the restart should have records left to read after the kill: {text}"
 
     got_flow, got_foot, _ = published(s)
     assert set(got_flow) == {r.key for r in want_flow}
