@@ -26,10 +26,10 @@ without a broker; this one runs the deployed commands on the local stack
      window order, keyed by group id (``pipeline.processor.app.occurrence_key``), so that every
      group's cells share a partition (docs/AGGREGATOR.md §2).
    * ``flowctl``: ``flowctl simulate run SCENARIO --to kafka --truth F --params F --seed --days``
-     as is. At the time of writing that command produces camera by camera
-     (pipeline/simulator/publish.py, ``produce_kafka``; keyed by camera id before 3c131cf, by
-     group since), which the aggregator cannot use: every camera after a partition's first
-     arrives after its windows were closed and is dropped as late. Kept to show it.
+     as is. Before 86baf2e that command produced camera by camera (and keyed by camera id before
+     3c131cf), which the aggregator cannot use: every camera after a partition's first arrived
+     after its windows were closed and was dropped as late. Since 86baf2e it sends the cells in
+     window order keyed by group, like the bench producer.
 3. ``flowctl aggregate --flush --no-cold-starts --idle-timeout --max-seconds`` (one worker, both
    stages), then ``flowctl sink --idle-timeout --max-seconds``.
 4. ``flowctl flows --json`` over the simulated period, compared with the truth: per pair the
@@ -620,7 +620,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--idle-advance-seconds", type=float, default=0.0,
                     help="aggregator.idle_advance_seconds for the run (default 0: the configured value, 60 s). "
                          "At 2e1b5a5, with 60 s a group partition still waiting behind the others for its first "
-                         "record jumps to wall time and drops its whole week as late; 3600 works around that")
+                         "record jumped to wall time and dropped its whole week as late (fixed in 824a0f4); "
+                         "3600 takes the idle clock out of a run")
     ap.add_argument("--nice", type=int, default=10, help="niceness of the flowctl subprocesses (0: none)")
     ap.add_argument("--progress-seconds", type=float, default=30.0)
     ap.add_argument("--keep", action="store_true", help="keep each replicate's topics, database and keys")
