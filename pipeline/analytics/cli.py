@@ -8,6 +8,7 @@ the question and prints the answer. Nothing here reads the restricted per-window
 from __future__ import annotations
 
 import json
+import math
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Callable
@@ -134,8 +135,19 @@ def flows_table(estimates: list[FlowEstimate], title: str) -> Table:
     return t
 
 
+def _finite(v: Any) -> Any:
+    """JSON has no NaN or infinity: an estimate that cannot be formed (no far-band products, so
+    no kappa) is written as null, not as the invalid bare token ``NaN``."""
+    if isinstance(v, float) and not math.isfinite(v):
+        return None
+    if isinstance(v, (list, tuple)):
+        return [_finite(x) for x in v]
+    return v
+
+
 def _dump(rows: list[FlowEstimate]) -> None:
-    click.echo(json.dumps([{**e.__dict__, "ci95": list(e.ci95)} for e in rows], indent=2))
+    click.echo(json.dumps([{k: _finite(v) for k, v in {**e.__dict__, "ci95": list(e.ci95)}.items()} for e in rows],
+                          indent=2, allow_nan=False))
 
 
 def _footnote(q: FlowQuery, rows: list[FlowEstimate]) -> None:
