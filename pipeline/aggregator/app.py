@@ -408,18 +408,23 @@ class AggregatorWorker:
                 self.stages.append(runner)
 
     # -- record handling -------------------------------------------------------------------------------
+    def _check_origin(self, site_id: str, camera_id: str, window_start_ms: int) -> None:
+        """Dead-letter reasons every restricted input shares: ids the warehouse would refuse, and a
+        window from a clock running ahead (it would finalise every earlier window)."""
+        for key in (site_id, camera_id):
+            if not serde.valid_identifier(key):
+                raise BadRecord("invalid_id", "site or camera id is not a valid identifier")
+        ahead = window_start_ms - time.time() * 1000
+        if ahead > self.s.aggregator.future_tolerance_seconds * 1000:
+            raise BadRecord("future_window", f"window starts {ahead / 1000:.0f} s after wall clock (skewed clock)")
+
     def _handle_occurrence(self, core: GroupPartitionAggregator, msg: Message) -> None:
         try:
             rec = serde.decode("GroupOccurrence", msg.value())
             cell = OccurrenceCell.from_record(rec)
         except (serde.SerdeError, KeyError, TypeError, ValueError) as e:
             raise BadRecord("malformed", f"not a GroupOccurrence record: {type(e).__name__}") from None
-        for key in (cell.site_id, cell.camera_id):
-            if not serde.valid_identifier(key):
-                raise BadRecord("invalid_id", "site or camera id is not a valid identifier")
-        ahead = cell.window_start_ms - time.time() * 1000
-        if ahead > self.s.aggregator.future_tolerance_seconds * 1000:
-            raise BadRecord("future_window", f"window starts {ahead / 1000:.0f} s after wall clock (skewed clock)")
+        self._check_origin(cell.site_id, cell.camera_id, cell.window_start_ms)
         before = core.stats.late_cells
         self._emit_partials(core.add(cell, msg.offset()))
         if core.stats.late_cells > before:
@@ -431,12 +436,7 @@ class AggregatorWorker:
             cell = CountCell.from_record(kind, serde.decode(record, msg.value()))
         except (serde.SerdeError, KeyError, TypeError, ValueError) as e:
             raise BadRecord("malformed", f"not a {record} record: {type(e).__name__}") from None
-        for key in (cell.site_id, cell.camera_id):
-            if not serde.valid_identifier(key):
-                raise BadRecord("invalid_id", "site or camera id is not a valid identifier")
-        ahead = cell.window_start_ms - time.time() * 1000
-        if ahead > self.s.aggregator.future_tolerance_seconds * 1000:
-            raise BadRecord("future_window", f"window starts {ahead / 1000:.0f} s after wall clock (skewed clock)")
+        self._check_origin(cell.site_id, cell.camera_id, cell.window_start_ms)
         before = dict(core.stats.rejected)
         self._emit_rows(core.add(cell, msg.offset()))
         refused = [r for r, n in core.stats.rejected.items() if n > before.get(r, 0)]
