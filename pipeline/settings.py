@@ -249,7 +249,7 @@ class AggregatorSettings(_Section):
 
     @property
     def footfall_noise_scale(self) -> float:
-        """Both published footfall values of a camera-hour (occurrences, and windows with any) can
+        """Both published footfall values of a camera-hour (occurrences, and live windows) can
         move with one person's passes, each by at most the pass bound per day: the footfall table's
         L1 sensitivity per person-day is twice the bound, so each value gets noise of scale
         2 x bound / epsilon and the table as a whole is epsilon-DP per person-day."""

@@ -46,14 +46,14 @@ CAMERA_RETIRE_MS = 7 * 24 * HOUR_MS
 
 
 class _PairHour:
-    """Per (hour, A, B): the window-product sums, per lag, per SE range, and over the far band."""
+    """Per (hour, A, B): the window-product sums, per lag, per SE range, and over each far band."""
 
     __slots__ = ("lag", "rng", "nn_far")
 
-    def __init__(self, lags: int, ranges: int) -> None:
+    def __init__(self, lags: int, ranges: int, far_bands: int) -> None:
         self.lag = [[0, 0, 0, 0] for _ in range(lags)]    # per lag: nn, qq, qn, nn2
         self.rng = [[0, 0, 0, 0] for _ in range(ranges)]  # per SE range: nn, qq, qn, nn2
-        self.nn_far = 0
+        self.nn_far = [0] * far_bands                     # per far band (inner first): nn
 
     def dump(self) -> list[Any]:
         return [self.lag, self.rng, self.nn_far]
@@ -163,7 +163,7 @@ class Combiner:
                 return self._stale()
             self._ranges.setdefault(p.time_ms, {}).setdefault(p.cam, {})[p.partition] = p.values
         else:
-            if len(p.values) != self.spec.max_lag + 2:
+            if len(p.values) != self.spec.max_lag + 1 + len(self.spec.far_bands):
                 self.stats.reject("lag_count")
                 return []
             if done is not None and self.spec.hour_closes_at(p.time_ms) <= done:
@@ -255,22 +255,23 @@ class Combiner:
                     for x, (nx, qx) in totals.items():
                         if spec.allows(y, x):  # A = y at t2, B = x at t (d = 0: both orders visited)
                             _add_products(self._pair(hour2, y, x).lag[d], ny, qy, nx, qx)
-            # Far band: only N products, so sum each camera's far-band totals per hour first.
-            far: dict[tuple[int, Cam], int] = {}
+            # Far bands: only N products, so sum each camera's far-band totals per hour first.
+            far: dict[tuple[int, int, Cam], int] = {}
             for t2 in range(t - H * w, t - far_lo * w + w, w):
+                band = spec.far_band_of((t - t2) // w)
                 for y, (ny, _) in self._ring.get(t2, {}).items():
-                    k = (spec.hour_of(t2), y)
+                    k = (band, spec.hour_of(t2), y)
                     far[k] = far.get(k, 0) + ny
-            far_by_cam: dict[Cam, int] = {}
-            for (hour2, y), ny in far.items():
-                far_by_cam[y] = far_by_cam.get(y, 0) + ny
+            far_by_cam: dict[tuple[int, Cam], int] = {}
+            for (band, hour2, y), ny in far.items():
+                far_by_cam[(band, y)] = far_by_cam.get((band, y), 0) + ny
                 for x, (nx, _) in totals.items():
                     if spec.allows(y, x):  # A = y earlier, B = x at t: lag +d
-                        self._pair(hour2, y, x).nn_far += ny * nx
+                        self._pair(hour2, y, x).nn_far[band] += ny * nx
             for x, (nx, _) in totals.items():
-                for y, ny in far_by_cam.items():
+                for (band, y), ny in far_by_cam.items():
                     if spec.allows(x, y):  # A = x at t, B = y earlier: lag -d
-                        self._pair(hour_t, x, y).nn_far += nx * ny
+                        self._pair(hour_t, x, y).nn_far[band] += nx * ny
         self._range_terms(t - spec.range_reach * w)
         for old in [x for x in self._ring if x <= t - H * w]:
             del self._ring[old]
@@ -304,7 +305,7 @@ class Combiner:
         pairs = self._acc.setdefault(hour, {})
         acc = pairs.get((a, b))
         if acc is None:
-            acc = pairs[(a, b)] = _PairHour(self.spec.max_lag + 1, len(self.spec.ranges))
+            acc = pairs[(a, b)] = _PairHour(self.spec.max_lag + 1, len(self.spec.ranges), len(self.spec.far_bands))
         return acc
 
     # ---- closing hours -------------------------------------------------------------------------
@@ -371,8 +372,9 @@ class Combiner:
               version: int) -> list[FlowComponent]:
         spec = self.spec
         L = spec.max_lag
-        s = [sum(v[i] for v in cooc.values()) for i in range(L + 2)]
-        acc = acc or _PairHour(L + 1, len(spec.ranges))
+        bands = spec.far_bands
+        s = [sum(v[i] for v in cooc.values()) for i in range(L + 1 + len(bands))]
+        acc = acc or _PairHour(L + 1, len(spec.ranges), len(bands))
 
         def row(kind: str, lo: int, hi: int, s_: int, terms: list[int]) -> FlowComponent:
             r = FlowComponent(a[0], spec.window_seconds, h, a[1], a[2], b[1], b[2], kind, lo, hi, s_, *terms, version)
@@ -383,7 +385,7 @@ class Combiner:
 
         rows = [row(LAG, d, d, s[d], acc.lag[d]) for d in range(L + 1)]
         rows += [row(RANGE, lo, hi, sum(s[lo:hi + 1]), acc.rng[i]) for i, (lo, hi) in enumerate(spec.ranges)]
-        rows.append(row(FAR, spec.far_min, spec.far_max, s[L + 1], [acc.nn_far, 0, 0, 0]))
+        rows += [row(FAR, lo, hi, s[L + 1 + i], [acc.nn_far[i], 0, 0, 0]) for i, (lo, hi) in enumerate(bands)]
         return rows
 
     def flush(self) -> list[Row]:
@@ -438,7 +440,7 @@ class Combiner:
             c._ring.setdefault(t, {})[tuple(cam)] = (n, q)
         for h, a, b, (lag, rng, nn_far) in snap["acc"]:
             x = c._pair(h, tuple(a), tuple(b))
-            x.lag, x.rng, x.nn_far = [list(r) for r in lag], [list(r) for r in rng], nn_far
+            x.lag, x.rng, x.nn_far = [list(r) for r in lag], [list(r) for r in rng], list(nn_far)
         for h, cam, v in snap["foot"]:
             c._foot.setdefault(h, {})[tuple(cam)] = list(v)
         c._cams = {tuple(cam): int(t) for cam, t in snap.get("cams", [])}

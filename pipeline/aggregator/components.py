@@ -62,7 +62,7 @@ class GroupPartitionAggregator:
         self._pending: dict[int, dict[Cam, dict[int, int]]] = {}        # t -> cam -> group -> count
         self._ring: dict[int, dict[Cam, dict[int, int]]] = {}           # final windows within H
         self._by_group: dict[int, dict[Cam, dict[int, int]]] = {}       # group -> cam -> t -> count
-        self._acc: dict[int, dict[tuple[Cam, Cam], list[int]]] = {}     # hour -> (A, B) -> [S_0..S_L, S_far]
+        self._acc: dict[int, dict[tuple[Cam, Cam], list[int]]] = {}     # hour -> (A, B) -> [S_0..S_L, S_far per band]
         # Sliding B*_g sums per SE range (derived from the ring; rebuilt on restore).
         self._bstar: list[dict[Cam, dict[int, int]]] = [{} for _ in spec.ranges]
         self._qstar: list[dict[Cam, int]] = [{} for _ in spec.ranges]
@@ -95,7 +95,8 @@ class GroupPartitionAggregator:
             self.stats.late_occurrences += cell.occurrences
             return []
         groups = self._pending.setdefault(t, {}).setdefault(cell.cam, {})
-        groups[cell.group_id] = groups.get(cell.group_id, 0) + cell.occurrences
+        if cell.occurrences:   # a window marker (0) only says the camera-window exists
+            groups[cell.group_id] = groups.get(cell.group_id, 0) + cell.occurrences
         return self._advance(t)
 
     def add_many(self, cells: Iterable[OccurrenceCell]) -> list[Partial]:
@@ -127,8 +128,8 @@ class GroupPartitionAggregator:
             return "window_seconds"
         if c.window_start_ms % self._w:
             return "unaligned_window"
-        if c.occurrences <= 0:
-            return "non_positive_count"
+        if c.occurrences < 0:
+            return "negative_count"  # 0 is a window marker: the camera was live, nobody to count
         if c.group_id < 0:
             return "negative_group"
         return ""
@@ -207,9 +208,10 @@ class GroupPartitionAggregator:
                         if d <= L:
                             self._acc_for(spec.hour_of(t2), y, x)[d] += v
                         if d >= far_lo:
-                            self._acc_for(spec.hour_of(t2), y, x)[L + 1] += v
-                            # A = x at t, B = y at t2: lag -d, only the far band uses negative lags
-                            self._acc_for(hour_t, x, y)[L + 1] += v
+                            band = L + 1 + spec.far_band_of(d)
+                            self._acc_for(spec.hour_of(t2), y, x)[band] += v
+                            # A = x at t, B = y at t2: lag -d, only the far bands use negative lags
+                            self._acc_for(hour_t, x, y)[band] += v
         self._slide_ranges(t, out)
         self._evict(t - H * w)
 
@@ -217,7 +219,7 @@ class GroupPartitionAggregator:
         pairs = self._acc.setdefault(hour, {})
         acc = pairs.get((a, b))
         if acc is None:
-            acc = pairs[(a, b)] = [0] * (self.spec.max_lag + 2)
+            acc = pairs[(a, b)] = [0] * (self.spec.max_lag + 1 + len(self.spec.far_bands))
         return acc
 
     def _slide_ranges(self, t: int, out: list[Partial]) -> None:

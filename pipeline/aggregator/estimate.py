@@ -1,21 +1,39 @@
-"""The flow estimator on published components: sums of rows, then the same formulas as
-pipeline/analytics/flows.py.
+"""The flow estimator on published components: sums of rows over the hours a flow can happen
+in, a chance level measured on the far bands, and the SE. pipeline/analytics/flows.py runs the
+same computation in SQL.
 
-This is the reference for the next step (analytics reading components instead of cells) and
-what the aggregator's tests use to show that summed components reproduce the SQL estimator.
 Per ordered camera pair over whole hours and a lag range [lo, hi]:
 
-    S      = sum of lag rows d in [lo, hi]                 (s)
-    NN     = sum of lag rows d in [lo, hi]                 (nn)
-    kappa  = sum of far rows' s / sum of far rows' nn
+    hours  = the pair's active hours: NN_h > active_factor x the fictitious-only NN_h (below)
+    S, NN  = sums over those hours of the lag rows d in [lo, hi] (s from the range row if published)
+    k_in, k_out = s / nn of the inner and the outer far band over the same hours
+    kappa  = (1 + lam) k_out - lam k_in                        (lam = min(p, 0.5) by default)
     chance = kappa * NN
-    var0   = kappa * qq - kappa^2 * qn + kappa^3 * nn2     (qq, qn, nn2 of the range row [lo, hi])
+    var0   = kappa * qq - kappa^2 * qn + kappa^3 * nn2          (qq, qn, nn2 of the range row [lo, hi])
     flow   = (S - chance) / (p - kappa)
-    se     = sqrt(max(var0, 0) * (1 + NN / NN_far) / (p - kappa)^2 + max(flow, 0) * (1 - p) / p)
+    se^2   = (var0 * (1 + NN c_k) + noise) / (p - kappa)^2 + max(flow, 0) (1 - p) / p
+             c_k   = (1 + lam)^2 / NN_out + lam^2 / NN_in       (kappa's sampling error)
+             noise = noise var of S + NN^2 ((1 + lam)^2 v_out / NN_out^2 + lam^2 v_in / NN_in^2)
 
-The factor (1 + NN / NN_far) is the one change to the SQL estimator's SE: kappa's own sampling
-error, which the far band (bounded by the 2 h state) makes too large to ignore; see
-:func:`flow_from_sums`.
+docs/AGGREGATOR.md section 11 derives each step; in short:
+
+* **Active hours.** A pair-hour whose window products are no larger than fictitious persons alone
+  would give (the store is closed at one end) holds no flow worth the name, but its published
+  rows still carry noise of the full scale. Leaving such hours out lowered the SE of big flows by
+  15% at p = 0.1 with no measurable bias (bench/flows/realism_eval.py). The test uses only NN,
+  which is a product of the (noised) window totals: it does not look at S, so it cannot select on
+  the co-occurrences it estimates.
+* **Two far bands.** One person's captures further apart than the flow lags (visitors going on
+  to another site, long stays, staff) also fall in the far band and look like chance: with one
+  band the chance level came out about 1% high in the realistic world, and big flows 0.6 SE low.
+  Those pairs thin out with the lag; chance does not. With the band split in two, kappa is the
+  outer band's level minus lam times the inner-outer step: the level at which a same-person share
+  falling by a factor (1 + lam) / lam from band to band would vanish (3 at lam = 0.5). The step
+  costs variance that does not depend on p, while the bias it removes is p times the far
+  same-person pairs, so lam follows p: min(p, 0.5). Measured on the realistic world (7 days, with
+  the published noise): at p = 0.5 mean z -0.33 (both bands pooled), -0.27 (outer band alone),
+  -0.19 (lam = 0.5, SE +26%); at p = 0.1 the step is not worth it (lam = 0.5: SE +33%, the bias
+  is -0.1 SE without it). Data with a single far band (before 2026-11) gets that band's level.
 
 When [lo, hi] is not a published SE range, var0 falls back to the sum of the per-lag var0 (the
 lags' residuals treated as independent, see docs/AGGREGATOR.md) and the estimate says so.
@@ -33,10 +51,49 @@ from pipeline.aggregator.model import FAR, LAG, NN2_SHIFT, RANGE, FlowComponent
 # imported, so the aggregator does not depend on a later stage of the data path.
 Warehouse = Any
 
+FAR_EXTRAPOLATION_MAX = 0.5
+ACTIVE_FACTOR = 2.0
+
+
+def far_extrapolation_for(p: float) -> float:
+    """The default lam: the same-group rate, at most FAR_EXTRAPOLATION_MAX (module docstring)."""
+    return min(max(p, 0.0), FAR_EXTRAPOLATION_MAX)
+
+
+@dataclass(frozen=True)
+class EstimatorOptions:
+    """Choices of the estimator that are not in the published rows.
+
+    ``fictitious_per_window``: expected fictitious occurrences per camera-window of the parameter
+    set (``PrivacyParams.fictitious_per_window``); with ``windows_per_hour`` it gives the NN an
+    hour would have from fictitious persons alone. ``active_factor`` 0 keeps every hour.
+    ``far_extrapolation`` None: :func:`far_extrapolation_for` the same-group rate.
+    """
+
+    fictitious_per_window: float = 0.0
+    windows_per_hour: int = 60
+    active_factor: float = ACTIVE_FACTOR
+    far_extrapolation: float | None = None
+
+    def __post_init__(self) -> None:
+        lam = 0.0 if self.far_extrapolation is None else self.far_extrapolation
+        if not (self.fictitious_per_window >= 0 and self.windows_per_hour >= 1 and self.active_factor >= 0
+                and 0 <= lam <= 5):
+            raise ValueError("estimator options: fictitious_per_window >= 0, windows_per_hour >= 1, "
+                             "active_factor >= 0 and far_extrapolation in [0, 5]")
+
+    def nn_floor(self, lags: int) -> float:
+        """A pair-hour over ``lags`` lags counts as active when its NN exceeds this."""
+        f = self.fictitious_per_window
+        return self.active_factor * self.windows_per_hour * lags * f * f
+
 
 @dataclass(frozen=True)
 class PairSums:
-    """Summed components of one ordered pair (and lag range or single lag)."""
+    """Summed components of one ordered pair (and lag range or single lag) over its active hours.
+
+    ``s_far``/``nn_far``/``noise_var_far`` are the outer far band (or the only one);
+    ``*_far_in`` the inner band, zero when only one band was published."""
 
     s: int
     nn: int
@@ -49,10 +106,30 @@ class PairSums:
     # Variance of the published noise in s and in s_far (sum of the rows' noise_var_milli / 1000).
     noise_var: float = 0.0
     noise_var_far: float = 0.0
+    s_far_in: int = 0
+    nn_far_in: int = 0
+    noise_var_far_in: float = 0.0
+    hours: int = 0          # active pair-hours summed
+    hours_seen: int = 0     # pair-hours with rows in the period
 
-    @property
-    def kappa(self) -> float:
-        return self.s_far / self.nn_far if self.nn_far else float("nan")
+    def kappa(self, p: float) -> float:
+        """The chance level with the default extrapolation at same-group rate ``p``."""
+        return _kappa(self, far_extrapolation_for(p))[0]
+
+
+def _kappa(x: PairSums, lam: float) -> tuple[float, float, float]:
+    """(kappa, c_k, far noise variance of kappa * NN / NN): the far-band chance level, the factor
+    of var0 that is kappa's sampling error, and the published far noise carried into chance."""
+    if not x.nn_far:
+        return float("nan"), 0.0, 0.0
+    k_out = x.s_far / x.nn_far
+    if not (x.nn_far_in and lam):   # one band, or both pooled
+        nf = x.nn_far + x.nn_far_in
+        return (x.s_far + x.s_far_in) / nf, 1.0 / nf, (x.noise_var_far + x.noise_var_far_in) / nf ** 2
+    k_in = x.s_far_in / x.nn_far_in
+    a, b = 1.0 + lam, lam
+    return (a * k_out - b * k_in, a * a / x.nn_far + b * b / x.nn_far_in,
+            a * a * x.noise_var_far / x.nn_far ** 2 + b * b * x.noise_var_far_in / x.nn_far_in ** 2)
 
 
 @dataclass(frozen=True)
@@ -69,29 +146,33 @@ class ComponentEstimate:
     se_exact: bool
 
 
-def flow_from_sums(x: PairSums, p: float, kappa: float | None = None) -> tuple[float, float, float, float]:
+def flow_from_sums(x: PairSums, p: float, kappa: float | None = None,
+                   far_extrapolation: float | None = None) -> tuple[float, float, float, float]:
     """(kappa, chance, flow, se) from summed components.
 
-    With the far-band kappa (the default) the SE includes kappa's own sampling error:
-    chance = kappa * NN inherits Var(kappa) * NN^2, and Var(kappa) = Var(S_far) / NN_far^2 with
-    Var(S_far) ~ var0 * NN_far / NN (the same per-product spread as the flow lags), so the
-    no-flow variance becomes var0 * (1 + NN / NN_far). The SQL estimator's whole-period kappa
-    rests on ~20x more window products than the flow lags and leaves this term out; the far band
-    within the 2 h bound has only ~2.4x more, so here it matters (bench/flows/components_eval.py:
-    95% coverage 0.89 without it, 0.93 with it; the SQL estimator 0.93-0.94; docs/AGGREGATOR.md).
+    With the far-band kappa (the default) the SE includes kappa's own sampling error: chance =
+    kappa * NN inherits Var(kappa) * NN^2, and a band's Var(s/nn) = var0 / (NN * nn_band) (its
+    window products spread like the flow lags'), so the no-flow variance becomes var0 * (1 + NN
+    c_k) with c_k = (1 + lam)^2 / NN_out + lam^2 / NN_in (1 / NN_far for one band). The SQL
+    estimator's whole-period kappa rested on ~20x more window products than the flow lags and
+    left this term out; the far bands within the 2 h bound have only ~1.4x (each) more, so here it
+    matters (bench/flows/components_eval.py: 95% coverage 0.89 without it, 0.93 with it).
 
     ``kappa`` overrides the far-band kappa and drops that term: with the SQL estimator's kappa
-    the result is exactly what pipeline/analytics/flows.py computes (the tests' comparison).
+    the result is exactly what the cell-based reference estimator computes (the tests' comparison).
     """
-    k = x.kappa if kappa is None else kappa
+    if kappa is None:
+        lam = far_extrapolation_for(p) if far_extrapolation is None else far_extrapolation
+        k, c_k, far_noise = _kappa(x, lam)
+    else:
+        k, c_k, far_noise = kappa, 0.0, 0.0
     chance = k * x.nn
     var0 = k * x.qq - k * k * x.qn + k ** 3 * x.nn2
-    inflate = 1.0 + (x.nn / x.nn_far if x.nn_far else 0.0) if kappa is None else 1.0
     flow = (x.s - chance) / (p - k)
-    # Published-tier noise: independent of everything else, it adds its variance to S and, through
-    # kappa = S_far / NN_far, (NN / NN_far)^2 times the far band's to the chance term.
-    noise = x.noise_var + ((x.nn / x.nn_far) ** 2 * x.noise_var_far if kappa is None and x.nn_far else 0.0)
-    se = math.sqrt((max(var0, 0.0) * inflate + noise) / (p - k) ** 2 + max(flow, 0.0) * (1 - p) / p)
+    # Published-tier noise: independent of everything else; it adds its variance to S and, through
+    # kappa, NN^2 times the far bands' (weighted as kappa weighs them) to the chance term.
+    noise = x.noise_var + x.nn * x.nn * far_noise
+    se = math.sqrt((max(var0, 0.0) * (1.0 + x.nn * c_k) + noise) / (p - k) ** 2 + max(flow, 0.0) * (1 - p) / p)
     return k, chance, flow, se
 
 
@@ -101,77 +182,124 @@ def _epoch(t: datetime) -> int:
     return int(t.timestamp())
 
 
+@dataclass
+class HourTerms:
+    """The rows of one pair-hour (or pair-hour-lag) a flow question reads, already summed:
+    ``lag`` = (s, nn, qq, qn, nn2, noise_var_milli) over the lag rows in [lo, hi]; ``rng`` the
+    same for the range row [lo, hi] (None if not published); ``far_in``/``far_out`` = (s, nn,
+    noise_var_milli) of the inner and outer far bands (everything in ``far_out`` when only one
+    band was published). ``nn_active`` is the NN of the whole question's lag range in that hour:
+    what decides whether the hour is active (for a by-lag question too)."""
+
+    lag: list[int]
+    rng: list[int] | None
+    far_in: list[int]
+    far_out: list[int]
+    nn_active: int
+
+
+def sum_hours(hours: Iterable[HourTerms], lags: int, options: EstimatorOptions) -> PairSums:
+    """PairSums over the active hours (see the module docstring)."""
+    floor = options.nn_floor(lags)
+    lag, rng, fi, fo = [0] * 6, [0] * 6, [0, 0, 0], [0, 0, 0]
+    used = seen = 0
+    exact = True
+    for h in hours:
+        seen += 1
+        if h.nn_active <= floor:
+            continue
+        used += 1
+        lag = [x + y for x, y in zip(lag, h.lag)]
+        if h.rng is None:
+            exact = False
+        else:
+            rng = [x + y for x, y in zip(rng, h.rng)]
+        fi = [x + y for x, y in zip(fi, h.far_in)]
+        fo = [x + y for x, y in zip(fo, h.far_out)]
+    # s from the range row when every hour has one (one noise draw per hour, not one per lag; its
+    # noise-free value equals the lag rows' sum); otherwise the per-lag terms, lags as independent.
+    src = rng if exact and used else lag
+    return PairSums(src[0], lag[1], src[2], src[3], src[4], fo[0], fo[1], exact and used > 0, src[5] / 1000,
+                    fo[2] / 1000, fi[0], fi[1], fi[2] / 1000, used, seen)
+
+
+def _active(groups: dict[tuple, list[HourTerms]], lags: int, options: EstimatorOptions) -> dict[tuple, PairSums]:
+    """PairSums per key, leaving out keys without a single active hour (nothing to estimate)."""
+    out = {k: sum_hours(v, lags, options) for k, v in groups.items()}
+    return {k: x for k, x in out.items() if x.hours}
+
+
+def split_far_bands(bands: Iterable[tuple[int, int]]) -> int | None:
+    """The first lag of the outer far band when the rows hold exactly two adjacent bands (inner,
+    outer); None when they hold one band (or a mix of layouts after a configuration change), which
+    is then estimated as one band."""
+    b = sorted(set(bands))
+    return b[1][0] if len(b) == 2 and b[0][1] + 1 == b[1][0] else None
+
+
 def component_sums(wh: Warehouse, version: str, cameras: Sequence[str], start: datetime, end: datetime,
                    window_seconds: int = 60, min_lag: int = 0, max_lag: int = 30, *,
-                   by_lag: bool = False) -> dict[tuple, PairSums]:
+                   by_lag: bool = False, options: EstimatorOptions | None = None) -> dict[tuple, PairSums]:
     """Summed components per ordered pair (``(origin, destination)``, or with ``by_lag``
-    ``(origin, destination, lag)``) over the hours in [start, end) (whole hours: a partial hour
-    is rounded out to the hours it touches, as footfall_hourly does).
+    ``(origin, destination, lag)``) over the active hours in [start, end) (whole hours: a partial
+    hour is rounded out to the hours it touches, as footfall_hourly does).
 
-    Reads ``flow_components FINAL`` so that a replayed hour's rows count once.
+    ClickHouse sums the rows per pair-hour (``flow_components FINAL``, so that a replayed hour's
+    rows count once); the choice of hours and the sums over them are :func:`sum_hours`, the same
+    code :func:`sum_rows` runs on in-memory rows.
     """
+    options = options or EstimatorOptions(windows_per_hour=3600 // window_seconds)
     t0, t1 = _epoch(start) // 3600 * 3600, -(-_epoch(end) // 3600) * 3600
     names = {f"c{i}": c for i, c in enumerate(cameras)}
     cams = ", ".join(f"%({k})s" for k in names)
-    params = {"v": version, "w": window_seconds, "t0": t0, "t1": t1, "lo": min_lag, "hi": max_lag, **names}
+    params: dict[str, object] = {"v": version, "w": window_seconds, "t0": t0, "t1": t1, "lo": min_lag,
+                                 "hi": max_lag, **names}
     where = (f"params_version = %(v)s AND window_seconds = %(w)s AND hour >= toDateTime(%(t0)s) "
              f"AND hour < toDateTime(%(t1)s) AND concat(origin_site, '/', origin_camera) IN ({cams}) "
              f"AND concat(dest_site, '/', dest_camera) IN ({cams})")
     pair = "concat(origin_site, '/', origin_camera) AS a, concat(dest_site, '/', dest_camera) AS b"
     db = wh.database
-    far_rows = wh.rows(f"SELECT {pair}, sum(s), sum(nn), sum(noise_var_milli) FROM {db}.flow_components FINAL "
-                       f"WHERE {where} AND kind = 'far' GROUP BY a, b", params)
-    far = {tuple(r[:2]): (int(r[2]), int(r[3])) for r in far_rows}
-    far_noise = {tuple(r[:2]): int(r[4]) / 1000 for r in far_rows}
-    terms = "sum(s), sum(nn), sum(qq), sum(qn), sum(nn2_hi), sum(nn2_lo), sum(noise_var_milli)"
-    lag_rows = wh.rows(f"SELECT {pair}, lag_lo, {terms} FROM {db}.flow_components FINAL WHERE {where} "
-                       f"AND kind = 'lag' AND lag_lo >= %(lo)s AND lag_lo <= %(hi)s GROUP BY a, b, lag_lo", params)
-    out: dict[tuple, PairSums] = {}
+    bands = wh.rows(f"SELECT DISTINCT lag_lo, lag_hi FROM {db}.flow_components WHERE {where} AND kind = 'far'", params)
+    params["split"] = split_far_bands((int(lo), int(hi)) for lo, hi in bands) or -1
+    in_lags = "kind = 'lag' AND lag_lo >= %(lo)s AND lag_lo <= %(hi)s"
+    is_rng = "kind = 'range' AND lag_lo = %(lo)s AND lag_hi = %(hi)s"
+    far_in, far_out = "kind = 'far' AND lag_lo < %(split)s", "kind = 'far' AND lag_lo >= %(split)s"
 
-    def sums(s, nn, qq, qn, hi, lo, noise, exact=True, key=None) -> PairSums:
-        sf, nf = far.get(key, (0, 0))
-        return PairSums(int(s), int(nn), int(qq), int(qn), (int(hi) << NN2_SHIFT) + int(lo), sf, nf, exact,
-                        int(noise) / 1000, far_noise.get(key, 0.0))
+    def terms(cond: str) -> str:
+        return ", ".join(f"sumIf({c}, {cond})" for c in ("s", "nn", "qq", "qn", "nn2_hi", "nn2_lo", "noise_var_milli"))
 
-    if by_lag:
-        for a, b, lag, s, nn, qq, qn, hi, lo, noise in lag_rows:
-            out[(a, b, int(lag))] = sums(s, nn, qq, qn, hi, lo, noise, key=(a, b))
-        return out
-    rng = {tuple(r[:2]): r[2:] for r in wh.rows(
-        f"SELECT {pair}, {terms} FROM {db}.flow_components FINAL WHERE {where} AND kind = 'range' "
-        f"AND lag_lo = %(lo)s AND lag_hi = %(hi)s GROUP BY a, b", params)}
-    per_pair: dict[tuple, list] = {}
-    for a, b, lag, s, nn, qq, qn, hi, lo, noise in lag_rows:
-        per_pair.setdefault((a, b), []).append((int(s), int(nn), int(qq), int(qn), (int(hi) << NN2_SHIFT) + int(lo),
-                                                int(noise)))
-    for key, lags in per_pair.items():
-        s, nn = sum(x[0] for x in lags), sum(x[1] for x in lags)
-        if key in rng:
-            # A published range's own s carries one noise draw per hour, not one per lag.
-            rs, _, qq, qn, hi, lo, noise = rng[key]
-            out[key] = sums(rs, nn, qq, qn, hi, lo, noise, key=key)
-        else:  # not a published SE range: per-lag terms, lags treated as independent
-            out[key] = PairSums(s, nn, sum(x[2] for x in lags), sum(x[3] for x in lags), sum(x[4] for x in lags),
-                                *far.get(key, (0, 0)), se_exact=False, noise_var=sum(x[5] for x in lags) / 1000,
-                                noise_var_far=far_noise.get(key, 0.0))
-    return out
+    def far(cond: str) -> str:
+        return ", ".join(f"sumIf({c}, {cond})" for c in ("s", "nn", "noise_var_milli"))
 
+    per_hour = wh.rows(f"SELECT {pair}, toUInt32(hour) AS h, {terms(in_lags)}, {terms(is_rng)}, countIf({is_rng}), "
+                       f"{far(far_in)}, {far(far_out)} FROM {db}.flow_components FINAL WHERE {where} "
+                       f"GROUP BY a, b, h", params)
 
-def estimate_from_components(wh: Warehouse, version: str, cameras: Sequence[str], start: datetime, end: datetime,
-                             same_group_rate: float, window_seconds: int = 60, min_lag: int = 0, max_lag: int = 30,
-                             *, by_lag: bool = False) -> list[ComponentEstimate]:
-    out = []
-    sums = component_sums(wh, version, cameras, start, end, window_seconds, min_lag, max_lag, by_lag=by_lag)
-    for key in sorted(sums):
-        x = sums[key]
-        if by_lag:
-            a, b, lag = key
-            # a single lag's SE: its own per-lag terms are exact (the SQL estimator's by_lag)
-        else:
-            (a, b), lag = key, None
-        k, chance, flow, se = flow_from_sums(x, same_group_rate)
-        out.append(ComponentEstimate(a, b, lag, float(x.s), chance, k, same_group_rate, flow, se, x.se_exact))
-    return out
+    def six(v: Sequence[Any]) -> list[int]:
+        s, nn, qq, qn, hi, lo, noise = (int(x) for x in v)
+        return [s, nn, qq, qn, (hi << NN2_SHIFT) + lo, noise]
+
+    hours: dict[tuple, HourTerms] = {}
+    for r in per_hour:
+        hours[(r[0], r[1], int(r[2]))] = HourTerms(six(r[3:10]), six(r[10:17]) if int(r[17]) else None,
+                                                   [int(x) for x in r[18:21]], [int(x) for x in r[21:24]],
+                                                   int(r[4]))
+    lags = max_lag - min_lag + 1
+    if not by_lag:
+        per_pair: dict[tuple, list[HourTerms]] = {}
+        for (a, b, _), x in hours.items():
+            per_pair.setdefault((a, b), []).append(x)
+        return _active(per_pair, lags, options)
+    lag_rows = wh.rows(f"SELECT {pair}, toUInt32(hour) AS h, lag_lo, sum(s), sum(nn), sum(qq), sum(qn), sum(nn2_hi), "
+                       f"sum(nn2_lo), sum(noise_var_milli) FROM {db}.flow_components FINAL WHERE {where} "
+                       f"AND {in_lags} GROUP BY a, b, h, lag_lo", params)
+    per_lag: dict[tuple, list[HourTerms]] = {}
+    for a, b, h, lag, *v in lag_rows:
+        x = hours[(a, b, int(h))]
+        t = six(v)
+        # a single lag's own row is its exact range
+        per_lag.setdefault((a, b, int(lag)), []).append(HourTerms(t, t, x.far_in, x.far_out, x.nn_active))
+    return _active(per_lag, lags, options)
 
 
 def latest_rows(rows: Iterable[Any]) -> list[Any]:
@@ -187,28 +315,40 @@ def latest_rows(rows: Iterable[Any]) -> list[Any]:
 
 
 def sum_rows(rows: Iterable[FlowComponent], min_lag: int = 0, max_lag: int = 30, *,
-             hours: tuple[int, int] | None = None) -> dict[tuple[str, str], PairSums]:
+             hours: tuple[int, int] | None = None, options: EstimatorOptions | None = None,
+             by_lag: bool = False) -> dict[tuple, PairSums]:
     """:func:`component_sums` over in-memory rows (deduplicated first), per ordered pair
-    ``("site/camera", "site/camera")``; ``hours`` = [first, end) in epoch milliseconds."""
-    acc: dict[tuple[str, str], dict[str, list[int]]] = {}
-    for r in latest_rows(rows):
-        if not isinstance(r, FlowComponent) or (hours and not hours[0] <= r.hour_ms < hours[1]):
-            continue
-        key = (f"{r.origin_site}/{r.origin_camera}", f"{r.dest_site}/{r.dest_camera}")
-        a = acc.setdefault(key, {"lag": [0] * 6, "range": [0] * 6, "far": [0, 0, 0], "has_range": [0]})
-        terms = (r.s, r.nn, r.qq, r.qn, r.nn2, r.noise_var_milli)
+    ``("site/camera", "site/camera")`` (and lag); ``hours`` = [first, end) in epoch milliseconds."""
+    rows = [r for r in latest_rows(rows) if isinstance(r, FlowComponent)
+            and (not hours or hours[0] <= r.hour_ms < hours[1])]
+    if not rows:
+        return {}
+    options = options or EstimatorOptions(windows_per_hour=3600 // rows[0].window_seconds)
+    split = split_far_bands((r.lag_lo, r.lag_hi) for r in rows if r.kind == FAR) or -1
+    acc: dict[tuple, HourTerms] = {}
+    per_lag: dict[tuple, list[int]] = {}
+    for r in rows:
+        key = (f"{r.origin_site}/{r.origin_camera}", f"{r.dest_site}/{r.dest_camera}", r.hour_ms)
+        x = acc.get(key)
+        if x is None:
+            x = acc[key] = HourTerms([0] * 6, None, [0, 0, 0], [0, 0, 0], 0)
+        terms = [r.s, r.nn, r.qq, r.qn, r.nn2, r.noise_var_milli]
         if r.kind == LAG and min_lag <= r.lag_lo <= max_lag:
-            a["lag"] = [x + y for x, y in zip(a["lag"], terms)]
+            x.lag = [a + b for a, b in zip(x.lag, terms)]
+            x.nn_active += r.nn
+            per_lag[(*key, r.lag_lo)] = terms
         elif r.kind == RANGE and (r.lag_lo, r.lag_hi) == (min_lag, max_lag):
-            a["range"] = [x + y for x, y in zip(a["range"], terms)]
-            a["has_range"][0] = 1
+            x.rng = terms
         elif r.kind == FAR:
-            a["far"] = [a["far"][0] + r.s, a["far"][1] + r.nn, a["far"][2] + r.noise_var_milli]
-    out = {}
-    for key, a in acc.items():
-        src = a["range"] if a["has_range"][0] else a["lag"]
-        # s from the range row when there is one (one noise draw per hour, not one per lag); its
-        # noise-free value equals the lag rows' sum.
-        out[key] = PairSums(src[0], a["lag"][1], *src[2:5], a["far"][0], a["far"][1], bool(a["has_range"][0]),
-                            src[5] / 1000, a["far"][2] / 1000)
-    return out
+            band = x.far_in if r.lag_lo < split else x.far_out
+            band[:] = [band[0] + r.s, band[1] + r.nn, band[2] + r.noise_var_milli]
+    lags = max_lag - min_lag + 1
+    groups: dict[tuple, list[HourTerms]] = {}
+    if by_lag:
+        for (a, b, h, lag), t in per_lag.items():
+            x = acc[(a, b, h)]
+            groups.setdefault((a, b, lag), []).append(HourTerms(t, t, x.far_in, x.far_out, x.nn_active))
+    else:
+        for (a, b, _), x in acc.items():
+            groups.setdefault((a, b), []).append(x)
+    return _active(groups, lags, options)

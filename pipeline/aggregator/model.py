@@ -26,7 +26,7 @@ UINT64_MAX = (1 << 64) - 1
 # Kinds of published flow component rows (the ``kind`` column).
 LAG = "lag"        # one lag d: lag_lo = lag_hi = d, 0 <= d <= max_lag
 RANGE = "range"    # a configured SE range [lag_lo, lag_hi]: exact variance terms for that range
-FAR = "far"        # the far band lag_lo <= |d| <= lag_hi, both directions: what kappa needs
+FAR = "far"        # a far band lag_lo <= |d| <= lag_hi, both directions: what kappa needs (inner and outer)
 
 # Kinds of restricted partials (stage 1 -> stage 2).
 WINDOW = "WINDOW"
@@ -86,6 +86,9 @@ class AggregatorSpec:
     ranges: tuple[tuple[int, int], ...] = ()
     far_min: int = 0   # 0: default_far_min(max_lag, far_max)
     far_max: int = 0   # 0: the largest that keeps restricted_age_seconds within bound_seconds
+    # 2: the far band is published as an inner and an outer half (see far_bands), so the estimator
+    # can tell chance from same-person pairs that thin out with the lag; 1: one band (before 2026-11).
+    far_split: int = 2
     lateness_seconds: int = 300
     cross_site: bool = True
     bound_seconds: int = 7200
@@ -117,6 +120,10 @@ class AggregatorSpec:
         for lo, hi in self.ranges:
             if not 0 <= lo <= hi <= self.max_lag:
                 raise SpecError(f"SE range [{lo}, {hi}] must lie within the flow lags [0, {self.max_lag}]")
+        if self.far_split not in (1, 2):
+            raise SpecError(f"far_split={self.far_split}: the far band is published whole (1) or as two halves (2)")
+        if self.far_split == 2 and self.far_max == self.far_min:
+            raise SpecError("a far band split in two needs at least two lags (far_max > far_min)")
         if not self.max_lag < self.far_min <= self.far_max:
             raise SpecError(f"far band [{self.far_min}, {self.far_max}] must lie beyond max_lag={self.max_lag}: "
                             "kappa is measured on window pairs too far apart to hold one person's journey, and "
@@ -138,6 +145,25 @@ class AggregatorSpec:
     def horizon(self) -> int:
         """H, in windows: the largest lag either stage multiplies."""
         return self.far_max
+
+    @property
+    def far_bands(self) -> tuple[tuple[int, int], ...]:
+        """The published far bands, inner first: [far_min, far_max] whole, or its two halves (the
+        outer one the larger when the lag count is odd).
+
+        Why two: pairs of one person's captures further apart than any flow lag (visitors who go
+        on to another site, long stays, staff) also land in the far band and make it look like
+        more chance than there is. They thin out with the lag; chance does not. The estimator
+        (pipeline/aggregator/estimate.py) uses the two halves to take most of them out.
+        """
+        if self.far_split == 1:
+            return ((self.far_min, self.far_max),)
+        mid = self.far_min + (self.far_max - self.far_min + 1) // 2
+        return ((self.far_min, mid - 1), (mid, self.far_max))
+
+    def far_band_of(self, d: int) -> int:
+        """Index in :attr:`far_bands` of the far lag |d| (which must lie in [far_min, far_max])."""
+        return 0 if self.far_split == 1 or d < self.far_bands[1][0] else 1
 
     @property
     def range_reach(self) -> int:
@@ -173,7 +199,8 @@ class AggregatorSpec:
         r = ",".join(f"{a}-{b}" for a, b in self.ranges)
         noise = f";n{self.flow_noise_scale:g}-{self.footfall_noise_scale:g}-{self.total_noise_scale:g}" if (
             self.flow_noise_scale or self.footfall_noise_scale or self.total_noise_scale) else ""
-        return (f"w{self.window_seconds};L{self.max_lag};r{r};f{self.far_min}-{self.far_max};"
+        split = "" if self.far_split == 1 else f"/{self.far_bands[1][0]}"
+        return (f"w{self.window_seconds};L{self.max_lag};r{r};f{self.far_min}-{self.far_max}{split};"
                 f"x{int(self.cross_site)}{noise}")
 
     def allows(self, a: Cam, b: Cam) -> bool:
@@ -236,7 +263,8 @@ class Partial:
     * ``RANGE``: for reference window ``time`` = t and each configured SE range r (in spec
       order), ``values[r]`` = Q*^P_r(t) = sum over its groups g of (sum_{d in r} X_g(t + d))^2.
     * ``COOCCURRENCE``: for the hour ``time`` and the ordered pair (camera -> dest), ``values`` =
-      [S^P_0, ..., S^P_L, S^P_far]: the co-occurrences of its groups per lag and in the far band.
+      [S^P_0, ..., S^P_L, S^P_far...]: the co-occurrences of its groups per lag and in each far
+      band (``spec.far_bands``, inner first).
     * ``PROGRESS``: every window before ``time`` is final in this partition, and every partial
       it implies was sent before this record. ``values`` = (first hour whose flow shares are
       complete, first hour whose footfall shares are complete): (0, 0) unless the partition

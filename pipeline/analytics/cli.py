@@ -106,8 +106,8 @@ def _estimates(wh: Any, q: FlowQuery, by_lag: bool, show_sql: bool, level: str =
     """Estimates at ``level``: camera pairs' components are summed per zone (store, site) pair
     before estimating, so a roll-up pools kappa (docs/ANALYST_SQL.md)."""
     if show_sql:
-        sql, params = flow_sql(wh.database, q, by_lag=by_lag)
-        if level != "camera":
+        sql, params = flow_sql(wh.database, q, by_lag=by_lag, sites=level == "site")
+        if level not in ("camera", "site"):
             click.echo(f"-- camera pairs; the {level} level sums their components (s, nn, qq, qn, nn2, far) per "
                        f"{level} pair before the same formulas (docs/ANALYST_SQL.md, roll-ups)")
         click.echo(render_sql(sql, params) + ";")

@@ -3,28 +3,17 @@
 Why components: the per-window group cells flows used to be computed from are linkable,
 restricted data (issue 11). Analysts read only what the streaming aggregator publishes
 (docs/AGGREGATOR.md): per ordered camera pair and hour, integer sums over all groups and windows,
-one row per lag (``lag``), per configured SE range (``range``) and for the far band (``far``)
-where chance is measured. Every row is additive over hours and camera pairs, so a period of
-hours, a lag range or a roll-up to zones, stores and sites is a sum of rows:
+one row per lag (``lag``), per configured SE range (``range``) and for the inner and outer far
+bands (``far``) where chance is measured. Every row is additive over hours and camera pairs, so
+a period of hours, a lag range or a roll-up to zones, stores and sites is a sum of rows.
 
-    S      = the range row [min_lag, max_lag]'s s, else the sum of the lag rows' s over those lags
-    NN     = sum of the lag rows' nn over the same lags
-    kappa  = sum of the far rows' s / sum of the far rows' nn
-    chance = kappa * NN
-    var0   = kappa * qq - kappa^2 * qn + kappa^3 * nn2   (the range row [min_lag, max_lag], else per-lag rows)
-    noise  = noise variance of S + (NN / NN_far)^2 * noise variance of the far rows  (noise_var_milli / 1000)
-    flow   = (S - chance) / (p - kappa)
-    se     = sqrt((max(var0, 0) * (1 + NN / NN_far) + noise) / (p - kappa)^2 + max(flow, 0) * (1 - p) / p)
-
-kappa is the probability that two unrelated occurrences share a group, measured on window pairs
-too far apart to hold one person's journey; a person who really goes from A to B adds the
-same-group rate p to S and kappa to chance, hence the divisor. The factor (1 + NN / NN_far) is
-kappa's own sampling error; ``noise`` is the published tier's protective noise (issue 11 item 3),
-whose variance each row carries. The sums and formulas are those of
-:mod:`pipeline.aggregator.estimate` (``component_sums``, ``flow_from_sums``), which this module
-calls, so the CLI, the report and the aggregator's tests share one estimator; :func:`flow_sql`
-is the same computation as one SELECT, for ``--show-sql``, Grafana and docs/ANALYST_SQL.md
-(tests check the two agree).
+The estimator is :mod:`pipeline.aggregator.estimate` (its docstring has the formulas,
+docs/AGGREGATOR.md section 11 the derivation): sums over the pair's *active* hours (window
+products above what fictitious persons alone give), kappa from the outer far band extrapolated
+with the inner one, and an SE that carries kappa's sampling error and the published noise.
+:func:`estimate_flows` reads per pair-hour sums from ClickHouse and runs that module's code;
+:func:`flow_sql` is the same computation as one SELECT, for ``--show-sql``, Grafana and
+docs/ANALYST_SQL.md (tests check the two agree, on the Debian server and on chdb).
 
 When [min_lag, max_lag] is not a range the aggregator publishes exactly, the SE falls back to
 the per-lag terms (the lags' residuals treated as independent) and the estimate says so
@@ -44,7 +33,8 @@ from dataclasses import dataclass, fields
 from datetime import datetime, timezone
 from typing import Iterable, Mapping, Sequence
 
-from pipeline.aggregator.estimate import PairSums, component_sums, flow_from_sums
+from pipeline.aggregator.estimate import (FAR_EXTRAPOLATION_MAX, EstimatorOptions, PairSums, component_sums,
+                                         flow_from_sums, split_far_bands)
 from pipeline.sink.clickhouse import Warehouse
 
 Z95 = 1.959963984540054
@@ -126,6 +116,8 @@ class FlowEstimate:
     flow: float
     se: float
     se_exact: bool = True    # False: the lag range has no published SE range; per-lag terms summed
+    hours: int = 0           # active pair-hours the estimate sums (of ``hours_seen`` with rows)
+    hours_seen: int = 0
 
     @property
     def ci95(self) -> tuple[float, float]:
@@ -140,7 +132,13 @@ class PublishedLags:
 
     lags: frozenset[int]
     ranges: frozenset[tuple[int, int]]
-    far: tuple[int, int] | None
+    far: tuple[int, int] | None                      # the whole far band
+    far_bands: tuple[tuple[int, int], ...] = ()      # as published: inner and outer, or one band
+
+    @property
+    def far_split(self) -> int:
+        """First lag of the outer band, or -1 when the rows hold one band (all of it 'outer')."""
+        return split_far_bands(self.far_bands) or -1
 
     @property
     def max_lag(self) -> int | None:
@@ -179,55 +177,99 @@ _PAIR = "concat(origin_site, '/', origin_camera) AS cam_a, concat(dest_site, '/'
 _NN2 = "toFloat64(sum(nn2_hi)) * 4294967296 + sum(nn2_lo)"   # nn2 = nn2_hi * 2^32 + nn2_lo
 
 
-def _terms_sql(base: str, by_lag: bool) -> str:
-    """Per pair (and lag): S (``s_t``), NN, the variance terms qq_t, qn_t, nn2_t and the published
-    noise's variance in S (``nv_t``), with ``exact`` = 1 when the variance terms are exact: a
-    single lag's own row, or the range row when [lo, hi] is a published SE range (whose ``s``
-    carries one noise draw per hour, not one per lag); otherwise the per-lag rows summed (lags
-    treated as independent)."""
-    lag, keys = (", lag_lo AS lag", "cam_a, cam_b, lag") if by_lag else ("", "cam_a, cam_b")
-    lags = (f"SELECT {_PAIR}{lag}, sum(s) AS s_lag, sum(nn) AS nn_sum, toFloat64(sum(qq)) AS qq_lag, "
-            f"toFloat64(sum(qn)) AS qn_lag, {_NN2} AS nn2_lag, sum(noise_var_milli) / 1000 AS nv_lag {base} "
-            f"AND kind = 'lag' AND lag_lo >= %(lag_lo)s AND lag_lo <= %(lag_hi)s GROUP BY {keys}")
-    if by_lag:
-        return (f"SELECT {keys}, s_lag AS s_t, nn_sum, qq_lag AS qq_t, qn_lag AS qn_t, nn2_lag AS nn2_t, "
-                f"nv_lag AS nv_t, 1 AS exact FROM ({lags})")
-    rng = (f"SELECT {_PAIR}, sum(s) AS s_r, toFloat64(sum(qq)) AS qq_r, toFloat64(sum(qn)) AS qn_r, "
-           f"{_NN2} AS nn2_r, sum(noise_var_milli) / 1000 AS nv_r, count() AS n_range {base} AND kind = 'range' "
-           f"AND lag_lo = %(lag_lo)s AND lag_hi = %(lag_hi)s GROUP BY cam_a, cam_b")
-    picked = ", ".join(f"if(n_range > 0, {x}_r, {x}_lag) AS {x}_t" for x in ("s", "qq", "qn", "nn2", "nv"))
-    return (f"SELECT {keys}, nn_sum, {picked}, n_range > 0 AS exact "
-            f"FROM ({lags}) AS l ANY LEFT JOIN ({rng}) AS r USING (cam_a, cam_b)")
+def _six(cond: str, suffix: str) -> str:
+    """s, nn, qq, qn, nn2 and noise variance summed over the rows matching ``cond`` (aliases never
+    reuse a column name: ClickHouse aliases are global to a SELECT, and 18.16 would nest the
+    aggregates)."""
+    return (f"sumIf(s, {cond}) AS s_{suffix}, sumIf(nn, {cond}) AS nn_{suffix}, "
+            f"toFloat64(sumIf(qq, {cond})) AS qq_{suffix}, toFloat64(sumIf(qn, {cond})) AS qn_{suffix}, "
+            f"toFloat64(sumIf(nn2_hi, {cond})) * 4294967296 + sumIf(nn2_lo, {cond}) AS nn2_{suffix}, "
+            f"sumIf(noise_var_milli, {cond}) / 1000 AS nv_{suffix}")
 
 
-def flow_sql(db: str, q: FlowQuery, *, by_lag: bool = False) -> tuple[str, dict[str, object]]:
+def _far3(cond: str, suffix: str) -> str:
+    return (f"sumIf(s, {cond}) AS s_{suffix}, sumIf(nn, {cond}) AS nn_{suffix}, "
+            f"sumIf(noise_var_milli, {cond}) / 1000 AS nv_{suffix}")
+
+
+_IN_LAGS = "kind = 'lag' AND lag_lo >= %(lag_lo)s AND lag_lo <= %(lag_hi)s"
+_IS_RANGE = "kind = 'range' AND lag_lo = %(lag_lo)s AND lag_hi = %(lag_hi)s"
+_FAR_IN, _FAR_OUT = "kind = 'far' AND lag_lo < split", "kind = 'far' AND lag_lo >= split"
+_TERMS = ("s", "nn", "qq", "qn", "nn2", "nv")
+
+
+_SITES = "origin_site AS site_a, dest_site AS site_b"
+
+
+def _per_hour_sql(base: str) -> str:
+    """Per camera pair-hour: the lag rows over [lo, hi], the range row [lo, hi] (``n_r`` = whether
+    it was published), the inner and outer far bands. ``nn_l`` is what makes an hour active."""
+    return (f"SELECT {_PAIR}, {_SITES}, hour AS h, {_six(_IN_LAGS, 'l')}, {_six(_IS_RANGE, 'r')}, "
+            f"countIf({_IS_RANGE}) AS n_r, {_far3(_FAR_IN, 'fi')}, {_far3(_FAR_OUT, 'fo')} "
+            f"{base} GROUP BY cam_a, cam_b, site_a, site_b, h")
+
+
+def flow_sql(db: str, q: FlowQuery, *, by_lag: bool = False, sites: bool = False) -> tuple[str, dict[str, object]]:
     """One SELECT estimating every ordered camera pair of ``q`` (and, with ``by_lag``, every lag)
-    from ``flow_components FINAL``: the computation of :func:`estimate_flows` at camera level.
+    from ``flow_components FINAL``: the computation of :func:`estimate_flows` at camera level,
+    with the default options (:class:`EstimatorOptions`).
 
+    Self-contained: the same-group rate and the fictitious persons per window (for the
+    active-hour floor) come from ``privacy_params``, the split between the far bands from the
+    published rows, so Grafana can run it with only the period, cameras and lags as variables.
     Returns SQL with %(name)s placeholders plus the values; `flowctl flows --show-sql` prints it
     with the values filled in, for analysts who run it from clickhouse-client or a BI tool.
-    Columns: cam_a, cam_b[, lag], s, chance, kappa, p, flow, se, se_exact. Aliases never reuse
-    a column name (ClickHouse aliases are global to a SELECT; 18.16 would nest the aggregates).
-    The SE adds the published noise's variance: S's own, and the far band's through kappa
-    (times (NN / NN_far)^2).
+    Columns: cam_a, cam_b[, lag], s, chance, kappa, p, flow, se, se_exact, hours, hours_seen;
+    with ``sites`` the roll-up to site pairs (site_a, site_b, ...: the camera pairs' active hours
+    summed, kappa pooled, as ``estimate_flows(level_of=...)`` does).
     """
+    opts = EstimatorOptions()
     base, params = _component_filter(db, q)
-    keys = "cam_a, cam_b, lag" if by_lag else "cam_a, cam_b"
-    far = (f"SELECT {_PAIR}, sum(s) AS s_far, sum(nn) AS nn_far, sum(noise_var_milli) / 1000 AS nv_far {base} "
-           f"AND kind = 'far' GROUP BY cam_a, cam_b")
+    pair_keys = "site_a, site_b" if sites else "cam_a, cam_b"
+    keys = f"{pair_keys}, lag" if by_lag else pair_keys
+    split = (f"(SELECT if(count() = 2 AND min(lag_hi) + 1 = max(lag_lo), max(lag_lo), -1) FROM "
+             f"(SELECT DISTINCT lag_lo, lag_hi {base.replace(' FINAL', '')} AND kind = 'far'))")
+    fict = (f"(SELECT argMax(n_groups, registered_at) * argMax(fictitious_per_group, registered_at) "
+            f"FROM {db}.privacy_params WHERE params_version = %(version)s)")
+    floor = (f"{opts.active_factor:g} * (3600 / %(w)s) * (%(lag_hi)s - %(lag_lo)s + 1) * pow({fict}, 2)")
+    per_hour = f"WITH {split} AS split " + _per_hour_sql(base)
+    if by_lag:
+        # one lag's own row is its exact range; activity and far bands come from its pair-hour
+        per_lag = (f"SELECT {_PAIR}, hour AS h, lag_lo AS lag, {_six('1', 'g')} {base} AND {_IN_LAGS} "
+                   f"GROUP BY cam_a, cam_b, h, lag")
+        joined = (f"SELECT cam_a, cam_b, site_a, site_b, lag, h, " + ", ".join(f"{t}_g AS {t}_x" for t in _TERMS) +
+                  ", 1 AS has_r, nn_l, s_fi, nn_fi, nv_fi, s_fo, nn_fo, nv_fo "
+                  f"FROM ({per_lag}) AS g ANY LEFT JOIN ({per_hour}) AS ph USING (cam_a, cam_b, h)")
+    else:
+        joined = (f"SELECT cam_a, cam_b, site_a, site_b, h, " + ", ".join("nn_l AS nn_x" if t == "nn" else
+                                                           f"if(n_r > 0, {t}_r, {t}_l) AS {t}_x" for t in _TERMS) +
+                  ", n_r > 0 AS has_r, nn_l, s_fi, nn_fi, nv_fi, s_fo, nn_fo, nv_fo FROM (" + per_hour + ")")
+    # Sums over the active hours. nn is always the lag rows' (equal to the range row's); s, qq, qn,
+    # nn2 and the noise come from the range row when every active hour has one (min(has_r)).
+    summed = (f"SELECT {keys}, sum(nn_x) AS nn_t, "
+              + ", ".join(f"sum({t}_x) AS {t}_t" for t in ("s", "qq", "qn", "nn2", "nv")) +
+              ", min(has_r) AS exact, count() AS hours_used, sum(s_fi) AS sfi, sum(nn_fi) AS nfi, sum(nv_fi) AS vfi, "
+              f"sum(s_fo) AS sfo, sum(nn_fo) AS nfo, sum(nv_fo) AS vfo FROM ({joined}) "
+              f"WHERE nn_l > {floor} GROUP BY {keys}")
+    seen = (f"SELECT {keys}, count() AS hours_all FROM ({joined}) GROUP BY {keys}")
     p = (f"(SELECT argMax(same_group_rate, registered_at) FROM {db}.privacy_params "
          f"WHERE params_version = %(version)s)")
-    with_kappa = (f"SELECT {keys}, s_t, nn_sum, qq_t, qn_t, nn2_t, nv_t, exact, nn_far, nv_far, "
-                  f"s_far / nn_far AS kappa, {p} AS p "
-                  f"FROM ({_terms_sql(base, by_lag)}) AS t ANY LEFT JOIN ({far}) AS f USING (cam_a, cam_b)")
-    estimate = (f"SELECT {keys}, s_t, kappa * nn_sum AS chance, kappa, p, "
-                f"(s_t - kappa * nn_sum) / (p - kappa) AS fl, "
+    lam = f"least(p, {FAR_EXTRAPOLATION_MAX:g})"
+    two = "(nfi > 0 AND lam > 0)"
+    with_kappa = (f"SELECT {keys}, s_t, nn_t, qq_t, qn_t, nn2_t, nv_t, exact, hours_used, {p} AS p, {lam} AS lam, "
+                  f"if({two}, (1 + lam) * sfo / nfo - lam * sfi / nfi, (sfo + sfi) / (nfo + nfi)) AS kappa, "
+                  f"if({two}, pow(1 + lam, 2) / nfo + pow(lam, 2) / nfi, 1 / (nfo + nfi)) AS c_k, "
+                  f"if({two}, pow(1 + lam, 2) * vfo / pow(nfo, 2) + pow(lam, 2) * vfi / pow(nfi, 2), "
+                  f"(vfo + vfi) / pow(nfo + nfi, 2)) AS far_noise FROM ({summed})")
+    estimate = (f"SELECT {keys}, s_t, kappa * nn_t AS chance, kappa, p, "
+                f"(s_t - kappa * nn_t) / (p - kappa) AS fl, "
                 f"kappa * qq_t - pow(kappa, 2) * qn_t + pow(kappa, 3) * nn2_t AS var0, "
-                f"1 + nn_sum / nn_far AS kappa_term, "
-                f"nv_t + if(nn_far > 0, pow(nn_sum / nn_far, 2) * nv_far, 0) AS noise, exact FROM ({with_kappa})")
+                f"1 + nn_t * c_k AS kappa_term, nv_t + nn_t * nn_t * far_noise AS noise, exact, hours_used "
+                f"FROM ({with_kappa})")
     sql = (f"SELECT {keys}, s_t AS s, chance, kappa, p, fl AS flow, "
            f"sqrt((greatest(var0, 0) * kappa_term + noise) / pow(p - kappa, 2) + greatest(fl, 0) * (1 - p) / p) AS se, "
-           f"exact AS se_exact FROM ({estimate}) ORDER BY {keys}")
+           f"exact AS se_exact, hours_used AS hours, hours_all AS hours_seen "
+           f"FROM ({estimate}) AS e ANY LEFT JOIN ({seen}) AS n USING ({keys}) ORDER BY {keys}")
     return sql, params
 
 
@@ -238,13 +280,21 @@ def render_sql(sql: str, params: dict[str, object]) -> str:
     return substitute(sql, params)
 
 
-def registered_rate(wh: Warehouse, version: str) -> float:
-    rows = wh.rows(f"SELECT argMax(same_group_rate, registered_at) FROM {wh.database}.privacy_params "
-                   f"WHERE params_version = %(v)s GROUP BY params_version", {"v": version})
+def registered_params(wh: Warehouse, version: str) -> tuple[float, float]:
+    """(same-group rate p, expected fictitious occurrences per camera-window) of a registered
+    parameter set."""
+    rows = wh.rows(f"SELECT argMax(same_group_rate, registered_at), "
+                   f"argMax(n_groups, registered_at) * argMax(fictitious_per_group, registered_at) "
+                   f"FROM {wh.database}.privacy_params WHERE params_version = %(v)s GROUP BY params_version",
+                   {"v": version})
     if not rows:
         raise FlowQueryError(f"privacy parameter set {version!r} is not registered in {wh.database}.privacy_params; "
                              f"run `flowctl params register --params FILE` (or the simulator) first")
-    return float(rows[0][0])
+    return float(rows[0][0]), float(rows[0][1])
+
+
+def registered_rate(wh: Warehouse, version: str) -> float:
+    return registered_params(wh, version)[0]
 
 
 def published_lags(wh: Warehouse, q: FlowQuery) -> PublishedLags:
@@ -255,7 +305,8 @@ def published_lags(wh: Warehouse, q: FlowQuery) -> PublishedLags:
     lags = frozenset(int(lo) for kind, lo, _ in rows if kind == "lag")
     ranges = frozenset((int(lo), int(hi)) for kind, lo, hi in rows if kind == "range")
     far = sorted((int(lo), int(hi)) for kind, lo, hi in rows if kind == "far")
-    return PublishedLags(lags, ranges, far[0] if far else None)
+    whole = (min(lo for lo, _ in far), max(hi for _, hi in far)) if far else None
+    return PublishedLags(lags, ranges, whole, tuple(far))
 
 
 def _check_lags(q: FlowQuery, pub: PublishedLags) -> None:
@@ -283,24 +334,27 @@ def roll_up(sums: Mapping[tuple, PairSums], level_of: Mapping[str, str]) -> dict
     return {k: pool(v) for k, v in groups.items()}
 
 
-def _estimate(key: tuple, x: PairSums, p: float) -> FlowEstimate:
+def _estimate(key: tuple, x: PairSums, p: float, lam: float | None) -> FlowEstimate:
     a, b, *lag = key
-    kappa, chance, flow, se = flow_from_sums(x, p)
+    kappa, chance, flow, se = flow_from_sums(x, p, far_extrapolation=lam)
     return FlowEstimate(a, b, lag[0] if lag else None, float(x.s), finite(chance), finite(kappa), p, finite(flow),
-                        finite(se), x.se_exact)
+                        finite(se), x.se_exact, x.hours, x.hours_seen)
 
 
 def estimate_flows(wh: Warehouse, q: FlowQuery, *, by_lag: bool = False,
-                   level_of: Mapping[str, str] | None = None) -> list[FlowEstimate]:
+                   level_of: Mapping[str, str] | None = None,
+                   options: EstimatorOptions | None = None) -> list[FlowEstimate]:
     """Every ordered pair of ``q.cameras`` (or, with ``level_of``, of their zones, stores or
-    sites) that has published components in the period; with ``by_lag`` one estimate per lag."""
-    p = registered_rate(wh, q.params_version)
+    sites) that has published components in the period; with ``by_lag`` one estimate per lag.
+    ``options`` default to the parameter set's fictitious rate and the estimator's defaults."""
+    p, fictitious = registered_params(wh, q.params_version)
     _check_lags(q, published_lags(wh, q))
+    options = options or EstimatorOptions(fictitious_per_window=fictitious, windows_per_hour=3600 // q.window_seconds)
     sums = component_sums(wh, q.params_version, q.camera_keys, q.start, q.end, q.window_seconds, q.min_lag,
-                          q.max_lag, by_lag=by_lag)
+                          q.max_lag, by_lag=by_lag, options=options)
     if level_of:
         sums = roll_up(sums, level_of)
-    return [_estimate(k, sums[k], p) for k in sorted(sums)]
+    return [_estimate(k, sums[k], p, options.far_extrapolation) for k in sorted(sums)]
 
 
 def finite(x: float) -> float:

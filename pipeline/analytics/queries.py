@@ -1,8 +1,10 @@
 """Footfall, demographics and line crossings per camera and hour, from the published tier.
 
-Footfall reads ``footfall_components FINAL`` (per camera-hour occurrences and windows with any,
-published by the flow aggregator; FINAL so that a replayed hour counts once) and subtracts the
-expected fictitious persons of the parameter set. Demographics and crossings read
+Footfall reads ``footfall_components FINAL`` (per camera-hour occurrences and the camera's live
+windows, published by the flow aggregator; FINAL so that a replayed hour counts once) and
+subtracts the expected fictitious persons of every live window. A window the processor closed
+sends at least a window marker, so an empty window at night counts (before 2026-11 only windows
+with cells did, and quiet hours read about 22 persons an hour high). Demographics and crossings read
 ``demographic_components FINAL`` / ``crossing_components FINAL``: the aggregator's counts stages
 publish every cell of every seen camera-hour, zeros included, with discrete Laplace noise whose
 variance each row carries (``noise_var_milli``, thousandths; additive over the cells a query
@@ -32,7 +34,7 @@ class FootfallRow:
     camera_id: str
     hour: datetime            # start of the hour, UTC
     occurrences: int          # real + fictitious occurrences published, plus noise
-    windows: int              # windows that had rows in the hour, plus noise
+    windows: int              # live windows of the camera in the hour (cells or a marker), plus noise
     estimated_persons: float  # occurrences - windows * fictitious_per_group * n_groups
     noise_var: float = 0.0    # variance the published noise adds to estimated_persons
 

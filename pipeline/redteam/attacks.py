@@ -316,8 +316,8 @@ def sighting_attack_restricted(prior: World, world: World, targets: np.ndarray |
             for d in range(L + 1):
                 there = cells.get((bb, tw + d))
                 match = 0.0
-                if there:
-                    lam = totals[(bb, tw + d)] / G
+                lam = totals.get((bb, tw + d), 0) / G
+                if there and lam > 0:   # a window marker alone (0 occurrences) matches nothing
                     match = sum(wg * there.get(g, 0) for g, wg in wts.items()) / lam
                 like += pd[d] * ((1 - p) + p * match)
             loglr[bb] = math.log(max(like, 1e-300))
@@ -809,7 +809,7 @@ def row_existence(world: World, tier: str) -> ExistenceResult:
              world.hour_index(r.hour_ms), r.kind, r.lag_lo, r.lag_hi): r for r in t.flow}
     if flow:
         kinds = [(LAG, d, d) for d in range(spec.max_lag + 1)] + [(RANGE, lo, hi) for lo, hi in spec.ranges] + [
-            (FAR, spec.far_min, spec.far_max)]
+            (FAR, lo, hi) for lo, hi in spec.far_bands]
         seen = {k[0][0] for k in flow} | {k[0][1] for k in flow}
         start = min(k[1] for k in flow)
         pairs = {(a, b): start for a in seen for b in seen

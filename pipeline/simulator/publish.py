@@ -258,7 +258,8 @@ def publish(sc: Scenario, captures: Captures, groups: np.ndarray, params: Privac
             key = ci * W + w
             s, e = seg_of.get(key, (0, 0))
             counts = dict(zip(g3l[s:e], c3l[s:e]))
-            padded = pad_with_fictitious(counts, params, rng)
+            # a window left empty still sends a marker (group 0, 0 occurrences), as processors do
+            padded = pad_with_fictitious(counts, params, rng) or {0: 0}
             n = len(padded)
             gs = np.fromiter(padded.keys(), dtype=np.int32, count=n)
             ns = np.fromiter(padded.values(), dtype=np.int32, count=n)

@@ -116,11 +116,12 @@ def brute_force(cells: Sequence[OccurrenceCell], spec: AggregatorSpec) -> tuple[
                     nb, qb = bstar.sum(), (bstar * bstar).sum()
                     add(RANGE, lo, hi, (int((A[i] * bstar).sum()), na * nb, qa * qb, qa * nb * nb + na * na * qb,
                                         (na * nb) ** 2))
-                s_far = nn_far = 0
-                for d in list(range(spec.far_min, spec.far_max + 1)) + list(range(-spec.far_max, -spec.far_min + 1)):
-                    s_far += int((A[i] * B[i + d]).sum())
-                    nn_far += na * N[ci[b], i + d]
-                add(FAR, spec.far_min, spec.far_max, (s_far, nn_far, 0, 0, 0))
+                for lo, hi in spec.far_bands:
+                    s_far = nn_far = 0
+                    for d in list(range(lo, hi + 1)) + list(range(-hi, -lo + 1)):
+                        s_far += int((A[i] * B[i + d]).sum())
+                        nn_far += na * N[ci[b], i + d]
+                    add(FAR, lo, hi, (s_far, nn_far, 0, 0, 0))
     rows = {k: tuple(int(x) for x in v) for k, v in rows.items()}
     return rows, {k: tuple(v) for k, v in foot.items()}
 

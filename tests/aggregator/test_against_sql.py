@@ -24,7 +24,7 @@ import numpy as np
 import pytest
 
 from pipeline.aggregator import AggregatorSpec, OccurrenceCell
-from pipeline.aggregator.estimate import component_sums, flow_from_sums, sum_rows
+from pipeline.aggregator.estimate import component_sums, far_extrapolation_for, flow_from_sums, sum_rows
 from pipeline.aggregator.model import (FLOW_COMPONENT_COLUMNS, FOOTFALL_COMPONENT_COLUMNS, FlowComponent,
                                        flow_component_columns, footfall_component_columns)
 from pipeline.analytics.dimensions import register_params
@@ -103,21 +103,27 @@ def test_in_memory_sums_equal_the_warehouse_sums(day):
 
 
 def test_far_band_kappa_stays_close_to_the_whole_period_kappa(day):
-    """The one intended difference. kappa from window pairs 61..102 minutes apart (either order)
-    against kappa from every pair further apart than 30 minutes in the day: a few percent. The
-    flows then differ by about kappa's sampling error, which the published SE adds (the SQL
-    estimator's whole-period kappa has ~20x more pairs and leaves it out)."""
+    """The one intended difference. kappa from window pairs 61..102 minutes apart (either order,
+    inner and outer half, extrapolated: pipeline/aggregator/estimate.py) against kappa from every
+    pair further apart than 30 minutes in the day: within kappa's sampling error. The flows then
+    differ by about that error, which the published SE adds (the SQL estimator's whole-period
+    kappa has ~20x more pairs and leaves it out)."""
     q = FlowQuery(day["params"].version, day["cams"], day["start"], day["end"])
     expected = {(e.origin, e.destination): e for e in estimate_flows(day["wh"], q)}
     got = sum_rows(day["flow"])
     p = day["params"].same_group_rate
+    lam = far_extrapolation_for(p)
     z = []
     for pair, e in expected.items():
-        kappa, _, flow, se = flow_from_sums(got[pair], p)
-        # kappa's relative sampling error is about 1 / sqrt(S_far) (~3% for a day of these cameras)
-        assert abs(kappa - e.kappa) < 4 * kappa / np.sqrt(got[pair].s_far), pair
-        kappa_sd = np.sqrt(se ** 2 - e.se ** 2)  # the added term, var0 * NN / NN_far / (p - kappa)^2
-        assert 0.3 * e.se < kappa_sd < 0.8 * e.se
+        x = got[pair]
+        kappa, _, flow, se = flow_from_sums(x, p)
+        assert kappa == pytest.approx((1 + lam) * x.s_far / x.nn_far - lam * x.s_far_in / x.nn_far_in, rel=1e-12)
+        # relative sampling error of each band's kappa: about 1 / sqrt(its s); extrapolated, the
+        # outer band's counts (1 + lam) times and the inner one's lam times
+        rel_sd = np.sqrt((1 + lam) ** 2 / x.s_far + lam ** 2 / x.s_far_in)
+        assert abs(kappa - e.kappa) < 4 * kappa * rel_sd, pair
+        kappa_sd = np.sqrt(se ** 2 - e.se ** 2)  # the added term, var0 * NN * c_k / (p - kappa)^2
+        assert 0.5 * e.se < kappa_sd < 1.8 * e.se
         z.append((flow - e.flow) / kappa_sd)
     assert max(abs(x) for x in z) < 4
     assert 0.3 < np.std(z) < 2.0

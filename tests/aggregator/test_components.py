@@ -31,8 +31,10 @@ def _random_spec(r: np.random.Generator) -> AggregatorSpec:
     far_min = L + 1 + int(r.integers(0, 3))
     ranges = {tuple(sorted(int(x) for x in r.integers(0, L + 1, 2))) for _ in range(int(r.integers(1, 3)))}
     w = int(r.choice([60, 300, 900]))
+    far_max = far_min + int(r.integers(0, 8))
     return AggregatorSpec(window_seconds=w, max_lag=L, ranges=tuple(ranges), far_min=far_min,
-                          far_max=far_min + int(r.integers(0, 8)), lateness_seconds=int(r.integers(0, 3)) * w,
+                          far_max=far_max, far_split=1 if far_max == far_min else int(r.integers(1, 3)),
+                          lateness_seconds=int(r.integers(0, 3)) * w,
                           cross_site=bool(r.integers(0, 2)), bound_seconds=10 ** 6)
 
 
@@ -270,7 +272,7 @@ def test_bad_cells_are_rejected_and_counted_without_effect():
     core = GroupPartitionAggregator(SMALL)
     for bad, reason in ((OccurrenceCell("v", "s", "a", T0, 300, 1, 1), "window_seconds"),
                         (OccurrenceCell("v", "s", "a", T0 + 5, 60, 1, 1), "unaligned_window"),
-                        (OccurrenceCell("v", "s", "a", T0, 60, 1, 0), "non_positive_count"),
+                        (OccurrenceCell("v", "s", "a", T0, 60, 1, -1), "negative_count"),
                         (OccurrenceCell("v", "s", "a", T0, 60, -1, 1), "negative_group")):
         assert core.add(bad) == []
         assert core.stats.rejected[reason] == 1
@@ -358,3 +360,42 @@ def test_a_cold_restart_publishes_only_hours_it_can_complete():
     cold = {(type(r).__name__, r.key): r for r in rows}
     warm = {(type(r).__name__, r.key): r for r in warm_flow + warm_foot if r.hour_ms >= flows_from}
     assert cold and cold == warm
+
+
+def test_a_window_marker_counts_the_window_for_footfall_and_nothing_else():
+    """A window a processor closed with no cell sends a marker (0 occurrences): footfall counts
+    the window (so the expected fictitious persons of a live but empty window are subtracted) and
+    no flow term changes."""
+    cells = [cell("a", m, 5) for m in range(0, 60, 2)] + [cell("b", m, 5) for m in range(0, 60, 3)]
+    markers = [cell("a", m, 0, n=0) for m in range(1, 60, 2)]
+    flow, foot = run_pipeline(cells, SMALL, 2)
+    flow_m, foot_m = run_pipeline(cells + markers, SMALL, 2)
+    assert {r.key: (r.s, r.nn, r.qq, r.qn, r.nn2) for r in flow_m} == {r.key: (r.s, r.nn, r.qq, r.qn, r.nn2) for r in flow}
+    a = {r.hour_ms: (r.occurrences, r.windows) for r in foot if r.camera_id == "a"}
+    a_m = {r.hour_ms: (r.occurrences, r.windows) for r in foot_m if r.camera_id == "a"}
+    assert a[T0] == (30, 30) and a_m[T0] == (30, 60)
+
+
+
+def test_footfall_of_empty_hours_is_unbiased_with_markers():
+    """Nobody passes for 12 hours; processors pad every window with fictitious persons (about
+    one a window with the flow profile) and send a marker for a window left empty. Estimated
+    persons = occurrences - windows x fictitious per window then average 0; counting only
+    windows with cells (no markers) reads about 60 (1 - 1/e) fewer windows: ~+22 an hour."""
+    from pipeline.privacy import PrivacyParams
+    from pipeline.processor.app import occurrence_records
+    from pipeline.processor.windows import ClosedWindow
+
+    params = PrivacyParams.profile("flow")
+    rng = np.random.default_rng(3)
+    recs = [r for m in range(12 * 60) for r in occurrence_records(
+        ClosedWindow("s1", "a", T0 + m * 60_000, 60, {}), params, rng)]
+    cells = [OccurrenceCell.from_record({**r, "params_version": "v1"}) for r in recs]
+    spec = AggregatorSpec(window_seconds=60, max_lag=5, far_min=7, far_max=12)
+    f = params.fictitious_per_window
+    for with_markers, lo, hi in ((True, -7.0, 7.0), (False, 15.0, 30.0)):   # SE of the mean ~2.3
+        use = cells if with_markers else [c for c in cells if c.occurrences]
+        _, foot = run_pipeline(use, spec, 2)
+        est = [r.occurrences - r.windows * f for r in foot if r.camera_id == "a"]
+        assert len(est) == 12
+        assert lo < np.mean(est) < hi, (with_markers, np.mean(est))

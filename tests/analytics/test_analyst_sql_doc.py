@@ -168,6 +168,8 @@ def test_generated_statements_in_the_doc_are_current():
     assert stmts[2] == render_sql(*demographics_sql("flow", q.params_version, START, END, ("site-a",)))
     assert stmts[4] == render_sql(*crossings_sql("flow", q.params_version, START, END, ("site-a",)))
     assert stmts[5] == pretty_sql(render_sql(*flow_sql("flow", q)))
+    every = FlowQuery(q.params_version, tuple(CameraRef.parse(c) for c in CAMERAS), START, END)
+    assert stmts[6] == pretty_sql(render_sql(*flow_sql("flow", every, sites=True)))
 
 
 def test_doc_statements_on_chdb():

@@ -22,7 +22,7 @@ import pytest
 
 from pipeline.aggregator import AggregatorSpec, OccurrenceCell
 from pipeline.aggregator.batch import aggregate_cells
-from pipeline.aggregator.estimate import flow_from_sums, sum_rows
+from pipeline.aggregator.estimate import EstimatorOptions, flow_from_sums, sum_rows
 from pipeline.analytics.dimensions import register_params
 from pipeline.analytics.flows import (CameraRef, FlowEstimate, FlowQuery, FlowQueryError, estimate_flows, flow_sql,
                                       pool, published_lags)
@@ -78,6 +78,11 @@ def _load(wh, params: PrivacyParams, cells: list[OccurrenceCell]):
 
 def _query(params: PrivacyParams, **kw) -> FlowQuery:
     return FlowQuery(params.version, tuple(CameraRef("s1", c) for c in "ABC"), START, START + timedelta(days=1), **kw)
+
+
+def _options(params: PrivacyParams) -> EstimatorOptions:
+    """What estimate_flows uses for a registered parameter set."""
+    return EstimatorOptions(fictitious_per_window=params.fictitious_per_window)
 
 
 def _by_pair(est: list[FlowEstimate]) -> dict[tuple, FlowEstimate]:
@@ -184,8 +189,8 @@ def _assert_sql_matches(wh, q: FlowQuery, by_lag: bool = False) -> None:
         else:
             a, b, *vals = r
         assert (str(a), str(b)) == (e.origin, e.destination)
-        s, chance, kappa, p, flow, se, exact = (float(v) for v in vals)
-        assert s == e.co_occurrences and bool(exact) == e.se_exact
+        s, chance, kappa, p, flow, se, exact, hours, seen = (float(v) for v in vals)
+        assert s == e.co_occurrences and bool(exact) == e.se_exact and (hours, seen) == (e.hours, e.hours_seen)
         for got, want in ((chance, e.chance), (kappa, e.kappa), (p, e.same_group_rate), (flow, e.flow), (se, e.se)):
             assert got == pytest.approx(want, rel=1e-9, abs=1e-12)
 
@@ -200,7 +205,7 @@ def test_estimates_are_the_aggregators_estimator_on_the_published_rows(chdb):
     kappa's own error, and per-lag terms (se_exact False) for a range without a published SE."""
     wh, params, _, flow = chdb
     for lo, hi, exact in ((0, 30, True), (3, 9, False)):
-        sums = sum_rows(flow, lo, hi)
+        sums = sum_rows(flow, lo, hi, options=_options(params))
         est = _by_pair(estimate_flows(wh, _query(params, min_lag=lo, max_lag=hi)))
         assert est.keys() == sums.keys()
         for pair, e in est.items():
@@ -216,11 +221,12 @@ def test_roll_ups_sum_components_and_pool_kappa(chdb):
     level_of = {"s1/A": "s1/front", "s1/B": "s1/back", "s1/C": "s1/back"}
     zones = _by_pair(estimate_flows(wh, q, level_of=level_of))
     assert set(zones) == {("s1/front", "s1/back"), ("s1/back", "s1/front"), ("s1/back", "s1/back")}
-    sums = sum_rows(flow)
+    sums = sum_rows(flow, options=_options(params))
     front_back = pool([sums["s1/A", "s1/B"], sums["s1/A", "s1/C"]])
     z = zones["s1/front", "s1/back"]
     assert z.co_occurrences == cams["s1/A", "s1/B"].co_occurrences + cams["s1/A", "s1/C"].co_occurrences
-    assert z.kappa == front_back.s_far / front_back.nn_far  # one kappa for the zone pair
+    assert z.kappa == front_back.kappa(params.same_group_rate)  # one kappa for the zone pair
+    assert z.hours == cams["s1/A", "s1/B"].hours + cams["s1/A", "s1/C"].hours
     assert (z.flow, z.se) == flow_from_sums(front_back, params.same_group_rate)[2:]
     # pooling kappa is not adding the pairs' flows: the two differ, by less than the SE
     added = cams["s1/A", "s1/B"].flow + cams["s1/A", "s1/C"].flow
@@ -248,6 +254,8 @@ def test_lags_beyond_what_is_published_are_refused(chdb):
     wh, params, _, _ = chdb
     assert published_lags(wh, _query(params)).max_lag == SPEC.max_lag
     assert published_lags(wh, _query(params)).far == (SPEC.far_min, SPEC.far_max)
+    assert published_lags(wh, _query(params)).far_bands == SPEC.far_bands
+    assert published_lags(wh, _query(params)).far_split == SPEC.far_bands[1][0]
     with pytest.raises(FlowQueryError, match="publishes lags 0 to 30"):
         estimate_flows(wh, _query(params, max_lag=45))
     # a period without components: nothing to estimate, not an error
@@ -290,6 +298,6 @@ def test_published_noise_enters_the_estimate_and_its_se(chdb, data):
     write_components(wh, flow, foot)
     for lags, by_lag in (((0, 30), False), ((3, 9), False), ((0, 30), True)):
         _assert_sql_matches(wh, _query(noisy, min_lag=lags[0], max_lag=lags[1]), by_lag)
-    quiet = sum_rows(aggregate_cells(cells, SPEC)[0])
+    quiet = sum_rows(aggregate_cells(cells, SPEC)[0], options=_options(noisy))
     for pair, e in _by_pair(estimate_flows(wh, _query(noisy))).items():
         assert e.se > flow_from_sums(quiet[pair], noisy.same_group_rate)[3]

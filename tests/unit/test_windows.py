@@ -1,3 +1,5 @@
+import numpy as np
+
 from pipeline.processor.windows import WindowAggregator
 
 W = 60_000
@@ -35,3 +37,16 @@ def test_late_frame_opens_a_new_fragment():
     agg.add("s", "c", 2_000, [3], now=0)                # late
     frag = [w for w in agg.flush_all() if w.window_start_ms == 0]
     assert len(frag) == 1 and dict(frag[0].counts) == {3: 1}
+
+
+def test_processor_sends_a_marker_for_a_window_without_cells():
+    from pipeline.privacy import PrivacyParams
+    from pipeline.processor.app import WINDOW_MARKER_GROUP, occurrence_records
+    from pipeline.processor.windows import ClosedWindow
+
+    params = PrivacyParams.profile("flow").with_changes(fictitious_ratio=0.0)
+    w = ClosedWindow(site_id="s", camera_id="c", window_start_ms=1_793_610_000_000, window_seconds=60, counts={})
+    (rec,) = occurrence_records(w, params, np.random.default_rng(0))
+    assert (rec["group_id"], rec["occurrences"]) == (WINDOW_MARKER_GROUP, 0)
+    busy = ClosedWindow(site_id="s", camera_id="c", window_start_ms=1_793_610_000_000, window_seconds=60, counts={7: 2})
+    assert [(r["group_id"], r["occurrences"]) for r in occurrence_records(busy, params, np.random.default_rng(0))] == [(7, 2)]
