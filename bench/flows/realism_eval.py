@@ -19,8 +19,10 @@ Estimators (``--estimator``, repeatable):
 
 * ``current``: what the product runs (active hours, kappa from the outer far band extrapolated
   with the inner one, lam = min(p, 0.5));
-* ``before``: the estimator before issue 12 (every hour, both far bands pooled);
-* ``outer``: active hours, outer far band alone (lam = 0 on the outer band);
+* ``before``: the estimator before issue 12 (every hour with windows, both far bands weighed
+  equally, lam = -0.5);
+* ``outer``: active hours, outer far band alone (lam = 0);
+* ``extrapolated``: active hours, lam = 0.5 whatever p;
 * ``all-hours``: ``current`` without the active-hour choice.
 
 Printed per scenario, p, period, estimator and level (camera pairs, site pairs), over all
@@ -68,8 +70,9 @@ Z95 = 1.959964
 HOLDOUT = ROOT / "bench" / "flows" / "worlds" / "holdout.yaml"
 ESTIMATORS = {
     "current": dict(),
-    "before": dict(active_factor=0.0, far_extrapolation=0.0),
-    "outer": dict(outer_only=True),
+    "before": dict(active_factor=0.0, far_extrapolation=-0.5),
+    "outer": dict(far_extrapolation=0.0),
+    "extrapolated": dict(far_extrapolation=0.5),
     "all-hours": dict(active_factor=0.0),
 }
 
@@ -125,17 +128,12 @@ def run_world(sc: Scenario, p: float, rng: np.random.Generator, days: int, spec:
 
 def estimate(run: Run, p: float, period_days: int, name: str) -> dict[str, list[tuple[float, float, float]]]:
     """(truth, estimate, se) per camera pair and per site pair, for one estimator and period."""
-    kw = dict(ESTIMATORS[name])
-    outer_only = kw.pop("outer_only", False)
-    options = EstimatorOptions(fictitious_per_window=run.fictitious_per_window, **kw)
+    options = EstimatorOptions(fictitious_per_window=run.fictitious_per_window, **ESTIMATORS[name])
     hours = (run.start_ms, run.start_ms + period_days * 24 * HOUR_MS)
     sums = sum_rows(run.rows, 0, run.max_lag, hours=hours, options=options)
-    if outer_only:
-        from dataclasses import replace
-        sums = {k: replace(x, s_far_in=0, nn_far_in=0, noise_var_far_in=0.0) for k, x in sums.items()}
     truth = run.truth_pairs[:period_days].sum(axis=0)
     ix = {c: i for i, c in enumerate(run.cameras)}
-    lam = 0.0 if outer_only else options.far_extrapolation
+    lam = options.far_extrapolation
     out: dict[str, list[tuple[float, float, float]]] = {"camera": [], "site": []}
     for (a, b), x in sums.items():
         _, _, f, se = flow_from_sums(x, p, far_extrapolation=lam)
@@ -197,6 +195,7 @@ def plot(results: dict, out: Path) -> Path | None:
         for y in (-Z95, Z95):
             ax.axhline(y, color="grey", lw=0.8, ls="--")
         ax.set_xscale("symlog", linthresh=10)
+        ax.set_xlim(left=-1)   # truth is never negative; 0 is the pairs without flow
         ax.set_title(f"{sc}: {period} day(s), {first}")
         ax.set_xlabel("true flow per day (capture pairs)")
         ax.legend(fontsize=8)

@@ -7,7 +7,7 @@ Per ordered camera pair over whole hours and a lag range [lo, hi]:
     hours  = the pair's active hours: NN_h > active_factor x the fictitious-only NN_h (below)
     S, NN  = sums over those hours of the lag rows d in [lo, hi] (s from the range row if published)
     k_in, k_out = s / nn of the inner and the outer far band over the same hours
-    kappa  = (1 + lam) k_out - lam k_in                        (lam = min(p, 0.5) by default)
+    kappa  = (1 + lam) k_out - lam k_in                  (lam = 2p - 0.5 within [-0.5, 0.5] by default)
     chance = kappa * NN
     var0   = kappa * qq - kappa^2 * qn + kappa^3 * nn2          (qq, qn, nn2 of the range row [lo, hi])
     flow   = (S - chance) / (p - kappa)
@@ -26,14 +26,15 @@ docs/AGGREGATOR.md section 11 derives each step; in short:
 * **Two far bands.** One person's captures further apart than the flow lags (visitors going on
   to another site, long stays, staff) also fall in the far band and look like chance: with one
   band the chance level came out about 1% high in the realistic world, and big flows 0.6 SE low.
-  Those pairs thin out with the lag; chance does not. With the band split in two, kappa is the
-  outer band's level minus lam times the inner-outer step: the level at which a same-person share
-  falling by a factor (1 + lam) / lam from band to band would vanish (3 at lam = 0.5). The step
-  costs variance that does not depend on p, while the bias it removes is p times the far
-  same-person pairs, so lam follows p: min(p, 0.5). Measured on the realistic world (7 days, with
-  the published noise): at p = 0.5 mean z -0.33 (both bands pooled), -0.27 (outer band alone),
-  -0.19 (lam = 0.5, SE +26%); at p = 0.1 the step is not worth it (lam = 0.5: SE +33%, the bias
-  is -0.1 SE without it). Data with a single far band (before 2026-11) gets that band's level.
+  Those pairs thin out with the lag; chance does not. With the band split in two, kappa is a
+  weighted level of the two bands, (1 + lam) k_out - lam k_in: lam = -0.5 weighs them equally
+  (about the single band of before), 0 takes the outer band alone, 0.5 extrapolates outwards (the
+  level at which a same-person share falling by a factor 3 from band to band would vanish). The
+  further out, the more variance (half the window products, then a difference), while the bias
+  it removes is p times the far same-person pairs and the SE hardly depends on p: so lam follows
+  p, 2p - 0.5 clipped to [-0.5, 0.5] (pooled at p <= 0, outer band at 0.25, extrapolated at
+  0.5). bench/flows/realism_eval.py (docs/AGGREGATOR.md section 11) has the measurements. Data
+  with a single far band (before 2026-11) gets that band's level.
 
 When [lo, hi] is not a published SE range, var0 falls back to the sum of the per-lag var0 (the
 lags' residuals treated as independent, see docs/AGGREGATOR.md) and the estimate says so.
@@ -56,8 +57,8 @@ ACTIVE_FACTOR = 2.0
 
 
 def far_extrapolation_for(p: float) -> float:
-    """The default lam: the same-group rate, at most FAR_EXTRAPOLATION_MAX (module docstring)."""
-    return min(max(p, 0.0), FAR_EXTRAPOLATION_MAX)
+    """The default lam: 2p - 0.5 within [-0.5, 0.5] (module docstring)."""
+    return min(max(2.0 * p - 0.5, -FAR_EXTRAPOLATION_MAX), FAR_EXTRAPOLATION_MAX)
 
 
 @dataclass(frozen=True)
@@ -78,9 +79,9 @@ class EstimatorOptions:
     def __post_init__(self) -> None:
         lam = 0.0 if self.far_extrapolation is None else self.far_extrapolation
         if not (self.fictitious_per_window >= 0 and self.windows_per_hour >= 1 and self.active_factor >= 0
-                and 0 <= lam <= 5):
+                and -1 <= lam <= 2):
             raise ValueError("estimator options: fictitious_per_window >= 0, windows_per_hour >= 1, "
-                             "active_factor >= 0 and far_extrapolation in [0, 5]")
+                             "active_factor >= 0 and far_extrapolation in [-1, 2]")
 
     def nn_floor(self, lags: int) -> float:
         """A pair-hour over ``lags`` lags counts as active when its NN exceeds this."""
@@ -123,9 +124,8 @@ def _kappa(x: PairSums, lam: float) -> tuple[float, float, float]:
     if not x.nn_far:
         return float("nan"), 0.0, 0.0
     k_out = x.s_far / x.nn_far
-    if not (x.nn_far_in and lam):   # one band, or both pooled
-        nf = x.nn_far + x.nn_far_in
-        return (x.s_far + x.s_far_in) / nf, 1.0 / nf, (x.noise_var_far + x.noise_var_far_in) / nf ** 2
+    if not x.nn_far_in:   # one band
+        return k_out, 1.0 / x.nn_far, x.noise_var_far / x.nn_far ** 2
     k_in = x.s_far_in / x.nn_far_in
     a, b = 1.0 + lam, lam
     return (a * k_out - b * k_in, a * a / x.nn_far + b * b / x.nn_far_in,

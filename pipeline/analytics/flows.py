@@ -254,13 +254,13 @@ def flow_sql(db: str, q: FlowQuery, *, by_lag: bool = False, sites: bool = False
     seen = (f"SELECT {keys}, count() AS hours_all FROM ({joined}) GROUP BY {keys}")
     p = (f"(SELECT argMax(same_group_rate, registered_at) FROM {db}.privacy_params "
          f"WHERE params_version = %(version)s)")
-    lam = f"least(p, {FAR_EXTRAPOLATION_MAX:g})"
-    two = "(nfi > 0 AND lam > 0)"
+    lam = f"greatest(-{FAR_EXTRAPOLATION_MAX:g}, least({FAR_EXTRAPOLATION_MAX:g}, 2 * p - 0.5))"
+    two = "nfi > 0"
     with_kappa = (f"SELECT {keys}, s_t, nn_t, qq_t, qn_t, nn2_t, nv_t, exact, hours_used, {p} AS p, {lam} AS lam, "
-                  f"if({two}, (1 + lam) * sfo / nfo - lam * sfi / nfi, (sfo + sfi) / (nfo + nfi)) AS kappa, "
-                  f"if({two}, pow(1 + lam, 2) / nfo + pow(lam, 2) / nfi, 1 / (nfo + nfi)) AS c_k, "
+                  f"if({two}, (1 + lam) * sfo / nfo - lam * sfi / nfi, sfo / nfo) AS kappa, "
+                  f"if({two}, pow(1 + lam, 2) / nfo + pow(lam, 2) / nfi, 1 / nfo) AS c_k, "
                   f"if({two}, pow(1 + lam, 2) * vfo / pow(nfo, 2) + pow(lam, 2) * vfi / pow(nfi, 2), "
-                  f"(vfo + vfi) / pow(nfo + nfi, 2)) AS far_noise FROM ({summed})")
+                  f"vfo / pow(nfo, 2)) AS far_noise FROM ({summed})")
     estimate = (f"SELECT {keys}, s_t, kappa * nn_t AS chance, kappa, p, "
                 f"(s_t - kappa * nn_t) / (p - kappa) AS fl, "
                 f"kappa * qq_t - pow(kappa, 2) * qn_t + pow(kappa, 3) * nn2_t AS var0, "

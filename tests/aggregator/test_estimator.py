@@ -71,12 +71,14 @@ def returners():
 
 
 def test_same_person_pairs_beyond_the_lags_do_not_make_a_negative_flow(returners):
-    """Truth is 0 (nobody reaches B within 30 minutes). Pooling both far bands takes the
-    returners for chance and reports a flow several SE below 0; the extrapolated kappa removes
+    """Truth is 0 (nobody reaches B within 30 minutes). Weighing both far bands equally
+    (lam = -0.5, the single band of before) takes the returners for chance and reports a flow
+    several SE below 0; at p = 0.5 the default extrapolates outwards (lam = 0.5) and removes
     most of that (what bench/flows/realism_eval.py measures on the simulated worlds)."""
     params, sums = returners
     p = params.same_group_rate
-    pooled = [flow_from_sums(x, p, far_extrapolation=0.0) for x in sums]
+    assert p == 0.5
+    pooled = [flow_from_sums(x, p, far_extrapolation=-0.5) for x in sums]
     extrap = [flow_from_sums(x, p) for x in sums]
     z_pooled = np.mean([f / se for _, _, f, se in pooled])
     z_extrap = np.mean([f / se for _, _, f, se in extrap])
@@ -106,3 +108,23 @@ def test_every_hour_is_kept_without_fictitious_persons_or_with_factor_zero():
     assert sum_hours([t, quiet], 31, EstimatorOptions(fictitious_per_window=1.0, active_factor=0)).hours == 2
     with pytest.raises(ValueError, match="estimator options"):
         EstimatorOptions(active_factor=-1)
+
+
+def test_the_far_band_weights_follow_the_same_group_rate():
+    """lam = 2p - 0.5 within [-0.5, 0.5]: equal weights at low p, the outer band at 0.25,
+    extrapolated outwards from 0.5; the SE's kappa term grows with |lam| away from equal weights."""
+    from pipeline.aggregator.estimate import far_extrapolation_for
+
+    assert [far_extrapolation_for(p) for p in (0.01, 0.1, 0.25, 0.5, 0.9)] == pytest.approx([-0.48, -0.3, 0.0, 0.5, 0.5])
+    x = PairSums(s=300, nn=100_000, qq=120_000, qn=1_000_000, nn2=10_000_000, s_far=160, nn_far=140_000,
+                 s_far_in=200, nn_far_in=140_000)
+    k_eq = flow_from_sums(x, 0.1)[0]     # lam -0.3
+    k_out = flow_from_sums(x, 0.25)[0]   # lam 0
+    k_ex = flow_from_sums(x, 0.5)[0]     # lam 0.5
+    assert k_out == pytest.approx(160 / 140_000)
+    assert k_ex == pytest.approx(1.5 * 160 / 140_000 - 0.5 * 200 / 140_000)
+    assert k_ex < k_out < k_eq
+    ses = [flow_from_sums(x, 0.5, far_extrapolation=lam)[3] for lam in (-0.5, 0.0, 0.5)]
+    assert ses[0] < ses[1] < ses[2]   # the further out, the more variance (same p)
+    one_band = PairSums(s=300, nn=100_000, qq=120_000, qn=1_000_000, nn2=10_000_000, s_far=360, nn_far=280_000)
+    assert flow_from_sums(one_band, 0.5)[0] == pytest.approx(360 / 280_000)   # data with one far band
