@@ -60,7 +60,6 @@ from pipeline.aggregator import AggregatorSpec, OccurrenceCell  # noqa: E402
 from pipeline.aggregator.batch import aggregate_cells  # noqa: E402
 from pipeline.aggregator.estimate import EstimatorOptions, flow_from_sums, sum_rows  # noqa: E402
 from pipeline.aggregator.model import HOUR_MS  # noqa: E402
-from pipeline.analytics.flows import roll_up  # noqa: E402
 from pipeline.privacy import PrivacyParams  # noqa: E402
 from pipeline.settings import AggregatorSettings  # noqa: E402
 from pipeline.simulator import simulate  # noqa: E402
@@ -145,7 +144,7 @@ def estimate(run: Run, p: float, period_days: int, name: str) -> dict[str, list[
             if a != b:
                 k = (site_of[a], site_of[b])
                 site_truth[k] = site_truth.get(k, 0.0) + float(truth[ix[a], ix[b]])
-    for (a, b), x in roll_up(sums, site_of).items():
+    for (a, b), x in sum_rows(run.rows, 0, run.max_lag, hours=hours, options=options, level_of=site_of).items():
         _, _, f, se = flow_from_sums(x, p, far_extrapolation=lam)
         out["site"].append((site_truth[a, b], f, se))
     return out

@@ -42,9 +42,9 @@ lags' residuals treated as independent, see docs/AGGREGATOR.md) and the estimate
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 from pipeline.aggregator.model import FAR, LAG, NN2_SHIFT, RANGE, FlowComponent
 
@@ -112,6 +112,9 @@ class PairSums:
     noise_var_far_in: float = 0.0
     hours: int = 0          # active pair-hours summed
     hours_seen: int = 0     # pair-hours with rows in the period
+    # A roll-up's chance variance over the sum of its camera pairs' (>= 1): pairs that share a
+    # camera share its chance co-occurrences. 1 for one camera pair. See design_effect().
+    design_effect: float = 1.0
 
     def kappa(self, p: float) -> float:
         """The chance level with the default extrapolation at same-group rate ``p``."""
@@ -172,7 +175,8 @@ def flow_from_sums(x: PairSums, p: float, kappa: float | None = None,
     # Published-tier noise: independent of everything else; it adds its variance to S and, through
     # kappa, NN^2 times the far bands' (weighted as kappa weighs them) to the chance term.
     noise = x.noise_var + x.nn * x.nn * far_noise
-    se = math.sqrt((max(var0, 0.0) * (1.0 + x.nn * c_k) + noise) / (p - k) ** 2 + max(flow, 0.0) * (1 - p) / p)
+    chance_var = max(var0, 0.0) * (1.0 + x.nn * c_k) * x.design_effect
+    se = math.sqrt((chance_var + noise) / (p - k) ** 2 + max(flow, 0.0) * (1 - p) / p)
     return k, chance, flow, se
 
 
@@ -196,6 +200,8 @@ class HourTerms:
     far_in: list[int]
     far_out: list[int]
     nn_active: int
+    pair: tuple[str, str] = ("", "")   # the camera pair and hour, for a roll-up's design effect
+    hour: int = 0
 
 
 def sum_hours(hours: Iterable[HourTerms], lags: int, options: EstimatorOptions) -> PairSums:
@@ -223,10 +229,42 @@ def sum_hours(hours: Iterable[HourTerms], lags: int, options: EstimatorOptions) 
                     fo[2] / 1000, fi[0], fi[1], fi[2] / 1000, used, seen)
 
 
+def design_effect(hours: Iterable[HourTerms], floor: float) -> float:
+    """How much a roll-up's chance variance exceeds the sum of its camera pairs', measured on the
+    far bands (pure chance but for the far same-person pairs): with e_ih = s_far - kappa_i nn_far
+    of camera pair i in active hour h (kappa_i its own level), sum_h (sum_i e_ih)^2 over
+    sum_ih e_ih^2. Pairs that share a camera share its chance co-occurrences, so their residuals
+    covary and the ratio exceeds 1; at least 1 (the chance model has no negative covariance), and 1
+    for a single pair. Applied to the flow lags' chance variance, whose pairs share the same
+    cameras' windows (docs/AGGREGATOR.md section 7c)."""
+    act = [h for h in hours if h.nn_active > floor]
+    per_pair: dict[tuple[str, str], list[int]] = {}
+    for h in act:
+        t = per_pair.setdefault(h.pair, [0, 0])
+        t[0] += h.far_in[0] + h.far_out[0]
+        t[1] += h.far_in[1] + h.far_out[1]
+    if len(per_pair) < 2:
+        return 1.0
+    kappa = {k: (s / n if n else 0.0) for k, (s, n) in per_pair.items()}
+    by_hour: dict[int, float] = {}
+    own = 0.0
+    for h in act:
+        e = (h.far_in[0] + h.far_out[0]) - kappa[h.pair] * (h.far_in[1] + h.far_out[1])
+        by_hour[h.hour] = by_hour.get(h.hour, 0.0) + e
+        own += e * e
+    return max(1.0, sum(e * e for e in by_hour.values()) / own) if own > 0 else 1.0
+
+
 def _active(groups: dict[tuple, list[HourTerms]], lags: int, options: EstimatorOptions) -> dict[tuple, PairSums]:
-    """PairSums per key, leaving out keys without a single active hour (nothing to estimate)."""
-    out = {k: sum_hours(v, lags, options) for k, v in groups.items()}
-    return {k: x for k, x in out.items() if x.hours}
+    """PairSums per key, leaving out keys without a single active hour (nothing to estimate); a
+    key that gathers several camera pairs (a roll-up) gets its design effect."""
+    out = {}
+    for k, v in groups.items():
+        x = sum_hours(v, lags, options)
+        if x.hours:
+            d = design_effect(v, options.nn_floor(lags))
+            out[k] = x if d == 1.0 else replace(x, design_effect=d)
+    return out
 
 
 def split_far_bands(bands: Iterable[tuple[int, int]]) -> int | None:
@@ -239,14 +277,17 @@ def split_far_bands(bands: Iterable[tuple[int, int]]) -> int | None:
 
 def component_sums(wh: Warehouse, version: str, cameras: Sequence[str], start: datetime, end: datetime,
                    window_seconds: int = 60, min_lag: int = 0, max_lag: int = 30, *,
-                   by_lag: bool = False, options: EstimatorOptions | None = None) -> dict[tuple, PairSums]:
+                   by_lag: bool = False, options: EstimatorOptions | None = None,
+                   level_of: Mapping[str, str] | None = None) -> dict[tuple, PairSums]:
     """Summed components per ordered pair (``(origin, destination)``, or with ``by_lag``
     ``(origin, destination, lag)``) over the active hours in [start, end) (whole hours: a partial
     hour is rounded out to the hours it touches, as footfall_hourly does).
 
     ClickHouse sums the rows per pair-hour (``flow_components FINAL``, so that a replayed hour's
     rows count once); the choice of hours and the sums over them are :func:`sum_hours`, the same
-    code :func:`sum_rows` runs on in-memory rows.
+    code :func:`sum_rows` runs on in-memory rows. ``level_of`` (camera key -> zone, store or site
+    label) rolls camera pairs up: every active hour of every camera pair of a label pair summed,
+    kappa pooled, with the roll-up's :func:`design_effect`.
     """
     options = options or EstimatorOptions(windows_per_hour=3600 // window_seconds)
     t0, t1 = _epoch(start) // 3600 * 3600, -(-_epoch(end) // 3600) * 3600
@@ -283,12 +324,13 @@ def component_sums(wh: Warehouse, version: str, cameras: Sequence[str], start: d
     for r in per_hour:
         hours[(r[0], r[1], int(r[2]))] = HourTerms(six(r[3:10]), six(r[10:17]) if int(r[17]) else None,
                                                    [int(x) for x in r[18:21]], [int(x) for x in r[21:24]],
-                                                   int(r[4]))
+                                                   int(r[4]), (r[0], r[1]), int(r[2]))
     lags = max_lag - min_lag + 1
+    lv = level_of or {}
     if not by_lag:
         per_pair: dict[tuple, list[HourTerms]] = {}
         for (a, b, _), x in hours.items():
-            per_pair.setdefault((a, b), []).append(x)
+            per_pair.setdefault((lv.get(a, a), lv.get(b, b)), []).append(x)
         return _active(per_pair, lags, options)
     lag_rows = wh.rows(f"SELECT {pair}, toUInt32(hour) AS h, lag_lo, sum(s), sum(nn), sum(qq), sum(qn), sum(nn2_hi), "
                        f"sum(nn2_lo), sum(noise_var_milli) FROM {db}.flow_components FINAL WHERE {where} "
@@ -298,7 +340,8 @@ def component_sums(wh: Warehouse, version: str, cameras: Sequence[str], start: d
         x = hours[(a, b, int(h))]
         t = six(v)
         # a single lag's own row is its exact range
-        per_lag.setdefault((a, b, int(lag)), []).append(HourTerms(t, t, x.far_in, x.far_out, x.nn_active))
+        per_lag.setdefault((lv.get(a, a), lv.get(b, b), int(lag)), []).append(
+            HourTerms(t, t, x.far_in, x.far_out, x.nn_active, x.pair, x.hour))
     return _active(per_lag, lags, options)
 
 
@@ -316,9 +359,10 @@ def latest_rows(rows: Iterable[Any]) -> list[Any]:
 
 def sum_rows(rows: Iterable[FlowComponent], min_lag: int = 0, max_lag: int = 30, *,
              hours: tuple[int, int] | None = None, options: EstimatorOptions | None = None,
-             by_lag: bool = False) -> dict[tuple, PairSums]:
+             by_lag: bool = False, level_of: Mapping[str, str] | None = None) -> dict[tuple, PairSums]:
     """:func:`component_sums` over in-memory rows (deduplicated first), per ordered pair
-    ``("site/camera", "site/camera")`` (and lag); ``hours`` = [first, end) in epoch milliseconds."""
+    ``("site/camera", "site/camera")`` (and lag), or per label pair with ``level_of``; ``hours`` =
+    [first, end) in epoch milliseconds."""
     rows = [r for r in latest_rows(rows) if isinstance(r, FlowComponent)
             and (not hours or hours[0] <= r.hour_ms < hours[1])]
     if not rows:
@@ -331,7 +375,7 @@ def sum_rows(rows: Iterable[FlowComponent], min_lag: int = 0, max_lag: int = 30,
         key = (f"{r.origin_site}/{r.origin_camera}", f"{r.dest_site}/{r.dest_camera}", r.hour_ms)
         x = acc.get(key)
         if x is None:
-            x = acc[key] = HourTerms([0] * 6, None, [0, 0, 0], [0, 0, 0], 0)
+            x = acc[key] = HourTerms([0] * 6, None, [0, 0, 0], [0, 0, 0], 0, key[:2], r.hour_ms)
         terms = [r.s, r.nn, r.qq, r.qn, r.nn2, r.noise_var_milli]
         if r.kind == LAG and min_lag <= r.lag_lo <= max_lag:
             x.lag = [a + b for a, b in zip(x.lag, terms)]
@@ -343,12 +387,14 @@ def sum_rows(rows: Iterable[FlowComponent], min_lag: int = 0, max_lag: int = 30,
             band = x.far_in if r.lag_lo < split else x.far_out
             band[:] = [band[0] + r.s, band[1] + r.nn, band[2] + r.noise_var_milli]
     lags = max_lag - min_lag + 1
+    lv = level_of or {}
     groups: dict[tuple, list[HourTerms]] = {}
     if by_lag:
         for (a, b, h, lag), t in per_lag.items():
             x = acc[(a, b, h)]
-            groups.setdefault((a, b, lag), []).append(HourTerms(t, t, x.far_in, x.far_out, x.nn_active))
+            groups.setdefault((lv.get(a, a), lv.get(b, b), lag), []).append(
+                HourTerms(t, t, x.far_in, x.far_out, x.nn_active, x.pair, x.hour))
     else:
         for (a, b, _), x in acc.items():
-            groups.setdefault((a, b), []).append(x)
+            groups.setdefault((lv.get(a, a), lv.get(b, b)), []).append(x)
     return _active(groups, lags, options)

@@ -252,11 +252,28 @@ def flow_sql(db: str, q: FlowQuery, *, by_lag: bool = False, sites: bool = False
               f"sum(s_fo) AS sfo, sum(nn_fo) AS nfo, sum(nv_fo) AS vfo FROM ({joined}) "
               f"WHERE nn_l > {floor} GROUP BY {keys}")
     seen = (f"SELECT {keys}, count() AS hours_all FROM ({joined}) GROUP BY {keys}")
+    if sites:
+        # The roll-up's design effect (pipeline.aggregator.estimate.design_effect): far-band
+        # residuals of every active camera pair-hour around the pair's own level, summed per site
+        # pair and hour, squared, over the same residuals squared one by one.
+        act = (f"SELECT cam_a, cam_b, site_a, site_b, h, s_fi + s_fo AS sf, nn_fi + nn_fo AS nf "
+               f"FROM ({per_hour}) WHERE nn_l > {floor}")
+        own_k = f"SELECT cam_a, cam_b, sum(sf) / sum(nf) AS k_i FROM ({act}) GROUP BY cam_a, cam_b"
+        res = (f"SELECT site_a, site_b, h, sum(e) AS e_h, sum(e * e) AS e_sq FROM (SELECT site_a, site_b, h, "
+               f"sf - k_i * nf AS e FROM ({act}) AS x ANY LEFT JOIN ({own_k}) AS y USING (cam_a, cam_b)) "
+               f"GROUP BY site_a, site_b, h")
+        n_pairs = f"SELECT site_a, site_b, uniqExact(cam_a, cam_b) AS n_pairs FROM ({act}) GROUP BY site_a, site_b"
+        deff = (f"SELECT site_a, site_b, if(n_pairs < 2 OR own = 0, 1, greatest(1, tot / own)) AS deff FROM "
+                f"(SELECT site_a, site_b, sum(e_h * e_h) AS tot, sum(e_sq) AS own FROM ({res}) GROUP BY site_a, site_b) "
+                f"AS r ANY LEFT JOIN ({n_pairs}) AS n USING (site_a, site_b)")
+        summed = f"SELECT * FROM ({summed}) AS t ANY LEFT JOIN ({deff}) AS d USING (site_a, site_b)"
+    else:
+        summed = f"SELECT *, 1 AS deff FROM ({summed})"
     p = (f"(SELECT argMax(same_group_rate, registered_at) FROM {db}.privacy_params "
          f"WHERE params_version = %(version)s)")
     lam = f"greatest(-{FAR_EXTRAPOLATION_MAX:g}, least({FAR_EXTRAPOLATION_MAX:g}, 2 * p - 0.5))"
     two = "nfi > 0"
-    with_kappa = (f"SELECT {keys}, s_t, nn_t, qq_t, qn_t, nn2_t, nv_t, exact, hours_used, {p} AS p, {lam} AS lam, "
+    with_kappa = (f"SELECT {keys}, s_t, nn_t, qq_t, qn_t, nn2_t, nv_t, exact, hours_used, deff, {p} AS p, {lam} AS lam, "
                   f"if({two}, (1 + lam) * sfo / nfo - lam * sfi / nfi, sfo / nfo) AS kappa, "
                   f"if({two}, pow(1 + lam, 2) / nfo + pow(lam, 2) / nfi, 1 / nfo) AS c_k, "
                   f"if({two}, pow(1 + lam, 2) * vfo / pow(nfo, 2) + pow(lam, 2) * vfi / pow(nfi, 2), "
@@ -264,7 +281,7 @@ def flow_sql(db: str, q: FlowQuery, *, by_lag: bool = False, sites: bool = False
     estimate = (f"SELECT {keys}, s_t, kappa * nn_t AS chance, kappa, p, "
                 f"(s_t - kappa * nn_t) / (p - kappa) AS fl, "
                 f"kappa * qq_t - pow(kappa, 2) * qn_t + pow(kappa, 3) * nn2_t AS var0, "
-                f"1 + nn_t * c_k AS kappa_term, nv_t + nn_t * nn_t * far_noise AS noise, exact, hours_used "
+                f"(1 + nn_t * c_k) * deff AS kappa_term, nv_t + nn_t * nn_t * far_noise AS noise, exact, hours_used "
                 f"FROM ({with_kappa})")
     sql = (f"SELECT {keys}, s_t AS s, chance, kappa, p, fl AS flow, "
            f"sqrt((greatest(var0, 0) * kappa_term + noise) / pow(p - kappa, 2) + greatest(fl, 0) * (1 - p) / p) AS se, "
@@ -319,19 +336,12 @@ def _check_lags(q: FlowQuery, pub: PublishedLags) -> None:
 def pool(xs: Iterable[PairSums]) -> PairSums:
     """The components of several camera pairs as one: every term (noise variances included) is a
     sum, so pairs add up, and kappa = sum s_far / sum nn_far is pooled over them; the SE is exact
-    only if it is for every pair."""
+    only if it is for every pair. Without the roll-up's design effect, which needs the pairs' hours
+    (``component_sums(level_of=...)`` / ``sum_rows(level_of=...)`` compute roll-ups with it)."""
     xs = list(xs)
-    terms = {f.name: sum(getattr(x, f.name) for x in xs) for f in fields(PairSums) if f.name != "se_exact"}
+    terms = {f.name: sum(getattr(x, f.name) for x in xs) for f in fields(PairSums)
+             if f.name not in ("se_exact", "design_effect")}
     return PairSums(**terms, se_exact=all(x.se_exact for x in xs))
-
-
-def roll_up(sums: Mapping[tuple, PairSums], level_of: Mapping[str, str]) -> dict[tuple, PairSums]:
-    """Per (origin label, destination label[, lag]): the pooled components of its camera pairs
-    (``level_of``: camera key -> zone, store or site label; cameras not in it stay on their own)."""
-    groups: dict[tuple, list[PairSums]] = {}
-    for (a, b, *lag), x in sums.items():
-        groups.setdefault((level_of.get(a, a), level_of.get(b, b), *lag), []).append(x)
-    return {k: pool(v) for k, v in groups.items()}
 
 
 def _estimate(key: tuple, x: PairSums, p: float, lam: float | None) -> FlowEstimate:
@@ -351,9 +361,7 @@ def estimate_flows(wh: Warehouse, q: FlowQuery, *, by_lag: bool = False,
     _check_lags(q, published_lags(wh, q))
     options = options or EstimatorOptions(fictitious_per_window=fictitious, windows_per_hour=3600 // q.window_seconds)
     sums = component_sums(wh, q.params_version, q.camera_keys, q.start, q.end, q.window_seconds, q.min_lag,
-                          q.max_lag, by_lag=by_lag, options=options)
-    if level_of:
-        sums = roll_up(sums, level_of)
+                          q.max_lag, by_lag=by_lag, options=options, level_of=level_of)
     return [_estimate(k, sums[k], p, options.far_extrapolation) for k in sorted(sums)]
 
 

@@ -222,12 +222,17 @@ def test_roll_ups_sum_components_and_pool_kappa(chdb):
     zones = _by_pair(estimate_flows(wh, q, level_of=level_of))
     assert set(zones) == {("s1/front", "s1/back"), ("s1/back", "s1/front"), ("s1/back", "s1/back")}
     sums = sum_rows(flow, options=_options(params))
-    front_back = pool([sums["s1/A", "s1/B"], sums["s1/A", "s1/C"]])
+    front_back = sum_rows(flow, options=_options(params), level_of=level_of)["s1/front", "s1/back"]
+    pooled = pool([sums["s1/A", "s1/B"], sums["s1/A", "s1/C"]])
+    assert replace(front_back, design_effect=1.0) == pooled   # the components add up
     z = zones["s1/front", "s1/back"]
     assert z.co_occurrences == cams["s1/A", "s1/B"].co_occurrences + cams["s1/A", "s1/C"].co_occurrences
     assert z.kappa == front_back.kappa(params.same_group_rate)  # one kappa for the zone pair
     assert z.hours == cams["s1/A", "s1/B"].hours + cams["s1/A", "s1/C"].hours
     assert (z.flow, z.se) == flow_from_sums(front_back, params.same_group_rate)[2:]
+    # A->B and A->C share A's chance co-occurrences: the roll-up's variance is more than the sum
+    assert front_back.design_effect > 1.0
+    assert z.se > flow_from_sums(pooled, params.same_group_rate)[3]
     # pooling kappa is not adding the pairs' flows: the two differ, by less than the SE
     added = cams["s1/A", "s1/B"].flow + cams["s1/A", "s1/C"].flow
     assert z.flow != added and abs(z.flow - added) < z.se
