@@ -17,10 +17,11 @@ docs/ANALYST_SQL.md (tests check the two agree, on the Debian server and on chdb
 
 When [min_lag, max_lag] is not a range the aggregator publishes exactly, the SE falls back to
 the per-lag terms (the lags' residuals treated as independent) and the estimate says so
-(``se_exact`` False). Roll-ups add the components of every camera pair of a zone (store, site)
-pair before estimating, so they pool kappa; their variance terms add as if the pairs were
-independent, which slightly understates the error when pairs share a camera. Estimates never
-mix parameter versions: every sum is filtered on one ``params_version``.
+(``se_exact`` False). Roll-ups add the components of every active camera pair-hour of a zone
+(store, site) pair before estimating, so they pool kappa; pairs that share a camera share its
+chance co-occurrences, so the chance variance is scaled by the roll-up's design effect, measured
+on the far bands (``pipeline.aggregator.estimate.design_effect``). Estimates never mix parameter
+versions: every sum is filtered on one ``params_version``.
 
 A flow here counts pairs of captures: a person seen at A and then at B within the lag range
 counts once per such pair (twice if seen twice at B). The simulator's ground truth uses the
