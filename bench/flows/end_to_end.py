@@ -167,6 +167,7 @@ def produce_in_window_order(pub: Any, s: Settings) -> tuple[int, int, float]:
     from confluent_kafka import Producer
 
     from pipeline import serde
+    from pipeline.simulator.publish import produce_waiting
 
     def occurrence_key(group_id: int) -> bytes:   # = pipeline.processor.app.occurrence_key (that module imports faust)
         return str(int(group_id)).encode()
@@ -191,13 +192,8 @@ def produce_in_window_order(pub: Any, s: Settings) -> tuple[int, int, float]:
         rec = {"site_id": pub.site_ids[pub.camera_site[c]], "camera_id": pub.camera_ids[c],
                "window_start": int(ws_ms[i]), "window_seconds": pub.window_seconds, "group_id": g,
                "occurrences": int(pub.occ_count[i]), "params_version": pub.params_version}
-        value = serde.encode("GroupOccurrence", rec)
-        while True:
-            try:
-                producer.produce(k.occurrences_topic, value=value, key=occurrence_key(g), on_delivery=on_delivery)
-                break
-            except BufferError:
-                producer.poll(0.05)
+        produce_waiting(producer, k.occurrences_topic, serde.encode("GroupOccurrence", rec), occurrence_key(g),
+                        on_delivery)
         n_occ += 1
         if n_occ % 5000 == 0:
             producer.poll(0)
@@ -206,8 +202,8 @@ def produce_in_window_order(pub: Any, s: Settings) -> tuple[int, int, float]:
     n_dem = 0
     dem = sorted(pub.demographic_records(), key=lambda r: (r["window_start"], r["site_id"], r["camera_id"]))
     for rec in dem:
-        producer.produce(k.demographics_topic, value=serde.encode("DemographicCount", rec),
-                         key=f"{rec['site_id']}/{rec['camera_id']}".encode(), on_delivery=on_delivery)
+        produce_waiting(producer, k.demographics_topic, serde.encode("DemographicCount", rec),
+                        f"{rec['site_id']}/{rec['camera_id']}".encode(), on_delivery)
         n_dem += 1
         if n_dem % 5000 == 0:
             producer.poll(0)

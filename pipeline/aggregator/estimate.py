@@ -15,7 +15,7 @@ Per ordered camera pair over whole hours and a lag range [lo, hi]:
              c_k   = (1 + lam)^2 / NN_out + lam^2 / NN_in       (kappa's sampling error)
              noise = noise var of S + NN^2 ((1 + lam)^2 v_out / NN_out^2 + lam^2 v_in / NN_in^2)
 
-docs/AGGREGATOR.md section 11 derives each step; in short:
+docs/AGGREGATOR.md sections 7a and 7b derive and measure each step; in short:
 
 * **Active hours.** A pair-hour whose window products are no larger than fictitious persons alone
   would give (the store is closed at one end) holds no flow worth the name, but its published
@@ -33,7 +33,7 @@ docs/AGGREGATOR.md section 11 derives each step; in short:
   further out, the more variance (half the window products, then a difference), while the bias
   it removes is p times the far same-person pairs and the SE hardly depends on p: so lam follows
   p, 2p - 0.5 clipped to [-0.5, 0.5] (pooled at p <= 0, outer band at 0.25, extrapolated at
-  0.5). bench/flows/realism_eval.py (docs/AGGREGATOR.md section 11) has the measurements. Data
+  0.5). bench/flows/realism_eval.py (docs/AGGREGATOR.md section 7b) has the measurements. Data
   with a single far band (before 2026-11) gets that band's level.
 
 When [lo, hi] is not a published SE range, var0 falls back to the sum of the per-lag var0 (the
@@ -135,20 +135,6 @@ def _kappa(x: PairSums, lam: float) -> tuple[float, float, float]:
             a * a * x.noise_var_far / x.nn_far ** 2 + b * b * x.noise_var_far_in / x.nn_far_in ** 2)
 
 
-@dataclass(frozen=True)
-class ComponentEstimate:
-    origin: str
-    destination: str
-    lag: int | None
-    co_occurrences: float
-    chance: float
-    kappa: float
-    same_group_rate: float
-    flow: float
-    se: float
-    se_exact: bool
-
-
 def flow_from_sums(x: PairSums, p: float, kappa: float | None = None,
                    far_extrapolation: float | None = None) -> tuple[float, float, float, float]:
     """(kappa, chance, flow, se) from summed components.
@@ -236,7 +222,7 @@ def design_effect(hours: Iterable[HourTerms], floor: float) -> float:
     sum_ih e_ih^2. Pairs that share a camera share its chance co-occurrences, so their residuals
     covary and the ratio exceeds 1; at least 1 (the chance model has no negative covariance), and 1
     for a single pair. Applied to the flow lags' chance variance, whose pairs share the same
-    cameras' windows (docs/AGGREGATOR.md section 7c)."""
+    cameras' windows (docs/AGGREGATOR.md section 7a, item 5)."""
     act = [h for h in hours if h.nn_active > floor]
     per_pair: dict[tuple[str, str], list[int]] = {}
     for h in act:

@@ -109,7 +109,8 @@ def _estimates(wh: Any, q: FlowQuery, by_lag: bool, show_sql: bool, level: str =
         sql, params = flow_sql(wh.database, q, by_lag=by_lag, sites=level == "site")
         if level not in ("camera", "site"):
             click.echo(f"-- camera pairs; the {level} level sums their components (s, nn, qq, qn, nn2, far) per "
-                       f"{level} pair before the same formulas (docs/ANALYST_SQL.md, roll-ups)")
+                       f"{level} pair before the same formulas, with the roll-up's design effect on the chance "
+                       f"variance (docs/ANALYST_SQL.md, roll-ups)")
         click.echo(render_sql(sql, params) + ";")
     try:
         levels = None

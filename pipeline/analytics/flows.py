@@ -8,7 +8,7 @@ bands (``far``) where chance is measured. Every row is additive over hours and c
 a period of hours, a lag range or a roll-up to zones, stores and sites is a sum of rows.
 
 The estimator is :mod:`pipeline.aggregator.estimate` (its docstring has the formulas,
-docs/AGGREGATOR.md section 11 the derivation): sums over the pair's *active* hours (window
+docs/AGGREGATOR.md sections 7a and 7b the derivation and figures): sums over the pair's *active* hours (window
 products above what fictitious persons alone give), kappa from the outer far band extrapolated
 with the inner one, and an SE that carries kappa's sampling error and the published noise.
 :func:`estimate_flows` reads per pair-hour sums from ClickHouse and runs that module's code;
@@ -34,8 +34,7 @@ from dataclasses import dataclass, fields
 from datetime import datetime, timezone
 from typing import Iterable, Mapping, Sequence
 
-from pipeline.aggregator.estimate import (FAR_EXTRAPOLATION_MAX, EstimatorOptions, PairSums, component_sums,
-                                         flow_from_sums, split_far_bands)
+from pipeline.aggregator.estimate import FAR_EXTRAPOLATION_MAX, EstimatorOptions, PairSums, component_sums, flow_from_sums
 from pipeline.sink.clickhouse import Warehouse
 
 Z95 = 1.959963984540054
@@ -135,11 +134,6 @@ class PublishedLags:
     ranges: frozenset[tuple[int, int]]
     far: tuple[int, int] | None                      # the whole far band
     far_bands: tuple[tuple[int, int], ...] = ()      # as published: inner and outer, or one band
-
-    @property
-    def far_split(self) -> int:
-        """First lag of the outer band, or -1 when the rows hold one band (all of it 'outer')."""
-        return split_far_bands(self.far_bands) or -1
 
     @property
     def max_lag(self) -> int | None:

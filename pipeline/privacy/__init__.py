@@ -10,7 +10,7 @@ See docs/PRIVACY.md for what each mechanism guarantees and the measured figures.
 
 from pipeline.privacy.anonymizer import Anonymizer
 from pipeline.privacy.demographics import AGE_BANDS, GENDERS, UNKNOWN, age_to_band, protect_demographic_counts
-from pipeline.privacy.fictitious import pad_with_fictitious
+from pipeline.privacy.fictitious import WINDOW_MARKER_GROUP, pad_with_fictitious
 from pipeline.privacy.params import ParamsError, PrivacyParams
 
 __all__ = [
@@ -22,5 +22,6 @@ __all__ = [
     "PrivacyParams",
     "age_to_band",
     "pad_with_fictitious",
+    "WINDOW_MARKER_GROUP",
     "protect_demographic_counts",
 ]

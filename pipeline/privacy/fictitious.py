@@ -37,7 +37,11 @@ import numpy as np
 from pipeline.privacy.noise import fresh_rng
 from pipeline.privacy.params import PrivacyParams
 
-__all__ = ["pad_with_fictitious", "fictitious_counts"]
+__all__ = ["pad_with_fictitious", "fictitious_counts", "WINDOW_MARKER_GROUP"]
+
+# Group id of a window marker: the one cell (0 occurrences) sent for a closed window that padding
+# left empty, so footfall counts the window as live (pipeline/processor/app.py: occurrence_records).
+WINDOW_MARKER_GROUP = 0
 
 
 def fictitious_counts(params: PrivacyParams, rng: np.random.Generator | None = None,

@@ -22,7 +22,7 @@ from pipeline import serde
 from pipeline.envelope import load_keyring
 from pipeline.ops import metrics as m_
 from pipeline.framestore import open_store
-from pipeline.privacy import Anonymizer, PrivacyParams, pad_with_fictitious
+from pipeline.privacy import WINDOW_MARKER_GROUP, Anonymizer, PrivacyParams, pad_with_fictitious
 from pipeline.privacy.demographics import check_demographic_counts
 from pipeline.privacy.deployment import load_params
 from pipeline.processor.frames import FrameProcessor, ProcessingError, dead_letter
@@ -60,9 +60,6 @@ def pass_counter(ps: ProcessorSettings) -> PassCounter:
     lines = count_lines(read_layout(ps.layout)) if ps.layout else {}
     return PassCounter(cfg, max_pass_seconds=ps.pass_max_seconds, appearance=ps.descriptor.startswith("reid"),
                        lines=lines)
-
-
-WINDOW_MARKER_GROUP = 0   # group id of a window marker (0 occurrences), see occurrence_records
 
 
 def occurrence_records(w: ClosedWindow, params: PrivacyParams, rng: np.random.Generator) -> list[dict]:

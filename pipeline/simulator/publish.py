@@ -46,7 +46,7 @@ from pipeline.aggregator.counts import CountCell, CountComponent, CountsSpec, de
 from pipeline.aggregator.model import (FLOW_COMPONENT_COLUMNS, FOOTFALL_COMPONENT_COLUMNS, AggregatorSpec,
                                        FlowComponent, FootfallComponent, OccurrenceCell, flow_component_columns,
                                        footfall_component_columns)
-from pipeline.privacy import PrivacyParams, pad_with_fictitious
+from pipeline.privacy import WINDOW_MARKER_GROUP, PrivacyParams, pad_with_fictitious
 from pipeline.settings import Settings
 from pipeline.simulator.journeys import Captures
 from pipeline.simulator.scenario import DAY, Scenario
@@ -258,8 +258,8 @@ def publish(sc: Scenario, captures: Captures, groups: np.ndarray, params: Privac
             key = ci * W + w
             s, e = seg_of.get(key, (0, 0))
             counts = dict(zip(g3l[s:e], c3l[s:e]))
-            # a window left empty still sends a marker (group 0, 0 occurrences), as processors do
-            padded = pad_with_fictitious(counts, params, rng) or {0: 0}
+            # a window left empty still sends a marker (0 occurrences), as processors do
+            padded = pad_with_fictitious(counts, params, rng) or {WINDOW_MARKER_GROUP: 0}
             n = len(padded)
             gs = np.fromiter(padded.keys(), dtype=np.int32, count=n)
             ns = np.fromiter(padded.values(), dtype=np.int32, count=n)
@@ -465,6 +465,17 @@ class KafkaLoadStats:
         return sum(self.records.values()) / self.seconds if self.seconds > 0 else 0.0
 
 
+def produce_waiting(producer: Any, topic: str, value: bytes, key: bytes, on_delivery: Callable[..., None]) -> None:
+    """Produce one record, serving delivery callbacks while the client's local queue is full
+    (confluent-kafka raises BufferError instead of blocking), so a bulk load never drops a record."""
+    while True:
+        try:
+            producer.produce(topic, value=value, key=key, on_delivery=on_delivery)
+            return
+        except BufferError:
+            producer.poll(0.05)
+
+
 def _produce(settings: Settings, streams: Sequence[tuple[str, str, Iterator[tuple[bytes, dict[str, Any]]]]], *,
              progress: Callable[[str, int], None] | None, flush_timeout: float) -> KafkaLoadStats:
     """Encode (pipeline.serde) and produce ``(record name, topic, (key, record)...)`` streams with
@@ -492,13 +503,7 @@ def _produce(settings: Settings, streams: Sequence[tuple[str, str, Iterator[tupl
     for name, topic, records in streams:
         n = 0
         for key, rec in records:
-            value = serde.encode(name, rec)
-            while True:
-                try:
-                    producer.produce(topic, value=value, key=key, on_delivery=on_delivery)
-                    break
-                except BufferError:
-                    producer.poll(0.05)
+            produce_waiting(producer, topic, serde.encode(name, rec), key, on_delivery)
             n += 1
             if n % 5000 == 0:
                 producer.poll(0)

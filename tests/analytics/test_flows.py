@@ -22,7 +22,7 @@ import pytest
 
 from pipeline.aggregator import AggregatorSpec, OccurrenceCell
 from pipeline.aggregator.batch import aggregate_cells
-from pipeline.aggregator.estimate import EstimatorOptions, flow_from_sums, sum_rows
+from pipeline.aggregator.estimate import EstimatorOptions, flow_from_sums, split_far_bands, sum_rows
 from pipeline.analytics.dimensions import register_params
 from pipeline.analytics.flows import (CameraRef, FlowEstimate, FlowQuery, FlowQueryError, estimate_flows, flow_sql,
                                       pool, published_lags)
@@ -260,7 +260,7 @@ def test_lags_beyond_what_is_published_are_refused(chdb):
     assert published_lags(wh, _query(params)).max_lag == SPEC.max_lag
     assert published_lags(wh, _query(params)).far == (SPEC.far_min, SPEC.far_max)
     assert published_lags(wh, _query(params)).far_bands == SPEC.far_bands
-    assert published_lags(wh, _query(params)).far_split == SPEC.far_bands[1][0]
+    assert split_far_bands(published_lags(wh, _query(params)).far_bands) == SPEC.far_bands[1][0]
     with pytest.raises(FlowQueryError, match="publishes lags 0 to 30"):
         estimate_flows(wh, _query(params, max_lag=45))
     # a period without components: nothing to estimate, not an error

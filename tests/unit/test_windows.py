@@ -41,7 +41,8 @@ def test_late_frame_opens_a_new_fragment():
 
 def test_processor_sends_a_marker_for_a_window_without_cells():
     from pipeline.privacy import PrivacyParams
-    from pipeline.processor.app import WINDOW_MARKER_GROUP, occurrence_records
+    from pipeline.privacy import WINDOW_MARKER_GROUP
+    from pipeline.processor.app import occurrence_records
     from pipeline.processor.windows import ClosedWindow
 
     params = PrivacyParams.profile("flow").with_changes(fictitious_ratio=0.0)
