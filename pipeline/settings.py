@@ -62,6 +62,9 @@ class ClickHouseSettings(_Section):
     # Flow estimates join a week of a site's group counts against itself at every lag; 18.16's
     # default per-query limit (~3.7 GiB here) is too small for seven days of six cameras.
     max_query_memory_gb: float = Field(8.0, gt=0, le=1024)
+    # A reply slower than this fails the request on the client, although the server may still
+    # complete it (the sink then checks before repeating an insert).
+    send_receive_timeout_seconds: float = Field(300.0, gt=0, le=86400)
 
     @field_validator("database")
     @classmethod
@@ -165,6 +168,9 @@ class SinkSettings(_Section):
     group_id: str = "flowpipe-sink"
     batch_max_rows: int = Field(5000, ge=1)
     batch_max_seconds: float = Field(2.0, gt=0)
+    # How long one batch is retried through transient or ambiguous warehouse failures before
+    # the sink stops (offsets uncommitted: nothing is lost, a restart resumes).
+    retry_seconds: float = Field(120.0, gt=0, le=86400)
 
 
 class AggregatorSettings(_Section):

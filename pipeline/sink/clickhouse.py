@@ -5,16 +5,59 @@ from __future__ import annotations
 
 import csv
 import io
+import struct
 from typing import Any, Protocol, Sequence
 
 from clickhouse_driver import Client
 from clickhouse_driver.errors import Error as DriverError
+from clickhouse_driver.errors import (NetworkError, ServerException, SocketTimeoutError, TooLargeStringSize,
+                                      TypeMismatchError, UnexpectedPacketFromServerError)
 
 from pipeline.settings import ClickHouseSettings
 
 
 class WarehouseError(RuntimeError):
-    pass
+    """``kind`` says what a writer may do next:
+
+    - ``rejected``: the rows themselves were refused (a value the column or a server-side check
+      does not accept, or one the driver cannot encode). Nothing was written; the same rows fail
+      again, so a writer isolates them (dead letter) instead of retrying.
+    - ``transient``: the server refused for now (too many parts, memory, timeouts on its side).
+      Nothing was written; retry later.
+    - ``ambiguous``: the connection failed mid-request; the insert may or may not have been
+      applied. A writer must find out before it retries (pipeline.sink.consumer).
+    - ``fatal``: configuration or rights (unknown table, access denied, bad password): retrying
+      cannot help and no row is to blame.
+    """
+
+    def __init__(self, message: str, kind: str = "fatal", code: int | None = None) -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.code = code
+
+
+# ClickHouse error codes (src/Common/ErrorCodes.cpp) that no row causes.
+_FATAL_CODES = frozenset({16, 47, 60, 81, 164, 192, 193, 194, 195, 291, 497, 516})
+_TRANSIENT_CODES = frozenset({159, 202, 203, 209, 210, 236, 241, 242, 252, 394, 425, 999})
+_AMBIGUOUS_CODES = frozenset({319})   # UNKNOWN_STATUS_OF_INSERT
+
+
+def classify(e: BaseException) -> str:
+    """The :class:`WarehouseError` kind of a driver or socket error."""
+    if isinstance(e, ServerException):
+        code = getattr(e, "code", None)
+        if code in _FATAL_CODES:
+            return "fatal"
+        if code in _TRANSIENT_CODES:
+            return "transient"
+        if code in _AMBIGUOUS_CODES:
+            return "ambiguous"
+        return "rejected"
+    if isinstance(e, (NetworkError, SocketTimeoutError, OSError, EOFError, UnexpectedPacketFromServerError)):
+        return "ambiguous"
+    if isinstance(e, (TypeMismatchError, TooLargeStringSize, ValueError, TypeError, OverflowError, struct.error)):
+        return "rejected"
+    return "fatal"
 
 
 class Warehouse(Protocol):
@@ -22,7 +65,7 @@ class Warehouse(Protocol):
 
     def execute(self, sql: str, params: dict[str, Any] | None = None) -> None: ...
     def rows(self, sql: str, params: dict[str, Any] | None = None) -> list[tuple]: ...
-    def insert(self, table: str, columns: Sequence[str], data: list[list[Any]]) -> int: ...
+    def insert(self, table: str, columns: Sequence[str], data: list[list[Any]], query_id: str | None = None) -> int: ...
     def server_version(self) -> str: ...
 
 
@@ -33,7 +76,7 @@ class ServerWarehouse:
         self.database = database or cfg.database
         self.client = Client(host=cfg.host, port=cfg.port, user=cfg.user,
                              password=cfg.password.get_secret_value(), connect_timeout=5,
-                             send_receive_timeout=300,
+                             send_receive_timeout=cfg.send_receive_timeout_seconds,
                              settings={"use_numpy": False,
                                        "max_memory_usage": int(cfg.max_query_memory_gb * 2**30)})
         self._where = f"{cfg.host}:{cfg.port}"
@@ -45,15 +88,19 @@ class ServerWarehouse:
         try:
             return self.client.execute(sql, params)
         except (DriverError, OSError, EOFError) as e:
-            raise WarehouseError(f"ClickHouse at {self._where}: {_brief(e)}") from e
+            raise WarehouseError(f"ClickHouse at {self._where}: {_brief(e)}", classify(e),
+                                 getattr(e, "code", None)) from e
 
-    def insert(self, table: str, columns: Sequence[str], data: list[list[Any]]) -> int:
-        """Columnar batch insert; returns rows written."""
+    def insert(self, table: str, columns: Sequence[str], data: list[list[Any]], query_id: str | None = None) -> int:
+        """Columnar batch insert (one block: applied entirely or not at all); returns rows
+        written. ``query_id`` lets a writer find the insert in ``system.processes`` after a
+        connection failure (pipeline.sink.consumer)."""
         sql = f"INSERT INTO {self.database}.{table} ({', '.join(columns)}) VALUES"
         try:
-            return self.client.execute(sql, data, columnar=True, types_check=True) or 0
-        except (DriverError, OSError, EOFError) as e:
-            raise WarehouseError(f"insert into {table} at {self._where}: {_brief(e)}") from e
+            return self.client.execute(sql, data, columnar=True, types_check=True, query_id=query_id) or 0
+        except (DriverError, OSError, EOFError, ValueError, TypeError, OverflowError, struct.error) as e:
+            raise WarehouseError(f"insert into {table} at {self._where}: {_brief(e)}", classify(e),
+                                 getattr(e, "code", None)) from e
 
     def server_version(self) -> str:
         return str(self.rows("SELECT version()")[0][0])
@@ -83,8 +130,8 @@ class ChdbWarehouse:
             raise WarehouseError(f"chdb: {str(e).splitlines()[0][:500]}") from e
         return [tuple(r) for r in csv.reader(io.StringIO(out), delimiter="\t")] if out.strip() else []
 
-    def insert(self, table: str, columns: Sequence[str], data: list[list[Any]]) -> int:
-        """Columnar data, as for the server; sent as a VALUES literal."""
+    def insert(self, table: str, columns: Sequence[str], data: list[list[Any]], query_id: str | None = None) -> int:
+        """Columnar data, as for the server; sent as a VALUES literal (``query_id`` unused)."""
         n = len(data[0]) if data else 0
         if n == 0:
             return 0
@@ -103,9 +150,11 @@ def _brief(e: BaseException) -> str:
     """The server's own message (DB::Exception line), without its stack trace."""
     lines = [l.strip() for l in str(e).splitlines() if l.strip()]
     msg = next((l for l in lines if "Exception" in l), lines[0] if lines else "")
+    msg = msg.split(" Stack trace:")[0]
     if isinstance(e, (OSError, EOFError)) or "Connection refused" in msg:
         msg += " (is the server up? `flowctl stack up`)"
-    return f"{type(e).__name__}: {msg[:500]}"
+    code = getattr(e, "code", None)
+    return f"{type(e).__name__}{f' (code {code})' if code else ''}: {msg[:500]}"
 
 
 def quote(v: Any) -> str:

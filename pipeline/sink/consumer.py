@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import time
+import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Callable
@@ -42,6 +43,10 @@ _UINT_RANGES = {"group_id": 1 << 16, "occurrences": 1 << 32, "persons": 1 << 32,
 # Published values carry unclamped noise and are signed (migration 0010).
 _SIGNED = {"FootfallComponent": {"occurrences", "windows"}, "CountComponent": {"count"}}
 _INT64 = 1 << 63
+# Times that land in DateTime columns (seconds since 1970 in a UInt32 on every server release):
+# a negative or post-2106 time would wrap into a wrong date instead of failing.
+_TIME_FIELDS = ("captured_at", "deleted_at", "expires_at", "hour", "hour_start", "window_start")
+_DATETIME_MS = (1 << 32) * 1000
 
 
 class InvalidRecord(ValueError):
@@ -54,6 +59,9 @@ def check_record(kind: str, rec: dict) -> None:
     for key in ("site_id", "camera_id", "origin_site", "origin_camera", "dest_site", "dest_camera"):
         if key in rec and not serde.valid_identifier(rec[key]):
             raise InvalidRecord(f"{kind}.{key} is not a valid identifier (1-64 of A-Z a-z 0-9 . _ : -)")
+    for key in _TIME_FIELDS:
+        if key in rec and not 0 <= epoch_ms(rec[key]) < _DATETIME_MS:
+            raise InvalidRecord(f"{kind}.{key} is outside the DateTime column's range (1970 to 2106)")
     signed = _SIGNED.get(kind, set())
     for key in signed:
         if key in rec and not -_INT64 <= int(rec[key]) < _INT64:
@@ -115,6 +123,32 @@ LEDGER = TableSpec("FrameIssued", "frame_ledger",
                epoch_ms(r["expires_at"])])
 
 
+@dataclass(frozen=True)
+class _Source:
+    """Where a buffered row came from: its offsets, and the raw value a dead letter describes."""
+
+    partition: int
+    offset: int
+    value: bytes | None
+
+
+@dataclass
+class _Pending:
+    row: list[Any]
+    source: _Source
+
+
+class _Rejected(ValueError):
+    """A row the warehouse refused; its message is the server's (values of published or audit
+    columns only: the sink lands no personal data)."""
+
+    reason = "rejected_by_warehouse"
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail)
+        self.detail = detail
+
+
 @dataclass
 class SinkStats:
     consumed: int = 0
@@ -122,6 +156,7 @@ class SinkStats:
     dead_letters: int = 0
     batches: int = 0
     resumed_from_warehouse: dict[str, int] = field(default_factory=dict)
+    ambiguous_landed: int = 0   # inserts that failed on the client but were found applied
 
 
 class ClickHouseSink:
@@ -147,7 +182,7 @@ class ClickHouseSink:
         })
         self.dlq = Producer({"bootstrap.servers": k.bootstrap, "enable.idempotence": True, "acks": "all"})
         self.stats = SinkStats()
-        self._buf: dict[str, list[list[Any]]] = {}
+        self._buf: dict[str, list[_Pending]] = {}
         self._next: dict[tuple[str, int], int] = {}  # offsets to commit after the next insert
         self._buffered = 0
         self._since = time.monotonic()
@@ -199,32 +234,35 @@ class ClickHouseSink:
             check_record(spec.record, rec)
             row = spec.row(rec) + ([part, off] if spec.offsets else [])
         except (serde.SerdeError, KeyError, TypeError, ValueError, ArithmeticError) as e:
-            self.stats.dead_letters += 1
-            log.warning("dead letter %s[%d]@%d: %s", topic, part, off, getattr(e, "reason", type(e).__name__))
-            dl = dead_letter(e, msg.value(), topic, part, off, "sink")
-            self.dlq.produce(self.s.kafka.dead_letter_topic, value=serde.encode("DeadLetter", dl))
-            self.dlq.poll(0)
+            self._dead_letter(e, _Source(part, off, msg.value()), topic)
             row = None
         if row is not None:
-            self._buf.setdefault(topic, []).append(row)
+            self._buf.setdefault(topic, []).append(_Pending(row, _Source(part, off, msg.value())))
             self._buffered += 1
         self._next[(topic, part)] = off + 1
+
+    def _dead_letter(self, e: BaseException, src: "_Source", topic: str) -> None:
+        self.stats.dead_letters += 1
+        log.warning("dead letter %s[%d]@%d: %s", topic, src.partition, src.offset, getattr(e, "reason", type(e).__name__))
+        dl = dead_letter(e, src.value, topic, src.partition, src.offset, "sink")
+        self.dlq.produce(self.s.kafka.dead_letter_topic, value=serde.encode("DeadLetter", dl))
+        self.dlq.poll(0)
 
     def flush(self) -> None:
         if not self._next:
             return
-        for topic, rows in self._buf.items():
-            if not rows:
+        for topic, pending in self._buf.items():
+            if not pending:
                 continue
             spec = self.specs[topic]
-            cols = list(spec.columns) + (["kafka_partition", "kafka_offset"] if spec.offsets else [])
-            columnar = [list(c) for c in zip(*rows)]
-            self._insert_with_retry(spec.table, cols, columnar)
-            self.stats.inserted[spec.table] = self.stats.inserted.get(spec.table, 0) + len(rows)
+            landed = self._land(topic, spec, pending)
+            self.stats.inserted[spec.table] = self.stats.inserted.get(spec.table, 0) + landed
             # Inserted: never insert these rows again, even if the commit below fails (a later
             # flush retries only the commit; a restart resumes from the offsets in ClickHouse).
             self._buf[topic] = []
-        self.dlq.flush(10)
+        # Dead letters must be durable before the offsets that skip their records are committed.
+        if self.dlq.flush(30) > 0:
+            raise RuntimeError("dead letters not acknowledged by Kafka in 30 s; offsets not committed")
         self._commit([TopicPartition(t, p, o) for (t, p), o in self._next.items()])
         self.stats.batches += 1
         self._buf.clear()
@@ -235,18 +273,80 @@ class ClickHouseSink:
     def _commit(self, offsets: list[TopicPartition]) -> None:
         self.consumer.commit(offsets=offsets, asynchronous=False)
 
-    def _insert_with_retry(self, table: str, cols: list[str], columnar: list[list[Any]], attempts: int = 5) -> None:
+    def _land(self, topic: str, spec: TableSpec, pending: list["_Pending"]) -> int:
+        """Insert ``pending`` into its table; returns rows landed. Rows the warehouse rejects are
+        found by halving the batch and go to the dead-letter topic one by one, so one bad row
+        neither blocks the sink for good (it would fail again after every restart) nor takes
+        good rows with it."""
+        try:
+            self._insert_with_retry(spec, pending)
+            return len(pending)
+        except WarehouseError as e:
+            if e.kind != "rejected":
+                raise
+            if len(pending) == 1:
+                self._dead_letter(_Rejected(str(e)), pending[0].source, topic)
+                return 0
+            mid = len(pending) // 2
+            return self._land(topic, spec, pending[:mid]) + self._land(topic, spec, pending[mid:])
+
+    def _insert_with_retry(self, spec: TableSpec, pending: list["_Pending"]) -> None:
+        """One insert, retried on transient and ambiguous failures until it is known to have
+        landed exactly once (``sink.retry_seconds``, then the error is raised and the sink
+        stops with its offsets uncommitted; a restart resumes after what ClickHouse holds).
+
+        Why retries cannot double count: an insert whose connection failed may still have been
+        applied (or still be running) on the server. Before inserting again, the sink waits
+        for its query id to leave ``system.processes``, then looks for the batch's source
+        offsets in the table (one insert is one block, applied entirely or not at all). Tables
+        without offsets are the published components, ReplacingMergeTree read with FINAL: a
+        second copy of a row replaces the first."""
+        cols = list(spec.columns) + (["kafka_partition", "kafka_offset"] if spec.offsets else [])
+        columnar = [list(c) for c in zip(*(p.row for p in pending))]
+        deadline = time.monotonic() + self.s.sink.retry_seconds
         delay = 0.5
-        for i in range(attempts):
+        while True:
+            query_id = f"flowpipe-sink-{uuid.uuid4()}"
             try:
-                self.wh.insert(table, cols, columnar)
+                self.wh.insert(spec.table, cols, columnar, query_id=query_id)
                 return
             except WarehouseError as e:
-                if i == attempts - 1:
+                if e.kind in ("rejected", "fatal"):
                     raise
-                log.warning("insert into %s failed (%s); retrying in %.1f s", table, e, delay)
+                if e.kind == "ambiguous" and spec.offsets and self._landed(spec, pending, query_id, deadline):
+                    self.stats.ambiguous_landed += 1
+                    log.warning("insert into %s failed on the client (%s) but landed on the server; not repeated",
+                                spec.table, e)
+                    return
+                if time.monotonic() + delay > deadline:
+                    raise
+                log.warning("insert into %s failed (%s); retrying in %.1f s", spec.table, e, delay)
                 time.sleep(delay)
-                delay *= 2
+                delay = min(delay * 2, 10.0)
+
+    def _landed(self, spec: TableSpec, pending: list["_Pending"], query_id: str, deadline: float) -> bool:
+        """Whether an insert whose outcome the client did not see is in the table. False when
+        the server cannot be asked yet (then the caller retries, and asks again next time)."""
+        try:
+            while self.wh.rows("SELECT count() FROM system.processes WHERE query_id = %(q)s", {"q": query_id})[0][0]:
+                if time.monotonic() > deadline:
+                    return False
+                time.sleep(0.2)
+            by_part: dict[int, list[int]] = {}
+            for p in pending:
+                by_part.setdefault(p.source.partition, []).append(p.source.offset)
+            found = 0
+            for part, offs in by_part.items():
+                found += int(self.wh.rows(
+                    f"SELECT count() FROM {self.wh.database}.{spec.table} WHERE kafka_partition = %(p)s "
+                    f"AND kafka_offset IN %(o)s", {"p": part, "o": tuple(offs)})[0][0])
+        except WarehouseError:
+            return False
+        if found not in (0, len(pending)):
+            # Cannot happen for one block; if it did, repeating the insert would duplicate rows.
+            raise WarehouseError(f"{spec.table}: {found} of {len(pending)} rows of a failed insert are in the "
+                                 f"table; refusing to guess which", "fatal")
+        return found == len(pending)
 
     # -- main loop --------------------------------------------------------------------------
     def run(self, *, max_records: int | None = None, idle_timeout: float | None = None,

@@ -111,3 +111,46 @@ def test_protected_count_cells_land_in_their_table_once_and_a_misrouted_kind_is_
                    f"FROM {db}.crossing_components FINAL")[0] == (1, 5, "door", "in")
     (letter,) = [serde.decode("DeadLetter", m.value()) for m in read_all(s, s.kafka.dead_letter_topic, 1)]
     assert letter["reason"] == "invalid_value" and "door" not in str(letter)
+
+
+def test_a_row_the_server_rejects_is_dead_lettered_and_the_sink_moves_on(env):
+    """A record that decodes and passes the sink's own checks but that ClickHouse refuses used to
+    fail its batch five times and stop the sink, on every restart. Here the server refuses one
+    receipt (a throwIf guard column, as a deployment on 18.16 would emulate a CHECK constraint):
+    the batch is halved until that row stands alone, it goes to the dead-letter topic with the
+    server's reason, and every other row lands."""
+    s = env
+    wh, db = ServerWarehouse(s.clickhouse), s.clickhouse.database
+    wh.execute(f"ALTER TABLE {db}.deletion_receipts ADD COLUMN guard UInt8 DEFAULT throwIf(camera_id = 'c1' "
+               f"AND captured_at_ms = 1790000000500)")
+    produce_counts(s, 40)   # receipt 1 is camera c1 at 1_790_000_000_500
+    st = ClickHouseSink(s, ServerWarehouse(s.clickhouse)).run(idle_timeout=3, max_seconds=60)
+    assert total(s) == (39, 39) and st.dead_letters == 1
+    assert wh.rows(f"SELECT count() FROM {db}.deletion_receipts WHERE frame_id = %(f)s", {"f": f"{1:032x}"}) == [(0,)]
+    (letter,) = [serde.decode("DeadLetter", m.value()) for m in read_all(s, s.kafka.dead_letter_topic, 1)]
+    assert letter["reason"] == "rejected_by_warehouse" and letter["stage"] == "sink"
+    assert "395" in letter["detail"] and letter["source_topic"] == s.kafka.receipts_topic
+    # nothing is stuck: the next run starts after the batch and lands new rows
+    produce_counts(s, 5, start=40)
+    st2 = ClickHouseSink(s, ServerWarehouse(s.clickhouse)).run(idle_timeout=3, max_seconds=60)
+    assert st2.dead_letters == 0 and total(s) == (44, 44)
+
+
+def test_an_insert_applied_on_the_server_but_timed_out_on_the_client_is_not_repeated(env):
+    """The insert succeeds server-side and fails client-side: a materialised view that sleeps 2 s
+    makes the server finish after the client's 1-s timeout (a real socket timeout, nothing
+    patched). Retrying blindly would land every row twice; the sink waits for the query to leave
+    system.processes, finds the batch's offsets in the table and does not insert again."""
+    s = env
+    db = s.clickhouse.database
+    admin = ServerWarehouse(s.clickhouse)
+    admin.execute(f"CREATE TABLE {db}.slow_sink (frame_id String) ENGINE = Null")
+    admin.execute(f"CREATE MATERIALIZED VIEW {db}.slow_mv TO {db}.slow_sink AS "
+                  f"SELECT frame_id FROM {db}.deletion_receipts WHERE sleep(2) = 0")
+    produce_counts(s, 50)
+    impatient = s.clickhouse.model_copy(update={"send_receive_timeout_seconds": 1.0})
+    st = ClickHouseSink(s, ServerWarehouse(impatient)).run(idle_timeout=4, max_seconds=90)
+    admin.execute(f"DROP TABLE {db}.slow_mv")
+    assert st.ambiguous_landed >= 1, "the client-side timeout did not happen; the test proves nothing"
+    assert total(s) == (50, 50)
+    assert st.dead_letters == 0

@@ -118,3 +118,27 @@ def test_sink_refuses_values_the_warehouse_would_wrap_or_ids_it_would_show():
     for bad in ({"group_id": 65536}, {"group_id": -1}, {"occurrences": 1 << 32}, {"camera_id": "c\u202e1"}):
         with pytest.raises(InvalidRecord):
             check_record("GroupOccurrence", {**ok, **bad})
+    receipt = {"site_id": "s1", "camera_id": "c1", "captured_at": 1_790_000_000_000, "deleted_at": 1_790_000_000_040}
+    check_record("DeletionReceipt", receipt)
+    for bad in ({"captured_at": -1}, {"deleted_at": (1 << 32) * 1000}):   # DateTime wraps outside 1970..2106
+        with pytest.raises(InvalidRecord, match="DateTime"):
+            check_record("DeletionReceipt", {**receipt, **bad})
+
+
+def test_warehouse_errors_say_whether_to_retry_isolate_or_stop():
+    """The sink's next step depends on the kind: a row's content (isolate it), the server for
+    now (retry), the connection mid-insert (find out first), or configuration (stop)."""
+    from clickhouse_driver.errors import NetworkError, ServerException, SocketTimeoutError, TypeMismatchError
+
+    from pipeline.sink.clickhouse import classify
+
+    assert classify(ServerException("throwIf", 395)) == "rejected"
+    assert classify(ServerException("cannot parse", 6)) == "rejected"
+    assert classify(TypeMismatchError("bad type")) == "rejected"
+    assert classify(ServerException("too many parts", 252)) == "transient"
+    assert classify(ServerException("unknown status of insert", 319)) == "ambiguous"
+    assert classify(SocketTimeoutError("timed out")) == "ambiguous"
+    assert classify(NetworkError("reset")) == "ambiguous"
+    assert classify(TimeoutError("timed out")) == "ambiguous"
+    assert classify(ServerException("unknown table", 60)) == "fatal"
+    assert classify(ServerException("wrong password", 516)) == "fatal"
