@@ -109,6 +109,12 @@ class ProcessorSettings(_Section):
     # went quiet for idle_flush_seconds), so late frames from a slow edge still count.
     grace_seconds: int = Field(5, ge=0, le=600)
     idle_flush_seconds: float = Field(10.0, gt=0, le=3600)
+    # Edge clocks are not trusted: a frame whose capture time is more than this ahead of the
+    # broker's append time (LogAppendTime on the frame-reference topic), or further behind it
+    # than the frame store's TTL plus this, is dead-lettered as clock_skew; a frame ahead by less
+    # is counted at its append time, so it cannot move the camera's windows or passes forward
+    # (README, "For SREs": Time).
+    clock_skew_tolerance_seconds: float = Field(5.0, ge=0, le=3600)
     # Person passes (pipeline/processor/passes.py): one pass per confirmed track of the
     # low-frame-rate tracker (pipeline/vision/tracker.py). Detections scoring at least
     # track_high_score start and continue tracks; those between track_low_score and it may only

@@ -36,6 +36,8 @@ from pipeline.vision.tracker import TrackerConfig
 
 log = logging.getLogger(__name__)
 
+LOG_APPEND_TIME = 1   # Kafka record timestamp type (0: CreateTime, the producer's clock)
+
 
 @dataclass
 class ProcessorStats:
@@ -145,9 +147,12 @@ def build_app(settings: Settings, *, max_frames: int | None = None, idle_timeout
     # Demographics are always on (no setting exists for them): face detector + age/gender models,
     # loaded and hash-checked here so a missing model fails at start, not on the first person.
     describe, dim = descriptor_for(ps.descriptor)
+    tolerance_ms = int(ps.clock_skew_tolerance_seconds * 1000)
     processor = FrameProcessor(store, load_keyring(settings.keys.dir), detector_for(ps),
                                Anonymizer(params, input_dim=dim), settings.store.max_blob_bytes,
-                               demographics=DemographicEstimator(), describe=describe)
+                               demographics=DemographicEstimator(), describe=describe,
+                               skew_tolerance_ms=tolerance_ms,
+                               max_delay_ms=int(settings.store.ttl_seconds * 1000) + tolerance_ms)
     windows = WindowAggregator(ps.window_seconds, ps.grace_seconds, ps.idle_flush_seconds)
     # Demographics on their own, longer windows; a quiet camera closes them after the longer of
     # the idle flush and one occurrence window, so a short pause does not split them.
@@ -204,9 +209,14 @@ def build_app(settings: Settings, *, max_frames: int | None = None, idle_timeout
             m = event.message
             stats.last_event = time.monotonic()
             m_.LAST_EVENT.set_to_current_time()
+            # The broker's append time is the trusted clock (the topic policy sets LogAppendTime);
+            # a record stamped by its producer (CreateTime) carries the edge's own clock.
+            appended_ms = int(m.timestamp * 1000) if m.timestamp_type == LOG_APPEND_TIME and m.timestamp else None
             try:
-                res = await loop.run_in_executor(pool, processor.process, event.value)
+                res = await loop.run_in_executor(pool, processor.process, event.value, None, appended_ms)
             except ProcessingError as e:
+                if e.skew_ms is not None:
+                    m_.EDGE_CLOCK_SKEW.observe(e.skew_ms / 1000)
                 stats.dead_letters[e.reason] = stats.dead_letters.get(e.reason, 0) + 1
                 m_.FRAMES.labels("dead_letter").inc()
                 m_.DEAD_LETTERS.labels("processor", e.reason).inc()
@@ -227,6 +237,7 @@ def build_app(settings: Settings, *, max_frames: int | None = None, idle_timeout
                 # The frame keeps its windows open (and padded) even when nobody new is in view;
                 # occurrences and demographics are counted once per person pass, from the pass's
                 # mean descriptor when it ends.
+                m_.EDGE_CLOCK_SKEW.observe(res.skew_ms / 1000)
                 windows.add(res.site_id, res.camera_id, res.captured_at_ms, ())
                 demo_windows.add(res.site_id, res.camera_id, res.captured_at_ms, ())  # advances its watermark
                 line_windows.add(res.site_id, res.camera_id, res.captured_at_ms, ())

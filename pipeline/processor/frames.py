@@ -28,12 +28,13 @@ class ProcessingError(Exception):
     """A frame that goes to the dead-letter topic. Message and fields are payload-free."""
 
     def __init__(self, reason: str, detail: str, ref: dict[str, Any] | None = None,
-                 receipt: dict[str, Any] | None = None) -> None:
+                 receipt: dict[str, Any] | None = None, skew_ms: int | None = None) -> None:
         super().__init__(detail)
         self.reason = reason
         self.detail = detail
         self.ref = ref
         self.receipt = receipt
+        self.skew_ms = skew_ms
 
 
 @dataclass
@@ -51,6 +52,9 @@ class FrameResult:
     labels: list[tuple[str, str]] = field(default_factory=list)
     scores: list[float] = field(default_factory=list)
     frame_size: tuple[int, int] | None = None  # (width, height) of the decoded image
+    # Capture time minus trusted time (the broker's append time): the edge clock's skew minus
+    # the delivery delay. ``captured_at_ms`` is the capture time clamped to the trusted time.
+    skew_ms: int = 0
     # Per detection, the weight of its crop in the pass's mean descriptor (0: cut by the frame
     # border or overlapped by another person).
     quality: list[float] = field(default_factory=list)
@@ -63,9 +67,13 @@ class FrameResult:
 class FrameProcessor:
     def __init__(self, store: FrameStore, keyring: Keyring, detector: Detector, anonymizer: Any,
                  max_blob_bytes: int, max_pixels: int = 4096 * 4096, demographics: Any = None,
-                 describe: Callable[[np.ndarray, list], np.ndarray] = describe_hsv) -> None:
+                 describe: Callable[[np.ndarray, list], np.ndarray] = describe_hsv,
+                 skew_tolerance_ms: int = 5000, max_delay_ms: int = 35_000) -> None:
         """``demographics``: an object with ``counts(image, boxes) -> Counter[(age_band, gender)]``
-        (pipeline.vision.age_gender.DemographicEstimator), or None for no demographic counts."""
+        (pipeline.vision.age_gender.DemographicEstimator), or None for no demographic counts.
+        ``skew_tolerance_ms``/``max_delay_ms``: how far a capture time may be ahead of / behind
+        the broker's append time (the frame store's TTL plus the tolerance) before the frame is
+        a ``clock_skew`` dead letter."""
         self.store = store
         self.keyring = keyring
         self.detector = detector
@@ -74,8 +82,13 @@ class FrameProcessor:
         self.max_pixels = max_pixels
         self.demographics = demographics
         self.describe = describe
+        self.skew_tolerance_ms = skew_tolerance_ms
+        self.max_delay_ms = max_delay_ms
 
-    def process(self, value: bytes | None, now: float | None = None) -> FrameResult:
+    def process(self, value: bytes | None, now: float | None = None, appended_ms: int | None = None) -> FrameResult:
+        """``appended_ms``: the broker's LogAppendTime of the record (trusted time); None when the
+        topic keeps the producer's CreateTime, which is the edge's own clock: then only the
+        processor's clock bounds a capture time from above."""
         try:
             ref = serde.decode("FrameRef", value)
         except serde.SerdeError as e:
@@ -94,6 +107,18 @@ class FrameProcessor:
                 if ref["blob_size"] > self.max_blob_bytes:
                     raise ProcessingError("oversized_frame", f"blob_size {ref['blob_size']} exceeds {self.max_blob_bytes}", ref)
                 now_s = time.time() if now is None else now
+                captured = epoch_ms(ref["captured_at"])
+                trusted = int(now_s * 1000) if appended_ms is None else int(appended_ms)
+                skew = captured - trusted
+                if skew > self.skew_tolerance_ms:
+                    raise ProcessingError("clock_skew", f"capture time is {skew / 1000:.1f} s ahead of the broker's "
+                                          f"append time (tolerance {self.skew_tolerance_ms / 1000:g} s): the "
+                                          f"edge's clock is ahead", ref, skew_ms=skew)
+                if appended_ms is not None and -skew > self.max_delay_ms:
+                    raise ProcessingError("clock_skew", f"capture time is {-skew / 1000:.1f} s before the broker's "
+                                          f"append time, longer than a blob lives (limit "
+                                          f"{self.max_delay_ms / 1000:g} s): the edge's clock is behind, or "
+                                          f"its frames waited past their TTL", ref, skew_ms=skew)
                 if epoch_ms(ref["expires_at"]) < now_s * 1000:
                     raise ProcessingError("expired_frame", "frame reference is past its expiry", ref)
                 blob = self.store.get(ref["blob_uri"], fid, self.max_blob_bytes)
@@ -146,11 +171,16 @@ class FrameProcessor:
             receipt = self._delete_and_receipt(ref, already=deleted)
             raise ProcessingError("internal_error", type(exc).__name__, ref, receipt) from exc
         receipt = self._receipt(ref, "DELETED" if deleted else "ALREADY_ABSENT")
-        return FrameResult(ref["site_id"], ref["camera_id"], epoch_ms(ref["captured_at"]), receipt,
+        # Counted at the capture time, but never later than the trusted time: a frame ahead by
+        # up to the tolerance would otherwise push the camera's window watermark and its
+        # tracker's clock forward, so on-time frames after it would open window fragments (each
+        # padded with fictitious persons) and end passes early (issue 13). Honest clocks are
+        # unaffected: a frame is appended after it is captured.
+        return FrameResult(ref["site_id"], ref["camera_id"], min(captured, trusted), receipt,
                            persons=len(boxes), timings_ms=timings,
                            boxes=[(int(b.x), int(b.y), int(b.w), int(b.h)) for b in boxes], descriptors=emb,
                            labels=labels, scores=[float(b.score) for b in boxes], quality=quality,
-                           frame_size=frame_size)
+                           frame_size=frame_size, skew_ms=skew)
 
     def assign_groups(self, descriptors: list[np.ndarray]) -> list[int]:
         """Groups of ended passes' mean descriptors (the privacy core; fresh noise per call)."""

@@ -2,7 +2,7 @@
 the worker goes on to process the good frame behind it, and nothing personal travels along."""
 import hashlib
 import time
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 import pytest
 from confluent_kafka import Producer
@@ -40,6 +40,10 @@ def test_bad_frames_go_to_dead_letters_and_processing_continues(env, footage, tm
     # capture well-formed refs by sending through the real edge, then corrupt copies of them
     for _ in range(6):
         ep.send(img, now)
+    # edges whose clocks are an hour ahead and two hours behind (their expiry is then two hours
+    # past too, which used to read as expired_frame): judged against the broker's append time
+    ep.send(img, now + timedelta(hours=1))
+    ep.send(img, now - timedelta(hours=2))
     refs = [serde.decode("FrameRef", v) for v in sent]
 
     def put(ref):
@@ -67,6 +71,7 @@ def test_bad_frames_go_to_dead_letters_and_processing_continues(env, footage, tm
     # a reference pointing outside the store must never be read or deleted
     victim = tmp_path / "victim.bin"; victim.write_bytes(b"not yours")
     r = dict(refs[5]); r["blob_uri"] = victim.as_uri(); put(r); cases["foreign_blob_uri"] = 1
+    put(refs[6]); put(refs[7]); cases["clock_skew"] = 2
     # and one good frame behind all of them
     ep2 = EdgeProducer(s, store, load_public_key(s.keys.dir), site_id="dlq-site", camera_id="cam-x")
     ep2.send(img, now)
@@ -84,6 +89,8 @@ def test_bad_frames_go_to_dead_letters_and_processing_continues(env, footage, tm
         got[d["reason"]] = got.get(d["reason"], 0) + 1
         assert d["stage"] == "processor" and d["source_topic"] == topic and d["payload_sha256"]
     assert got == cases
+    skewed = sorted(d["detail"] for d in dls if d["reason"] == "clock_skew")
+    assert "ahead of the broker's append time" in skewed[0] and "before the broker's append time" in skewed[1]
 
     # dead letters carry no payload: no wrapped key, nonce or blob bytes in them
     raw = b"".join(m.value() for m in read_all(s, s.kafka.dead_letter_topic, timeout=2))

@@ -142,3 +142,43 @@ def test_warehouse_errors_say_whether_to_retry_isolate_or_stop():
     assert classify(TimeoutError("timed out")) == "ambiguous"
     assert classify(ServerException("unknown table", 60)) == "fatal"
     assert classify(ServerException("wrong password", 516)) == "fatal"
+
+
+def test_capture_times_are_judged_against_the_brokers_append_time(kit):
+    """Issue 13: one frame stamped an hour ahead used to push its camera's window watermark and
+    tracker clock an hour forward (10 frames of one person became 10 passes, one window became
+    10 padded fragments), and an edge clock behind by more than the TTL read as expired_frame."""
+    ref, proc, store = kit
+    p = proc()
+    value, fid = ref(jpeg())
+    cap = serde.decode("FrameRef", value)["captured_at"]
+    cap_ms = serde.epoch_ms(cap)
+    # an hour ahead of the append time: dead letter, blob deleted, receipt sent
+    with pytest.raises(ProcessingError) as e:
+        p.process(value, appended_ms=cap_ms - 3_600_000)
+    assert e.value.reason == "clock_skew" and "ahead" in e.value.detail
+    assert e.value.skew_ms == 3_600_000 and e.value.receipt["outcome"] == "DELETED"
+    assert not list(store.root.glob("*.bin"))
+    # two hours behind (with its expiry, which the same clock wrote, long past): clock_skew, not
+    # expired_frame, so the dead letters name the cause
+    value, fid = ref(jpeg())
+    cap_ms = serde.epoch_ms(serde.decode("FrameRef", value)["captured_at"])
+    with pytest.raises(ProcessingError) as e:
+        p.process(value, now=cap_ms / 1000 + 7200, appended_ms=cap_ms + 7_200_000)
+    assert e.value.reason == "clock_skew" and "behind" in e.value.detail
+    # ahead by less than the tolerance: processed, counted at the append time
+    value, fid = ref(jpeg())
+    cap_ms = serde.epoch_ms(serde.decode("FrameRef", value)["captured_at"])
+    res = p.process(value, appended_ms=cap_ms - 3000)
+    assert res.captured_at_ms == cap_ms - 3000 and res.skew_ms == 3000
+    # an honest clock: appended after capture, counted at its capture time
+    value, fid = ref(jpeg())
+    cap_ms = serde.epoch_ms(serde.decode("FrameRef", value)["captured_at"])
+    res = p.process(value, appended_ms=cap_ms + 40)
+    assert res.captured_at_ms == cap_ms and res.skew_ms == -40
+    # without an append time (a CreateTime topic) the processor's own clock bounds it from above
+    value, fid = ref(jpeg())
+    cap_ms = serde.epoch_ms(serde.decode("FrameRef", value)["captured_at"])
+    with pytest.raises(ProcessingError) as e:
+        p.process(value, now=cap_ms / 1000 - 3600)
+    assert e.value.reason == "clock_skew"
