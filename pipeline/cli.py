@@ -141,7 +141,9 @@ def keys_init(ctx: click.Context, rotate: bool) -> None:
 
     d = _settings(ctx).keys.dir
     kid = generate_keypair(d) if rotate else ensure_keypair(d)
-    console.print(f"processor key {kid} in {d}")
+    console.print(f"processor key {kid} in {d}" + (" (running edges and processors switch within seconds; "
+                                                   "`flowctl keys retire` deletes the old key after its frames expired)"
+                                                   if rotate else ""))
     # The deployment's secret privacy parameter set lives beside the key, with the same
     # protection: created once from OS entropy (rotate it with `flowctl privacy rotate`).
     params, created = ensure_deployment_params(d)
@@ -149,6 +151,22 @@ def keys_init(ctx: click.Context, rotate: bool) -> None:
     from pipeline.privacy.release import ensure_noise_key
 
     console.print(f"release-noise key for the aggregator: {ensure_noise_key(d)}")
+
+
+@keys.command("retire")
+@click.pass_context
+def keys_retire(ctx: click.Context) -> None:
+    """Delete processor private keys superseded longer ago than frames live (store TTL + skew
+    tolerance + keys.retire_margin_seconds); processors already stopped using them."""
+    from pipeline.envelope import retire_keys
+    from pipeline.settings import key_retire_after_seconds
+
+    s = _settings(ctx)
+    try:
+        gone = retire_keys(s.keys.dir, key_retire_after_seconds(s))
+    except FileNotFoundError as e:
+        raise click.ClickException(f"no current key in {s.keys.dir} ({e.strerror}): run `flowctl keys init`") from None
+    console.print(f"retired {len(gone)} key(s): {', '.join(gone) or 'none due'}")
 
 
 # --- warehouse ---------------------------------------------------------------------------------
@@ -202,13 +220,13 @@ def edge(ctx: click.Context, source: str, site: str | None, camera: str | None, 
     """Encrypt frames from SOURCE (video file, image folder or camera URL) and publish references."""
     from pipeline.edge.producer import EdgeProducer
     from pipeline.edge.sources import SourceError, open_source
-    from pipeline.envelope import load_public_key
+    from pipeline.envelope import CurrentPublicKey
     from pipeline.framestore import open_store
 
     s = _settings(ctx)
     try:
         frames = open_source(source, s.edge.sample_fps, s.edge.max_width, s.edge.max_height)
-        pub = load_public_key(s.keys.dir)
+        pub = CurrentPublicKey(s.keys.dir)
     except (SourceError, FileNotFoundError) as e:
         raise click.ClickException(str(e)) from None
     ep = EdgeProducer(s, open_store(s.store.url, s.store.ttl_seconds), pub, site_id=site, camera_id=camera)
@@ -607,12 +625,12 @@ def demo(ctx: click.Context, source: str | None, site: str, cameras: str, max_fr
     try:
         from pipeline.edge.producer import EdgeProducer
         from pipeline.edge.sources import open_source
-        from pipeline.envelope import load_public_key
+        from pipeline.envelope import CurrentPublicKey
         from pipeline.framestore import open_store
 
         import threading
 
-        pub = load_public_key(s.keys.dir)
+        pub = CurrentPublicKey(s.keys.dir)
         frames = list(open_source(source, s.edge.sample_fps, s.edge.max_width, s.edge.max_height))
         per = max_frames or max(1, len(frames) // len(cams))
         errors: list[str] = []

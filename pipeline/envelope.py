@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import hashlib
 import os
+import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -120,7 +123,10 @@ def generate_keypair(key_dir: Path) -> str:
     with os.fdopen(fd, "wb") as f:
         f.write(bytes(sk))
     (key_dir / f"{kid}.pub").write_bytes(pub)
-    (key_dir / "current").write_text(kid + "\n")
+    # Atomic: edges and processors re-read `current` while running (KeyDirectory, CurrentPublicKey).
+    tmp = key_dir / ".current.tmp"
+    tmp.write_text(kid + "\n")
+    os.replace(tmp, key_dir / "current")
     return kid
 
 
@@ -143,3 +149,117 @@ def load_keyring(key_dir: Path) -> Keyring:
     if not keys:
         raise FileNotFoundError(f"no processor private keys in {key_dir}: run `flowctl keys init`")
     return Keyring(keys)
+
+
+# --- rotation without restarts ---------------------------------------------------------------
+
+def _current_state(key_dir: Path) -> tuple[str, float]:
+    """(current key id, when it became current: the mtime of `current`)."""
+    cur = key_dir / "current"
+    st = cur.stat()
+    return cur.read_text().strip(), st.st_mtime
+
+
+class KeyDirectory:
+    """The processor's keyring as the key directory holds it now.
+
+    Why: the keyring used to be read once at start, so after `flowctl keys init --rotate` every
+    frame sealed to the new key was dead-lettered (and its blob deleted) until the processors
+    restarted. This re-reads the directory at most every ``check_seconds`` and at once (at most
+    every 0.2 s) when a frame names a key it does not hold.
+
+    Retirement: a key that is no longer current opens frames for ``retire_after_seconds`` after
+    the rotation (the frame store's TTL plus margins: frames sealed to it before the edges
+    switched are gone by then), and is dropped afterwards, so a stolen old key no longer opens
+    anything this processor accepts. `flowctl keys retire` deletes such keys from disk.
+    """
+
+    def __init__(self, key_dir: Path, retire_after_seconds: float, check_seconds: float = 1.0,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.key_dir = Path(key_dir)
+        self.retire_after = retire_after_seconds
+        self.check_seconds = check_seconds
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._ring: Keyring | None = None
+        self._checked = -1e18
+        self._signature: tuple | None = None
+        self._retire_at = float("inf")
+        self.reloads = 0
+        self._refresh(force=True)
+
+    def _scan(self) -> tuple:
+        keys = sorted((p.name, p.stat().st_mtime_ns) for p in self.key_dir.glob("*.key"))
+        cur = self.key_dir / "current"
+        return tuple(keys), cur.stat().st_mtime_ns if cur.exists() else 0
+
+    def _refresh(self, force: bool = False) -> Keyring:
+        now = self._clock()
+        with self._lock:
+            due = now - self._checked >= (0.2 if force else self.check_seconds) or now >= self._retire_at
+            if self._ring is not None and not due:
+                return self._ring
+            self._checked = now
+            sig = self._scan()
+            if self._ring is not None and sig == self._signature and now < self._retire_at:
+                return self._ring
+            current, since = _current_state(self.key_dir)
+            live = now < since + self.retire_after   # superseded keys still open frames
+            keep = [p for p in sorted(self.key_dir.glob("*.key")) if live or p.stem == current]
+            if not any(p.stem == current for p in keep):
+                raise FileNotFoundError(f"no private key for the current key id {current} in {self.key_dir}")
+            self._ring = Keyring([p.read_bytes() for p in keep])
+            self._signature = sig
+            self._retire_at = since + self.retire_after if live and len(keep) > 1 else float("inf")
+            self.reloads += 1
+            return self._ring
+
+    @property
+    def key_ids(self) -> list[str]:
+        return self._refresh().key_ids
+
+    def open(self, key_id: str, wrapped_key: bytes, nonce: bytes, ciphertext: bytes, aad: bytes) -> bytes:
+        ring = self._refresh()
+        if key_id not in ring.key_ids:
+            ring = self._refresh(force=True)
+        return ring.open(key_id, wrapped_key, nonce, ciphertext, aad)
+
+
+class CurrentPublicKey:
+    """The edge's view of the processors' current public key, re-read when `current` changes
+    (checked at most every ``check_seconds``), so a rotation reaches running edges in seconds."""
+
+    def __init__(self, key_dir: Path, check_seconds: float = 1.0, clock: Callable[[], float] = time.monotonic) -> None:
+        self.key_dir = Path(key_dir)
+        self.check_seconds = check_seconds
+        self._clock = clock
+        self._checked = clock()
+        self._mtime = (self.key_dir / "current").stat().st_mtime_ns
+        self._key = load_public_key(self.key_dir)
+
+    def get(self) -> bytes:
+        now = self._clock()
+        if now - self._checked >= self.check_seconds:
+            self._checked = now
+            try:
+                mtime = (self.key_dir / "current").stat().st_mtime_ns
+                if mtime != self._mtime:
+                    self._key, self._mtime = load_public_key(self.key_dir), mtime
+            except OSError:
+                pass  # mid-rotation or unreadable: keep sealing to the key we have
+        return self._key
+
+
+def retire_keys(key_dir: Path, retire_after_seconds: float, now: float | None = None) -> list[str]:
+    """Delete the private keys that are no longer current and were superseded more than
+    ``retire_after_seconds`` ago; returns their key ids."""
+    now = time.time() if now is None else now
+    current, since = _current_state(key_dir)
+    if now < since + retire_after_seconds:
+        return []
+    gone = []
+    for p in sorted(key_dir.glob("*.key")):
+        if p.stem != current:
+            p.unlink()
+            gone.append(p.stem)
+    return gone

@@ -19,6 +19,14 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 REPO_ROOT = Path(os.environ.get("FLOW_HOME") or Path(__file__).resolve().parent.parent)
 
 
+# The stack's state: data, logs and the security material it creates at first start
+# (infra/local/security.sh). FLOW_VAR_DIR moves it, for the scripts and for these defaults.
+VAR_DIR = Path(os.environ.get("FLOW_VAR_DIR") or REPO_ROOT / ".var")
+SECURITY_DIR = VAR_DIR / "security"
+
+KafkaRole = Literal["admin", "edge", "processor", "aggregator", "sink", "exporter", "simulator"]
+
+
 class ConfigError(ValueError):
     """Settings that cannot be used; the message says which key and why."""
 
@@ -30,6 +38,13 @@ class _Section(BaseModel):
 class KafkaSettings(_Section):
     bootstrap: str = "127.0.0.1:19092"
     client_id: str = "flowpipe"
+    # Every client authenticates as its role (SASL/SCRAM-SHA-512 over TLS, pinned to the
+    # stack's own CA) and may do only what the role's ACLs allow (pipeline/ops/acls.py).
+    # PLAINTEXT is an explicit development option, never the default.
+    security_protocol: Literal["SASL_SSL", "PLAINTEXT"] = "SASL_SSL"
+    ca_file: Path = SECURITY_DIR / "ca.crt"
+    # <role>.password per role (0600); a deployment mounts only its own role's file.
+    credentials_dir: Path = SECURITY_DIR / "kafka"
     # Topic names: raw-data topics are declared with short retention in infra/topics.yaml.
     frame_refs_topic: str = "frames.refs"
     occurrences_topic: str = "flow.group-occurrences"
@@ -87,6 +102,11 @@ class KeySettings(_Section):
     """Where the processors' X25519 key pair lives (private key only on processor hosts)."""
 
     dir: Path = REPO_ROOT / ".var" / "keys"
+    # After a rotation the superseded private key still opens frames for the frame store's TTL
+    # plus the processors' clock-skew tolerance plus this margin (edges switch keys within a
+    # second; frames in flight arrive within their TTL), then processors drop it and
+    # `flowctl keys retire` deletes it.
+    retire_margin_seconds: float = Field(60.0, ge=0, le=86400)
 
 
 class EdgeSettings(_Section):
@@ -109,11 +129,12 @@ class ProcessorSettings(_Section):
     # went quiet for idle_flush_seconds), so late frames from a slow edge still count.
     grace_seconds: int = Field(5, ge=0, le=600)
     idle_flush_seconds: float = Field(10.0, gt=0, le=3600)
-    # Edge clocks are not trusted: a frame whose capture time is more than this ahead of the
-    # broker's append time (LogAppendTime on the frame-reference topic), or further behind it
-    # than the frame store's TTL plus this, is dead-lettered as clock_skew; a frame ahead by less
-    # is counted at its append time, so it cannot move the camera's windows or passes forward
-    # (README, "For SREs": Time).
+    # Edge clocks are not trusted. Against the broker's append time (LogAppendTime on the
+    # frame-reference topic), a frame whose capture time is more than this ahead, or whose edge
+    # clock (its expiry minus the store TTL) is more than this ahead or more than the TTL plus
+    # this behind, is dead-lettered as clock_skew; a frame ahead by less is counted at its
+    # append time, so it cannot move the camera's windows or passes forward (README, "For
+    # SREs": Time). Older capture times (replays, backfills) are counted as late frames.
     clock_skew_tolerance_seconds: float = Field(5.0, ge=0, le=3600)
     # Person passes (pipeline/processor/passes.py): one pass per confirmed track of the
     # low-frame-rate tracker (pipeline/vision/tracker.py). Detections scoring at least
@@ -306,6 +327,11 @@ class Settings(BaseSettings):
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         return (init_settings, env_settings, _YamlSource(settings_cls))
+
+
+def key_retire_after_seconds(s: "Settings") -> float:
+    """How long a superseded processor key keeps opening frames (KeySettings)."""
+    return s.store.ttl_seconds + s.processor.clock_skew_tolerance_seconds + s.keys.retire_margin_seconds
 
 
 class _YamlSource(PydanticBaseSettingsSource):

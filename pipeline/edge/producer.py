@@ -11,7 +11,7 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Callable, Iterable
 
 import cv2
@@ -19,7 +19,7 @@ from confluent_kafka import KafkaError, Message, Producer
 
 from pipeline import serde
 from pipeline.edge.sources import SampledFrame
-from pipeline.envelope import Sealer, associated_data
+from pipeline.envelope import CurrentPublicKey, Sealer, associated_data, key_id_of
 from pipeline.framestore import FrameStore, Sweeper
 from pipeline.settings import Settings
 
@@ -53,11 +53,14 @@ class EdgeStats:
 
 
 class EdgeProducer:
-    def __init__(self, settings: Settings, store: FrameStore, public_key: bytes, *, site_id: str | None = None,
-                 camera_id: str | None = None, producer: Producer | None = None) -> None:
+    def __init__(self, settings: Settings, store: FrameStore, public_key: "bytes | CurrentPublicKey", *,
+                 site_id: str | None = None, camera_id: str | None = None, producer: Producer | None = None) -> None:
+        """``public_key``: fixed bytes, or a :class:`CurrentPublicKey` so that a key rotation
+        reaches the running edge within a second."""
         self.s = settings
         self.store = store
-        self.sealer = Sealer(public_key)
+        self._keys = public_key if isinstance(public_key, CurrentPublicKey) else None
+        self.sealer = Sealer(public_key if self._keys is None else self._keys.get())
         self.site_id = site_id or settings.edge.site_id
         self.camera_id = camera_id or settings.edge.camera_id
         self.producer = producer or kafka_producer(settings)
@@ -72,6 +75,11 @@ class EdgeProducer:
             raise ValueError("JPEG encoding failed")
         frame_id = str(uuid.uuid4())
         cap_ms = int(captured_at.timestamp() * 1000)
+        if self._keys is not None:
+            pub = self._keys.get()
+            if self.sealer.key_id != key_id_of(pub):
+                self.sealer = Sealer(pub)
+                log.info("edge %s/%s: sealing to rotated processor key %s", self.site_id, self.camera_id, self.sealer.key_id)
         sealed = self.sealer.seal(jpeg.tobytes(), associated_data(frame_id, self.site_id, self.camera_id, cap_ms))
         del jpeg
         uri = self.store.put(frame_id, sealed.ciphertext)
@@ -145,8 +153,14 @@ class EdgeProducer:
     def run(self, frames: Iterable[SampledFrame], *, max_frames: int | None = None, realtime: bool = False,
             speed: float = 1.0, start: datetime | None = None,
             on_frame: Callable[[int], None] | None = None) -> EdgeStats:
-        """Send a whole source. ``realtime`` paces frames at media time divided by ``speed``."""
-        start = start or datetime.now(timezone.utc)
+        """Send a whole source. ``realtime`` paces frames at media time divided by ``speed``,
+        stamped when sent, like a live camera. Otherwise frames are stamped ``start`` plus their
+        media time and sent as fast as possible, but never before that time has come: a camera
+        cannot send a frame before taking it, and processors dead-letter capture times ahead of
+        the broker's clock (clock_skew). The default ``start`` is half the store's TTL ago, so
+        a short clip goes at once and a long one becomes real time after its head start."""
+        if start is None:
+            start = datetime.now(timezone.utc) - (timedelta(0) if realtime else timedelta(seconds=self.store.ttl_seconds / 2))
         t0 = time.monotonic()
         with Sweeper(self.store, self.s.store.sweep_interval_seconds, self.on_swept):
             for i, fr in enumerate(frames):
@@ -154,8 +168,10 @@ class EdgeProducer:
                     break
                 if realtime:
                     delay = fr.offset_seconds / speed - (time.monotonic() - t0)
-                    if delay > 0:
-                        time.sleep(delay)
+                else:
+                    delay = start.timestamp() + fr.offset_seconds - time.time()
+                if delay > 0:
+                    time.sleep(delay)
                 # Paced replay behaves like a live camera: the capture time is when the frame is sent.
                 offset = fr.offset_seconds / speed if realtime else fr.offset_seconds
                 captured = datetime.fromtimestamp(start.timestamp() + offset, tz=timezone.utc)

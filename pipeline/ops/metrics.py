@@ -16,8 +16,8 @@ WINDOWS = Counter("flowpipe_processor_windows_emitted_total", "Camera windows em
 OPEN_WINDOWS = Gauge("flowpipe_processor_open_windows", "Camera windows held in memory (counts only)")
 EDGE_CLOCK_SKEW = Histogram(
     "flowpipe_processor_edge_clock_skew_seconds",
-    "Frame capture time minus the broker's append time (edge clock skew minus delivery delay; positive: "
-    "the edge clock is ahead)",
+    "The edge's clock (its frame expiry minus the store TTL) minus the broker's append time: clock skew "
+    "minus delivery delay; positive: the edge clock is ahead",
     buckets=(-600, -60, -30, -10, -5, -2, -1, -0.5, -0.25, 0, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 600))
 LAST_EVENT = Gauge("flowpipe_processor_last_event_timestamp_seconds", "When the processor last handled a frame")
 

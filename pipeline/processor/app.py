@@ -19,7 +19,7 @@ import faust
 import numpy as np
 
 from pipeline import serde
-from pipeline.envelope import load_keyring
+from pipeline.envelope import KeyDirectory
 from pipeline.ops import metrics as m_
 from pipeline.framestore import open_store
 from pipeline.privacy import WINDOW_MARKER_GROUP, Anonymizer, PrivacyParams, pad_with_fictitious
@@ -29,7 +29,7 @@ from pipeline.processor.frames import FrameProcessor, ProcessingError, dead_lett
 from pipeline.processor.passes import Contribution, PassCounter
 from pipeline.processor.windows import ClosedWindow, WindowAggregator
 from pipeline.layout import count_lines, read_layout
-from pipeline.settings import ProcessorSettings, Settings
+from pipeline.settings import ProcessorSettings, Settings, key_retire_after_seconds
 from pipeline.vision.age_gender import DemographicEstimator
 from pipeline.vision.factory import descriptor_for, detector_for
 from pipeline.vision.tracker import TrackerConfig
@@ -148,11 +148,11 @@ def build_app(settings: Settings, *, max_frames: int | None = None, idle_timeout
     # loaded and hash-checked here so a missing model fails at start, not on the first person.
     describe, dim = descriptor_for(ps.descriptor)
     tolerance_ms = int(ps.clock_skew_tolerance_seconds * 1000)
-    processor = FrameProcessor(store, load_keyring(settings.keys.dir), detector_for(ps),
+    # Rotation reaches a running processor: the key directory is re-read (KeyDirectory).
+    processor = FrameProcessor(store, KeyDirectory(settings.keys.dir, key_retire_after_seconds(settings)), detector_for(ps),
                                Anonymizer(params, input_dim=dim), settings.store.max_blob_bytes,
                                demographics=DemographicEstimator(), describe=describe,
-                               skew_tolerance_ms=tolerance_ms,
-                               max_delay_ms=int(settings.store.ttl_seconds * 1000) + tolerance_ms)
+                               skew_tolerance_ms=tolerance_ms, store_ttl_ms=int(settings.store.ttl_seconds * 1000))
     windows = WindowAggregator(ps.window_seconds, ps.grace_seconds, ps.idle_flush_seconds)
     # Demographics on their own, longer windows; a quiet camera closes them after the longer of
     # the idle flush and one occurrence window, so a short pause does not split them.
@@ -237,7 +237,8 @@ def build_app(settings: Settings, *, max_frames: int | None = None, idle_timeout
                 # The frame keeps its windows open (and padded) even when nobody new is in view;
                 # occurrences and demographics are counted once per person pass, from the pass's
                 # mean descriptor when it ends.
-                m_.EDGE_CLOCK_SKEW.observe(res.skew_ms / 1000)
+                if res.skew_ms is not None:
+                    m_.EDGE_CLOCK_SKEW.observe(res.skew_ms / 1000)
                 windows.add(res.site_id, res.camera_id, res.captured_at_ms, ())
                 demo_windows.add(res.site_id, res.camera_id, res.captured_at_ms, ())  # advances its watermark
                 line_windows.add(res.site_id, res.camera_id, res.captured_at_ms, ())

@@ -52,9 +52,9 @@ class FrameResult:
     labels: list[tuple[str, str]] = field(default_factory=list)
     scores: list[float] = field(default_factory=list)
     frame_size: tuple[int, int] | None = None  # (width, height) of the decoded image
-    # Capture time minus trusted time (the broker's append time): the edge clock's skew minus
-    # the delivery delay. ``captured_at_ms`` is the capture time clamped to the trusted time.
-    skew_ms: int = 0
+    # The edge's clock minus the broker's append time (None without an append time): its skew
+    # minus the delivery delay. ``captured_at_ms`` is the capture time clamped to the trusted time.
+    skew_ms: int | None = None
     # Per detection, the weight of its crop in the pass's mean descriptor (0: cut by the frame
     # border or overlapped by another person).
     quality: list[float] = field(default_factory=list)
@@ -68,12 +68,13 @@ class FrameProcessor:
     def __init__(self, store: FrameStore, keyring: Keyring, detector: Detector, anonymizer: Any,
                  max_blob_bytes: int, max_pixels: int = 4096 * 4096, demographics: Any = None,
                  describe: Callable[[np.ndarray, list], np.ndarray] = describe_hsv,
-                 skew_tolerance_ms: int = 5000, max_delay_ms: int = 35_000) -> None:
+                 skew_tolerance_ms: int = 5000, store_ttl_ms: int = 30_000) -> None:
         """``demographics``: an object with ``counts(image, boxes) -> Counter[(age_band, gender)]``
         (pipeline.vision.age_gender.DemographicEstimator), or None for no demographic counts.
-        ``skew_tolerance_ms``/``max_delay_ms``: how far a capture time may be ahead of / behind
-        the broker's append time (the frame store's TTL plus the tolerance) before the frame is
-        a ``clock_skew`` dead letter."""
+        ``skew_tolerance_ms``: how far a capture time, or the edge's clock, may be ahead of the
+        broker's append time before the frame is a ``clock_skew`` dead letter (the edge's clock
+        may also be behind by up to ``store_ttl_ms`` more: the frame store's TTL, which the edge
+        adds to its clock to stamp the expiry)."""
         self.store = store
         self.keyring = keyring
         self.detector = detector
@@ -83,7 +84,7 @@ class FrameProcessor:
         self.demographics = demographics
         self.describe = describe
         self.skew_tolerance_ms = skew_tolerance_ms
-        self.max_delay_ms = max_delay_ms
+        self.store_ttl_ms = store_ttl_ms
 
     def process(self, value: bytes | None, now: float | None = None, appended_ms: int | None = None) -> FrameResult:
         """``appended_ms``: the broker's LogAppendTime of the record (trusted time); None when the
@@ -109,16 +110,24 @@ class FrameProcessor:
                 now_s = time.time() if now is None else now
                 captured = epoch_ms(ref["captured_at"])
                 trusted = int(now_s * 1000) if appended_ms is None else int(appended_ms)
-                skew = captured - trusted
-                if skew > self.skew_tolerance_ms:
-                    raise ProcessingError("clock_skew", f"capture time is {skew / 1000:.1f} s ahead of the broker's "
+                ahead = captured - trusted
+                if ahead > self.skew_tolerance_ms:
+                    raise ProcessingError("clock_skew", f"capture time is {ahead / 1000:.1f} s ahead of the broker's "
                                           f"append time (tolerance {self.skew_tolerance_ms / 1000:g} s): the "
-                                          f"edge's clock is ahead", ref, skew_ms=skew)
-                if appended_ms is not None and -skew > self.max_delay_ms:
-                    raise ProcessingError("clock_skew", f"capture time is {-skew / 1000:.1f} s before the broker's "
-                                          f"append time, longer than a blob lives (limit "
-                                          f"{self.max_delay_ms / 1000:g} s): the edge's clock is behind, or "
-                                          f"its frames waited past their TTL", ref, skew_ms=skew)
+                                          f"edge's clock is ahead", ref, skew_ms=ahead)
+                skew = None
+                if appended_ms is not None:
+                    # The edge's own clock when it stored the blob: it stamps the expiry as that
+                    # time plus the store's TTL. Capture times may be older (replays, backfills);
+                    # the edge's clock may not be off.
+                    skew = epoch_ms(ref["expires_at"]) - self.store_ttl_ms - trusted
+                    if skew > self.skew_tolerance_ms or -skew > self.store_ttl_ms + self.skew_tolerance_ms:
+                        raise ProcessingError("clock_skew", f"the edge's clock is {abs(skew) / 1000:.1f} s "
+                                              f"{'ahead of' if skew > 0 else 'behind'} the broker's append time "
+                                              f"(judged from the frame's expiry; tolerance "
+                                              f"{self.skew_tolerance_ms / 1000:g} s ahead, "
+                                              f"{(self.store_ttl_ms + self.skew_tolerance_ms) / 1000:g} s behind)",
+                                              ref, skew_ms=skew)
                 if epoch_ms(ref["expires_at"]) < now_s * 1000:
                     raise ProcessingError("expired_frame", "frame reference is past its expiry", ref)
                 blob = self.store.get(ref["blob_uri"], fid, self.max_blob_bytes)

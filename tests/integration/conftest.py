@@ -105,6 +105,42 @@ def flowctl(s: Settings, *args: str, timeout: float = 300, check: bool = True) -
     return p
 
 
+def read_topic(s: Settings, topic: str, max_wait: float = 60.0) -> list:
+    """Every record on ``topic`` up to each partition's high watermark at the time of the call.
+
+    Evidence by offsets, not by silence: "nothing arrived" is a statement about the watermarks
+    (the producers under test have flushed and exited), not about 3 quiet seconds. A partition
+    that ends in a transaction marker reports end-of-partition instead of a last record."""
+    from confluent_kafka import Consumer, KafkaError, TopicPartition
+
+    c = Consumer({"bootstrap.servers": s.kafka.bootstrap, "group.id": f"reader-{uuid.uuid4().hex}",
+                  "enable.auto.commit": False, "auto.offset.reset": "earliest", "enable.partition.eof": True,
+                  "isolation.level": "read_committed"})
+    try:
+        parts = sorted(c.list_topics(topic, timeout=10).topics[topic].partitions)
+        ends = {p: c.get_watermark_offsets(TopicPartition(topic, p), timeout=10) for p in parts}
+        todo = {p for p, (lo, hi) in ends.items() if hi > lo}
+        c.assign([TopicPartition(topic, p, ends[p][0]) for p in sorted(todo)])
+        out, deadline = [], time.monotonic() + max_wait
+        while todo:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{topic}: partitions {sorted(todo)} not read to their end in {max_wait} s")
+            m = c.poll(0.5)
+            if m is None:
+                continue
+            if m.error():
+                if m.error().code() == KafkaError._PARTITION_EOF:
+                    todo.discard(m.partition())
+                continue
+            if m.offset() < ends[m.partition()][1]:
+                out.append(m)
+            if m.offset() >= ends[m.partition()][1] - 1:
+                todo.discard(m.partition())
+        return out
+    finally:
+        c.close()
+
+
 def set_config(admin, topic, **cfg):
     res = ConfigResource(ConfigResource.Type.TOPIC, topic, incremental_configs=[
         ConfigEntry(k.replace("_", "."), v, incremental_operation=AlterConfigOpType.SET) for k, v in cfg.items()])

@@ -2,7 +2,6 @@
 worker killed with SIGKILL mid-stream publishing exactly what an uninterrupted run publishes."""
 from __future__ import annotations
 
-import os
 import re
 import signal
 import subprocess
@@ -12,7 +11,7 @@ from datetime import datetime, timedelta, timezone
 
 import numpy as np
 import pytest
-from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
+from confluent_kafka import Consumer, Producer, TopicPartition
 
 from pipeline import serde
 from pipeline.aggregator.batch import aggregate_cells
@@ -22,7 +21,7 @@ from pipeline.processor.app import occurrence_key
 from pipeline.settings import REPO_ROOT, Settings
 from pipeline.sink.clickhouse import ServerWarehouse
 from pipeline.sink.consumer import ClickHouseSink
-from tests.integration.conftest import flowctl, settings_env
+from tests.integration.conftest import flowctl, read_topic, settings_env
 
 pytestmark = pytest.mark.integration
 
@@ -62,27 +61,7 @@ def produce_cells(s: Settings, cells: list[OccurrenceCell]) -> None:
 
 
 def read_all(s: Settings, topic: str, record: str) -> list[dict]:
-    c = Consumer({"bootstrap.servers": s.kafka.bootstrap, "group.id": f"reader-{os.getpid()}-{time.time()}",
-                  "enable.auto.commit": False, "auto.offset.reset": "earliest", "enable.partition.eof": True})
-    md = c.list_topics(topic, timeout=10).topics[topic]
-    parts = sorted(md.partitions)
-    c.assign([TopicPartition(topic, p, 0) for p in parts])
-    ends = {p: c.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in parts}
-    out, done = [], {p for p, e in ends.items() if e == 0}
-    deadline = time.monotonic() + 60
-    while len(done) < len(parts) and time.monotonic() < deadline:
-        m = c.poll(0.5)
-        if m is None:
-            continue
-        if m.error():
-            if m.error().code() == KafkaError._PARTITION_EOF:
-                done.add(m.partition())
-            continue
-        out.append(serde.decode(record, m.value()))
-        if m.offset() >= ends[m.partition()] - 1:
-            done.add(m.partition())
-    c.close()
-    return out
+    return [serde.decode(record, m.value()) for m in read_topic(s, topic)]
 
 
 def high_watermarks(s: Settings, topic: str) -> int:

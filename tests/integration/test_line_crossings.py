@@ -55,7 +55,7 @@ def test_line_crossings_land_by_direction_and_match_the_labelled_people(env, foo
     assert f"processor: {N_FRAMES} frames" in proc.stderr, proc.stderr[-2000:]
     # exact per-window counts on the restricted topic (input of the aggregator's crossings stage)
     exact: dict[tuple[str, str], int] = {}
-    for m in read_all(s, s.kafka.crossings_topic, 5):
+    for m in read_all(s, s.kafka.crossings_topic):
         r = serde.decode("LineCrossingCount", m.value())
         exact[(r["line"], r["direction"])] = exact.get((r["line"], r["direction"]), 0) + r["crossings"]
     truth = labelled_crossings(frames)

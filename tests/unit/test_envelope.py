@@ -70,3 +70,38 @@ def test_private_key_file_is_owner_only(keydir):
 def test_bad_public_key_is_refused():
     with pytest.raises(ValueError):
         Sealer(b"short")
+
+
+def test_a_running_processor_and_edge_follow_a_rotation_and_the_old_key_retires(keydir):
+    """Issue 13: the keyring was read once at start, so after a rotation every frame was
+    dead-lettered (and its blob deleted) until the processors restarted."""
+    import os
+
+    from pipeline.envelope import CurrentPublicKey, KeyDirectory, retire_keys
+
+    clock = {"t": 1_000_000.0}
+    ring = KeyDirectory(keydir, retire_after_seconds=100, clock=lambda: clock["t"])
+    edge = CurrentPublicKey(keydir, clock=lambda: clock["t"])
+    old = Sealer(edge.get())
+    aad = associated_data("f", "s", "c", 1)
+    before = old.seal(b"before", aad)
+
+    new_kid = generate_keypair(keydir)
+    rotated_at = (keydir / "current").stat().st_mtime
+    clock["t"] = rotated_at + 2              # the edge re-reads `current` within its check interval
+    new = Sealer(edge.get())
+    assert new.key_id == new_kid != old.key_id
+    after = new.seal(b"after", aad)
+    # the new key opens at once (a frame naming an unknown key forces a re-read) ...
+    assert ring.open(after.key_id, after.wrapped_key, after.nonce, after.ciphertext, aad) == b"after"
+    # ... and the superseded one keeps opening frames in flight until it retires
+    assert ring.open(before.key_id, before.wrapped_key, before.nonce, before.ciphertext, aad) == b"before"
+    assert retire_keys(keydir, 100, now=rotated_at + 50) == []
+    clock["t"] = rotated_at + 101
+    with pytest.raises(EnvelopeError) as e:
+        ring.open(before.key_id, before.wrapped_key, before.nonce, before.ciphertext, aad)
+    assert e.value.reason == "unknown_key"
+    assert ring.key_ids == [new_kid]
+    assert retire_keys(keydir, 100, now=rotated_at + 101) == [old.key_id]
+    assert sorted(p.stem for p in keydir.glob("*.key")) == [new_kid]
+    assert oct(os.stat(keydir / f"{new_kid}.key").st_mode & 0o777) == "0o600"

@@ -39,18 +39,19 @@ def kit(tmp_path):
     store = LocalDirFrameStore(tmp_path / "frames", ttl_seconds=600)
     sealer = Sealer(load_public_key(tmp_path / "keys"))
 
-    def ref(payload: bytes, site="s1", cam="c1"):
-        fid, cap = str(uuid.uuid4()), int(time.time() * 1000)
+    def ref(payload: bytes, site="s1", cam="c1", cap=None, expires=None):
+        fid, cap = str(uuid.uuid4()), int(time.time() * 1000) if cap is None else cap
         sealed = sealer.seal(payload, associated_data(fid, site, cam, cap))
         uri = store.put(fid, sealed.ciphertext)
         return serde.encode("FrameRef", dict(
-            frame_id=fid, site_id=site, camera_id=cam, captured_at=cap, expires_at=cap + 600_000, blob_uri=uri,
+            frame_id=fid, site_id=site, camera_id=cam, captured_at=cap,
+            expires_at=cap + 600_000 if expires is None else expires, blob_uri=uri,
             blob_sha256=hashlib.sha256(sealed.ciphertext).hexdigest(), blob_size=len(sealed.ciphertext),
             nonce=sealed.nonce, key_id=sealed.key_id, wrapped_key=sealed.wrapped_key, width=64, height=64)), fid
 
     def proc(detector=NoPeople(), max_pixels=4096 * 4096):
         return FrameProcessor(store, load_keyring(tmp_path / "keys"), detector, None, 4_000_000,
-                              max_pixels=max_pixels)
+                              max_pixels=max_pixels, store_ttl_ms=600_000)
 
     return ref, proc, store
 
@@ -159,13 +160,18 @@ def test_capture_times_are_judged_against_the_brokers_append_time(kit):
     assert e.value.reason == "clock_skew" and "ahead" in e.value.detail
     assert e.value.skew_ms == 3_600_000 and e.value.receipt["outcome"] == "DELETED"
     assert not list(store.root.glob("*.bin"))
-    # two hours behind (with its expiry, which the same clock wrote, long past): clock_skew, not
-    # expired_frame, so the dead letters name the cause
+    # an edge clock two hours behind (its expiry, which that clock wrote, is long past):
+    # clock_skew, not expired_frame, so the dead letters name the cause
     value, fid = ref(jpeg())
     cap_ms = serde.epoch_ms(serde.decode("FrameRef", value)["captured_at"])
     with pytest.raises(ProcessingError) as e:
         p.process(value, now=cap_ms / 1000 + 7200, appended_ms=cap_ms + 7_200_000)
-    assert e.value.reason == "clock_skew" and "behind" in e.value.detail
+    assert e.value.reason == "clock_skew" and "behind" in e.value.detail and e.value.skew_ms == -7_200_000
+    # a replayed capture two hours old from an edge whose clock is right: a late frame, counted
+    now_ms = int(time.time() * 1000)
+    value, fid = ref(jpeg(), cap=now_ms - 7_200_000, expires=now_ms + 600_000)
+    res = p.process(value, appended_ms=now_ms + 20)
+    assert res.captured_at_ms == now_ms - 7_200_000 and res.skew_ms == -20
     # ahead by less than the tolerance: processed, counted at the append time
     value, fid = ref(jpeg())
     cap_ms = serde.epoch_ms(serde.decode("FrameRef", value)["captured_at"])
