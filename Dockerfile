@@ -1,5 +1,8 @@
 FROM python:3.11-slim
-RUN apt-get update && apt-get install -y --no-install-recommends libgl1 libglib2.0-0 && rm -rf /var/lib/apt/lists/*
+RUN apt-get update && apt-get install -y --no-install-recommends libgl1 libglib2.0-0 openssl && rm -rf /var/lib/apt/lists/*
+# An unprivileged user that owns the mount points, so named volumes start out owned by it.
+RUN useradd --uid 10001 --no-create-home --shell /usr/sbin/nologin flowpipe \
+    && mkdir -p /keys /public-keys /frames && chown flowpipe:flowpipe /keys /public-keys /frames && chmod 700 /keys /frames
 WORKDIR /app
 ENV FLOW_HOME=/app
 COPY pyproject.toml README.md ./
@@ -8,4 +11,4 @@ COPY schemas ./schemas
 COPY infra ./infra
 COPY models ./models
 RUN pip install --no-cache-dir .
-USER nobody
+USER 10001

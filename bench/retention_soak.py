@@ -27,6 +27,7 @@ from pipeline.framestore import Sweeper, open_store
 from pipeline.ops.exporter import PipelineCollector
 from pipeline.ops.topics import Policy, admin_client, apply_policy, policy_for_settings
 from pipeline.settings import REPO_ROOT, load_settings
+from pipeline.ops.kafka_clients import client_config
 
 
 def main() -> None:
@@ -45,7 +46,7 @@ def main() -> None:
         "keys": base.keys.model_copy(update={"dir": tmp / "keys"}),
         "edge": base.edge.model_copy(update={"sample_fps": a.fps})})
     ensure_keypair(s.keys.dir)
-    admin = admin_client(s.kafka.bootstrap)
+    admin = admin_client(s)
     pol = policy_for_settings(s)
     raw = [t for t in pol.topics if t.raw]
     mine = tuple(t for t in pol.topics if t.role in ("frame_refs", "ledger", "receipts"))
@@ -53,7 +54,7 @@ def main() -> None:
     footage = subprocess.check_output(["bash", str(REPO_ROOT / "infra/local/footage.sh")], text=True).strip()
     store = open_store(s.store.url, s.store.ttl_seconds)
     reg = CollectorRegistry()
-    reg.register(PipelineCollector(admin, s.kafka.bootstrap, Policy(tuple(raw), pol.max_retention_ms, pol.max_segment_ms),
+    reg.register(PipelineCollector(admin, client_config(s, "admin"), Policy(tuple(raw), pol.max_retention_ms, pol.max_segment_ms),
                                    store, "nobody"))
 
     def frames():

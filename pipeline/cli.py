@@ -17,6 +17,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from pipeline import logs
+from pipeline.ops.kafka_clients import client_config
 from pipeline.settings import REPO_ROOT, ConfigError, Settings, load_settings
 
 console = Console(stderr=True)
@@ -100,7 +101,7 @@ def topics_apply(ctx: click.Context, policy: Path | None) -> None:
     from pipeline.ops.topics import admin_client, apply_policy
 
     s = _settings(ctx)
-    actions = apply_policy(admin_client(s.kafka.bootstrap), _policy(s, policy))
+    actions = apply_policy(admin_client(s), _policy(s, policy))
     for a in actions:
         console.print(f"  {a}")
     console.print(f"topic policy applied ({len(actions)} change(s))")
@@ -114,7 +115,7 @@ def topics_audit(ctx: click.Context, policy: Path | None) -> None:
     from pipeline.ops.topics import admin_client, audit
 
     s = _settings(ctx)
-    rep = audit(admin_client(s.kafka.bootstrap), _policy(s, policy))
+    rep = audit(admin_client(s), _policy(s, policy))
     t = Table("topic", "severity", "finding")
     for f in rep.findings:
         t.add_row(f.topic, f.severity, f.message)
@@ -171,10 +172,12 @@ def keys_retire(ctx: click.Context) -> None:
 
 # --- warehouse ---------------------------------------------------------------------------------
 
-def _warehouse(s: Settings):
+def _warehouse(s: Settings, role: str):
+    """A warehouse connection as ``role``: admin (migrations, loading, audits), sink, or
+    analyst (read-only, published databases only; every analysis command)."""
     from pipeline.sink.clickhouse import ServerWarehouse
 
-    return ServerWarehouse(s.clickhouse)
+    return ServerWarehouse(s.clickhouse, role=role)
 
 
 @cli.command()
@@ -187,7 +190,7 @@ def migrate(ctx: click.Context, chdb_path: str | None) -> None:
 
     s = _settings(ctx)
     try:
-        wh = ChdbWarehouse(chdb_path, s.clickhouse.database) if chdb_path else _warehouse(s)
+        wh = ChdbWarehouse(chdb_path, s.clickhouse.database) if chdb_path else _warehouse(s, "admin")
         done = run(wh)
         # The estimators need the public figures of the parameter set the processors use.
         from pipeline.analytics.dimensions import register_params
@@ -314,7 +317,7 @@ def sink(ctx: click.Context, max_records: int | None, idle_timeout: float | None
     from pipeline.sink.consumer import ClickHouseSink
 
     s = _settings(ctx)
-    snk = ClickHouseSink(s, _warehouse(s))
+    snk = ClickHouseSink(s, _warehouse(s, "sink"))
     with _progress() as prog:
         task = prog.add_task("sink", total=max_records)
         stats = snk.run(max_records=max_records, idle_timeout=idle_timeout, max_seconds=max_seconds,
@@ -375,7 +378,7 @@ def exporter(ctx: click.Context, once: bool, port: int | None, max_seconds: floa
 
     s = _settings(ctx)
     reg = CollectorRegistry()
-    reg.register(PipelineCollector(admin_client(s.kafka.bootstrap), s.kafka.bootstrap, policy_for_settings(s),
+    reg.register(PipelineCollector(admin_client(s, "exporter"), client_config(s, "exporter"), policy_for_settings(s),
                                    open_store(s.store.url, s.store.ttl_seconds),
                                    s.exporter.processor_group or s.processor.app_id,
                                    s.exporter.retention_check_interval_ms))
@@ -400,7 +403,7 @@ def audit_group() -> None:
 @click.pass_context
 def audit_receipts(ctx: click.Context, hours: int) -> None:
     """Capture-to-deletion latency per site and camera; exit 1 if a frame outlived its TTL without a receipt."""
-    wh = _warehouse(_settings(ctx))
+    wh = _warehouse(_settings(ctx), "admin")
     db = wh.database
     lat = wh.rows(f"SELECT site_id, camera_id, sum(frames), max(p50_ms), max(p95_ms), max(p99_ms), max(max_ms), "
                   f"sum(swept) FROM {db}.deletion_latency WHERE hour >= now() - {int(hours) * 3600} "
@@ -432,7 +435,7 @@ def audit_ages(ctx: click.Context) -> None:
 
     s = _settings(ctx)
     pol = policy_for_settings(s)
-    admin = admin_client(s.kafka.bootstrap)
+    admin = admin_client(s)
     specs = [t for t in pol.topics if pol.limits(t)]
     t = Table("tier", "topic", "partition", "records", "oldest age s", "bound s", "tier limit s", title="data-age audit")
     over = []
@@ -451,7 +454,7 @@ def audit_ages(ctx: click.Context) -> None:
         if "compact" in cfg.get("cleanup.policy", "delete"):
             over.append(f"{spec.name} (cleanup.policy={cfg.get('cleanup.policy')} keeps records past retention: "
                         f"run `flowctl topics apply`)")
-        for pa in oldest_record_ages(s.kafka.bootstrap, spec.name):
+        for pa in oldest_record_ages(client_config(s, "admin"), spec.name):
             t.add_row(spec.tier, spec.name, str(pa.partition), str(pa.high - pa.low), f"{pa.oldest_age_seconds:.0f}",
                       f"{bound:.0f}", f"{limit:.0f}")
             if pa.oldest_age_seconds > min(bound, limit) + 5:
@@ -507,7 +510,7 @@ def _audit_warehouse(s: Settings, out: Console) -> list[str]:
 
     db = s.clickhouse.database
     try:
-        wh = _warehouse(s)
+        wh = _warehouse(s, "admin")
         arg = {"db": db}
         shaped = sorted({str(r[0]) for r in wh.rows(
             "SELECT table FROM system.columns WHERE database = %(db)s AND name = %(col)s",
@@ -554,7 +557,7 @@ def _print_counts(rows: list[tuple], title: str, settings: Settings) -> None:
         var_window = p.n_groups * p.fictitious_variance_per_group
     except ParamsError:
         # Not a processor host: the public figures of the newest registered version suffice.
-        got = _warehouse(settings).rows(
+        got = _warehouse(settings, "analyst").rows(
             f"SELECT params_version, n_groups * fictitious_per_group, n_groups * fictitious_variance_per_group "
             f"FROM {settings.clickhouse.database}.privacy_params ORDER BY registered_at DESC, params_version DESC "
             f"LIMIT 1")
@@ -583,17 +586,25 @@ def query_counts(ctx: click.Context, site: str | None, since_minutes: int | None
     from pipeline.analytics.counts import camera_counts
 
     since = datetime.now(timezone.utc) - timedelta(minutes=since_minutes) if since_minutes else None
-    _print_counts(camera_counts(_warehouse(_settings(ctx)), since, site, with_noise=True), "per-camera occurrences", _settings(ctx))
+    _print_counts(camera_counts(_warehouse(_settings(ctx), "analyst"), since, site, with_noise=True), "per-camera occurrences", _settings(ctx))
 
 
 @query.command("sql")
 @click.argument("statement")
 @click.pass_context
 def query_sql(ctx: click.Context, statement: str) -> None:
-    """Run a read-only SELECT against the warehouse."""
+    """Run a read-only SELECT against the warehouse, as the analyst user: the server refuses
+    anything else (readonly profile, published databases only); the prefix check only gives a
+    friendlier message first."""
+    from pipeline.sink.clickhouse import WarehouseError
+
     if not statement.lstrip().lower().startswith(("select", "with", "show", "describe")):
         raise click.ClickException("only SELECT/WITH/SHOW/DESCRIBE statements are allowed here")
-    for row in _warehouse(_settings(ctx)).rows(statement):
+    try:
+        rows = _warehouse(_settings(ctx), "analyst").rows(statement)
+    except WarehouseError as e:
+        raise click.ClickException(str(e)) from None
+    for row in rows:
         out.print("\t".join(str(x) for x in row))
 
 
@@ -667,7 +678,7 @@ def demo(ctx: click.Context, source: str | None, site: str, cameras: str, max_fr
     ctx.invoke(sink, max_records=None, idle_timeout=5.0, max_seconds=300)
     from pipeline.analytics.counts import camera_counts
 
-    rows = camera_counts(_warehouse(s), started - timedelta(seconds=s.processor.window_seconds), site, with_noise=True)
+    rows = camera_counts(_warehouse(s, "analyst"), started - timedelta(seconds=s.processor.window_seconds), site, with_noise=True)
     _print_counts(rows, f"{site}: occurrences per camera since {started:%H:%M:%S} UTC", s)
     if not rows:
         raise click.ClickException("no occurrences reached ClickHouse")
@@ -725,7 +736,7 @@ def _demo_reports(ctx: click.Context, s: Settings, site: str, cams: list[str], s
 
     reports = REPO_ROOT / ".var" / "reports"
     w = s.processor.window_seconds
-    footage = build_report(_warehouse(s), load_params(s).version, started - timedelta(seconds=w),
+    footage = build_report(_warehouse(s, "analyst"), load_params(s).version, started - timedelta(seconds=w),
                            datetime.now(timezone.utc) + timedelta(seconds=w),
                            cameras=[f"{site}/{c}" for c in cams], window_seconds=w,
                            out_path=reports / "footage-report.html", truth=truth)
@@ -736,7 +747,7 @@ def _demo_reports(ctx: click.Context, s: Settings, site: str, cams: list[str], s
                calibrate=False)
     sc = load_scenario("reference")
     t_start = datetime(sc.start.year, sc.start.month, sc.start.day, tzinfo=timezone.utc)
-    week = build_report(ServerWarehouse(s.clickhouse, database="flow_sim"), load_params(s).version, t_start,
+    week = build_report(ServerWarehouse(s.clickhouse, database="flow_sim", role="analyst"), load_params(s).version, t_start,
                         t_start + timedelta(days=sc.days), window_seconds=sc.window_seconds, level="camera",
                         out_path=reports / "flow-report.html")
     console.print(f"[bold]flow report[/bold] (simulated week, {len(week.cameras)} cameras): {week.out_path}")

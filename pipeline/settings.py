@@ -24,6 +24,7 @@ REPO_ROOT = Path(os.environ.get("FLOW_HOME") or Path(__file__).resolve().parent.
 VAR_DIR = Path(os.environ.get("FLOW_VAR_DIR") or REPO_ROOT / ".var")
 SECURITY_DIR = VAR_DIR / "security"
 
+ClickHouseRole = Literal["admin", "sink", "analyst"]
 KafkaRole = Literal["admin", "edge", "processor", "aggregator", "sink", "exporter", "simulator"]
 
 
@@ -72,8 +73,10 @@ class ClickHouseSettings(_Section):
     host: str = "127.0.0.1"
     port: int = Field(19000, ge=1, le=65535)
     database: str = "flow"
-    user: str = "default"
-    password: SecretStr = SecretStr("")
+    # Each component connects as its role (admin, sink, analyst: infra/local/clickhouse.sh)
+    # with the password in credentials_dir/<role>.password (0600); a deployment mounts only
+    # its own role's file.
+    credentials_dir: Path = SECURITY_DIR / "clickhouse"
     # Flow estimates join a week of a site's group counts against itself at every lag; 18.16's
     # default per-query limit (~3.7 GiB here) is too small for seven days of six cameras.
     max_query_memory_gb: float = Field(8.0, gt=0, le=1024)
@@ -176,6 +179,10 @@ class ProcessorSettings(_Section):
     # a count_line get their crossings counted by direction, per demographics window.
     layout: Path | None = None
     worker_threads: int = Field(1, ge=1, le=64)
+    # A worker that dies without leaving its consumer group (kill -9, a lost host) holds its
+    # partitions until this session timeout: frames waiting there are swept when their blobs'
+    # TTL ends, so it must stay well under store.ttl_seconds (faust's default is 60 s).
+    session_timeout_seconds: float = Field(10.0, ge=6, le=300)
     # Prometheus /metrics of the worker itself (0 = off). Labels never carry personal data.
     metrics_port: int = Field(0, ge=0, le=65535)
     metrics_addr: str = "127.0.0.1"

@@ -76,6 +76,7 @@ sys.path.insert(0, str(HERE))
 from evaluate import Row, summarise  # noqa: E402  (bench/flows/evaluate.py)
 
 from pipeline.settings import KafkaSettings, Settings, load_settings  # noqa: E402
+from pipeline.ops.kafka_clients import client_config
 
 Z95 = 1.959964
 PY = str(ROOT / ".venv" / "bin" / "python") if (ROOT / ".venv" / "bin" / "python").exists() else sys.executable
@@ -173,7 +174,7 @@ def produce_in_window_order(pub: Any, s: Settings) -> tuple[int, int, float]:
         return str(int(group_id)).encode()
 
     k = s.kafka
-    producer = Producer({"bootstrap.servers": k.bootstrap, "client.id": f"{k.client_id}-e2e-bench",
+    producer = Producer({**client_config(k, "admin"), "client.id": f"{k.client_id}-e2e-bench",
                          "enable.idempotence": True, "acks": "all", "linger.ms": 20, "compression.type": "lz4",
                          "queue.buffering.max.messages": 500_000, "queue.buffering.max.kbytes": 512 * 1024})
     failed = [0]
@@ -217,7 +218,7 @@ def topic_offsets(s: Settings, topic: str) -> tuple[int, int]:
     """(sum of low watermarks, sum of high watermarks) of a topic."""
     from confluent_kafka import Consumer, TopicPartition
 
-    c = Consumer({"bootstrap.servers": s.kafka.bootstrap, "group.id": f"e2e-probe-{uuid.uuid4().hex[:8]}",
+    c = Consumer({**client_config(s, "admin"), "group.id": f"e2e-probe-{uuid.uuid4().hex[:8]}",
                   "enable.auto.commit": False})
     try:
         md = c.list_topics(topic, timeout=10).topics[topic]
@@ -240,7 +241,7 @@ class CommitWatcher:
 
         self.total = total
         self.topic = s.kafka.occurrences_topic
-        self.c = Consumer({"bootstrap.servers": s.kafka.bootstrap, "group.id": f"{s.aggregator.app_id}-partitions",
+        self.c = Consumer({**client_config(s, "admin"), "group.id": f"{s.aggregator.app_id}-partitions",
                            "enable.auto.commit": False})
         parts = self.c.list_topics(self.topic, timeout=10).topics[self.topic].partitions
         self.tps = [TopicPartition(self.topic, p) for p in parts]
@@ -476,7 +477,7 @@ def footfall_check(s: Settings, version: str, truth: dict, res: Result) -> None:
     over all rows would include a few occurrences per empty hour; and ``windows`` is noised too."""
     from pipeline.sink.clickhouse import ServerWarehouse
 
-    wh = ServerWarehouse(s.clickhouse)
+    wh = ServerWarehouse(s.clickhouse, role="admin")
     try:
         rows = wh.rows(f"SELECT camera_id, toUnixTimestamp(hour), occurrences FROM {s.clickhouse.database}."
                        "footfall_components FINAL WHERE params_version = %(v)s", {"v": version})
@@ -528,12 +529,12 @@ def cleanup(s: Settings, tag: str) -> None:
     from pipeline.sink.clickhouse import ServerWarehouse
 
     db = f"e2e_{tag}"
-    wh = ServerWarehouse(s.clickhouse.model_copy(update={"database": "default"}))
+    wh = ServerWarehouse(s.clickhouse.model_copy(update={"database": "default"}), role="admin")
     try:
         wh.execute(f"DROP DATABASE IF EXISTS {db}")
     finally:
         wh.close()
-    admin = AdminClient({"bootstrap.servers": s.kafka.bootstrap})
+    admin = AdminClient({**client_config(s, "admin")})
     topics = sorted(t for t in admin.list_topics(timeout=15).topics if t.startswith(f"e2e{tag}."))
     if topics:
         for f in admin.delete_topics(topics, operation_timeout=30).values():
@@ -589,8 +590,8 @@ def check_stack() -> None:
 
     s = load_settings()
     try:
-        AdminClient({"bootstrap.servers": s.kafka.bootstrap}).list_topics(timeout=10)
-        wh = ServerWarehouse(s.clickhouse.model_copy(update={"database": "default"}))
+        AdminClient({**client_config(s, "admin")}).list_topics(timeout=10)
+        wh = ServerWarehouse(s.clickhouse.model_copy(update={"database": "default"}), role="admin")
         wh.rows("SELECT 1")
         wh.close()
     except Exception as e:  # noqa: BLE001

@@ -42,6 +42,7 @@ from pipeline.simulator.publish import produce_components, publish_components, p
 from pipeline.sink.clickhouse import ServerWarehouse  # noqa: E402
 from pipeline.sink.consumer import ClickHouseSink  # noqa: E402
 from pipeline.sink.migrations import migrate  # noqa: E402
+from pipeline.ops.kafka_clients import client_config
 
 # Every topic the sink reads (and its dead-letter topic) is the run's own.
 SINK_TOPICS = ("flow_components_topic", "footfall_components_topic", "demographic_components_topic",
@@ -68,10 +69,10 @@ def one_run(scenario: str, run: int) -> dict[str, float]:
     settings = base.model_copy(update={
         "kafka": base.kafka.model_copy(update=topics),
         "clickhouse": base.clickhouse.model_copy(update={"database": db})})
-    admin = AdminClient({"bootstrap.servers": base.kafka.bootstrap})
+    admin = AdminClient({**client_config(base, "admin")})
     for f in admin.create_topics([NewTopic(t, 3, 1) for t in topics.values()]).values():
         f.result(30)
-    wh = ServerWarehouse(settings.clickhouse, database=db)
+    wh = ServerWarehouse(settings.clickhouse, database=db, role="admin")
     try:
         migrate(wh)
         params = PrivacyParams.default()

@@ -3,6 +3,7 @@
 # config this script generates, on loopback ports, data under .var/clickhouse.
 # Usage: clickhouse.sh up|down|status|reset
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
+source "$(dirname "${BASH_SOURCE[0]}")/security.sh"
 CVAR="$VAR/clickhouse"
 PIDF="$CVAR/clickhouse.pid"
 LOGF="$CVAR/log/server.log"
@@ -24,27 +25,10 @@ install_server() {
 
 write_config() {
   mkdir -p "$CVAR/data" "$CVAR/tmp" "$CVAR/user_files" "$CVAR/log" "$CVAR/format_schemas"
-  cat > "$CVAR/users.xml" <<XML
-<?xml version="1.0"?>
-<yandex>
-  <profiles>
-    <default>
-      <max_memory_usage>4000000000</max_memory_usage>
-      <load_balancing>random</load_balancing>
-    </default>
-  </profiles>
-  <users>
-    <default>
-      <password></password>
-      <networks><ip>127.0.0.1</ip><ip>::1</ip></networks>
-      <profile>default</profile>
-      <quota>default</quota>
-    </default>
-  </users>
-  <quotas><default><interval><duration>3600</duration><queries>0</queries><errors>0</errors>
-    <result_rows>0</result_rows><read_rows>0</read_rows><execution_time>0</execution_time></interval></default></quotas>
-</yandex>
-XML
+  ensure_clickhouse_security
+  mkdir -p "$CVAR/users.d"
+  _private_file "$CVAR/users.xml"
+  clickhouse_users_xml "$SEC/clickhouse" > "$CVAR/users.xml"
   cat > "$CVAR/config.xml" <<XML
 <?xml version="1.0"?>
 <yandex>

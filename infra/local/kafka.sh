@@ -2,6 +2,7 @@
 # Single-node Apache Kafka (KRaft, combined broker+controller) on 127.0.0.1, assembled from
 # the official jars on Maven Central. Usage: kafka.sh up|down|status|reset
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
+source "$(dirname "${BASH_SOURCE[0]}")/security.sh"
 LIBS="$CACHE/kafka-$KAFKA_VERSION/libs"
 KVAR="$VAR/kafka"
 PIDF="$KVAR/kafka.pid"
@@ -21,15 +22,42 @@ install_jars() {
 
 write_config() {
   mkdir -p "$KVAR/data"
+  local listeners
+  if [ "$KAFKA_SECURITY" = "PLAINTEXT" ]; then
+    log "WARNING: Kafka without authentication or TLS (FLOW_KAFKA__SECURITY_PROTOCOL=PLAINTEXT, development only)"
+    listeners="listeners=PLAINTEXT://127.0.0.1:$KAFKA_PORT,CONTROLLER://127.0.0.1:$KAFKA_CONTROLLER_PORT
+advertised.listeners=PLAINTEXT://127.0.0.1:$KAFKA_PORT
+listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
+inter.broker.listener.name=PLAINTEXT"
+  else
+    ensure_kafka_security
+    # Clients: SASL/SCRAM-SHA-512 over TLS, one principal per role, least privilege by ACLs
+    # (pipeline/ops/acls.py). Broker and controller talk mutual TLS on their own listeners; the
+    # broker certificate's CN is the super user "broker". Nothing is allowed without an ACL.
+    listeners="listeners=SASL_SSL://127.0.0.1:$KAFKA_PORT,INTERNAL://127.0.0.1:$KAFKA_INTERNAL_PORT,CONTROLLER://127.0.0.1:$KAFKA_CONTROLLER_PORT
+advertised.listeners=SASL_SSL://127.0.0.1:$KAFKA_PORT,INTERNAL://127.0.0.1:$KAFKA_INTERNAL_PORT
+listener.security.protocol.map=SASL_SSL:SASL_SSL,INTERNAL:SSL,CONTROLLER:SSL
+inter.broker.listener.name=INTERNAL
+sasl.enabled.mechanisms=SCRAM-SHA-512
+listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
+ssl.keystore.type=PEM
+ssl.keystore.location=$SEC/kafka/broker.pem
+ssl.truststore.type=PEM
+ssl.truststore.location=$SEC/ca.crt
+listener.name.internal.ssl.client.auth=required
+listener.name.controller.ssl.client.auth=required
+ssl.principal.mapping.rules=RULE:^CN=([A-Za-z0-9._-]+)\$/\$1/,DEFAULT
+authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer
+super.users=User:broker;User:admin
+allow.everyone.if.no.acl.found=false"
+  fi
+  _private_file "$KVAR/server.properties"
   cat > "$KVAR/server.properties" <<PROPS
 process.roles=broker,controller
 node.id=1
 controller.quorum.voters=1@127.0.0.1:$KAFKA_CONTROLLER_PORT
-listeners=PLAINTEXT://127.0.0.1:$KAFKA_PORT,CONTROLLER://127.0.0.1:$KAFKA_CONTROLLER_PORT
-advertised.listeners=PLAINTEXT://127.0.0.1:$KAFKA_PORT
+$listeners
 controller.listener.names=CONTROLLER
-listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
-inter.broker.listener.name=PLAINTEXT
 log.dirs=$KVAR/data
 num.partitions=1
 offsets.topic.replication.factor=1
@@ -63,7 +91,7 @@ kjava() {
 }
 
 up() {
-  if pid_alive "$PIDF" && port_open "$KAFKA_PORT"; then log "kafka already running on 127.0.0.1:$KAFKA_PORT"; return 0; fi
+  if pid_alive "$PIDF" && port_open "$KAFKA_PORT"; then log "kafka already running on 127.0.0.1:$KAFKA_PORT"; provision; return 0; fi
   install_jars
   write_config
   if [ ! -f "$KVAR/data/meta.properties" ]; then
@@ -79,7 +107,15 @@ up() {
     -cp "$LIBS/*" kafka.Kafka "$KVAR/server.properties" </dev/null >"$KVAR/stdout.log" 2>&1 &
   echo $! > "$PIDF"
   wait_port "$KAFKA_PORT" 90 kafka "$KVAR/stdout.log"
+  provision
   log "kafka up"
+}
+
+provision() {  # SCRAM credentials and ACLs of every role (pipeline/ops/kafka_provision.py); idempotent
+  [ "$KAFKA_SECURITY" = "PLAINTEXT" ] && return 0
+  local py="${FLOW_PYTHON:-$ROOT/.venv/bin/python}"
+  [ -x "$py" ] || die "no Python environment at $py to register Kafka credentials: run \`make setup\` (or set FLOW_PYTHON)"
+  (cd "$ROOT" && "$py" -m pipeline.ops.kafka_provision) || die "registering Kafka credentials and ACLs failed (see above)"
 }
 
 status() {

@@ -41,6 +41,7 @@ from typing import Any, Callable, Literal
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Message, Producer, TopicPartition
 
 from pipeline import serde
+from pipeline.ops.kafka_clients import client_config
 from pipeline.aggregator.combiner import Combiner
 from pipeline.aggregator.components import GroupPartitionAggregator
 from pipeline.aggregator.counts import CountCell, CountComponent, HourlyCounts
@@ -93,12 +94,12 @@ def decode_snapshot(value: bytes) -> dict[str, Any]:
     return doc
 
 
-def read_latest_snapshot(bootstrap: str, topic: str, partition: int, timeout: float = 15.0) -> dict[str, Any] | None:
+def read_latest_snapshot(conf: dict[str, Any], topic: str, partition: int, timeout: float = 15.0) -> dict[str, Any] | None:
     """The newest snapshot of ``partition`` on its changelog partition (None if none is left).
 
     The changelog is delete-only with a retention of minutes, so this reads at most a few
     minutes of snapshots."""
-    c = Consumer({"bootstrap.servers": bootstrap, "group.id": f"restore-{uuid.uuid4().hex}",
+    c = Consumer({**conf, "group.id": f"restore-{uuid.uuid4().hex}",
                   "enable.auto.commit": False, "enable.partition.eof": True, "auto.offset.reset": "earliest"})
     try:
         low, high = c.get_watermark_offsets(TopicPartition(topic, partition), timeout=timeout)
@@ -143,7 +144,7 @@ def snapshot_ages(settings: Settings) -> list[tuple[str, int, float | None, floa
     from confluent_kafka.admin import AdminClient
 
     k = settings.kafka
-    md = AdminClient({"bootstrap.servers": k.bootstrap}).list_topics(timeout=15)
+    md = AdminClient(client_config(settings, "aggregator")).list_topics(timeout=15)
     now = time.time() * 1000
     out = []
     for topic in (k.partitions_changelog_topic, k.combiner_changelog_topic, k.demographics_changelog_topic,
@@ -151,7 +152,7 @@ def snapshot_ages(settings: Settings) -> list[tuple[str, int, float | None, floa
         if topic not in md.topics:
             continue
         for p in sorted(md.topics[topic].partitions):
-            snap = read_latest_snapshot(k.bootstrap, topic, p)
+            snap = read_latest_snapshot(client_config(settings, "aggregator"), topic, p)
             if snap is None:
                 continue
             oldest = oldest_window_ms(snap["state"])
@@ -181,7 +182,7 @@ class _StageRunner:
         self.assigned_at = 0.0
         k = worker.s.kafka
         self.consumer = Consumer({
-            "bootstrap.servers": k.bootstrap, "client.id": f"{k.client_id}-aggregator-{name}",
+            **client_config(k, "aggregator"), "client.id": f"{k.client_id}-aggregator-{name}",
             "group.id": group_id, "enable.auto.commit": False, "auto.offset.reset": "earliest",
             "session.timeout.ms": 30000, "max.poll.interval.ms": 600000,
         })
@@ -200,7 +201,7 @@ class _StageRunner:
         self.assigned_at = time.monotonic()
 
     def _restore(self, p: int) -> int:
-        snap = read_latest_snapshot(self.w.s.kafka.bootstrap, self.changelog_topic, p)
+        snap = read_latest_snapshot(client_config(self.w.s, "aggregator"), self.changelog_topic, p)
         if snap is not None:
             try:
                 core = self._restore_core(snap["state"])
@@ -343,7 +344,7 @@ class AggregatorWorker:
                             "are counted in the processor's windows")
         k = settings.kafka
         self.stats = AggregatorStats()
-        self.producer = Producer({"bootstrap.servers": k.bootstrap, "client.id": f"{k.client_id}-aggregator",
+        self.producer = Producer({**client_config(k, "aggregator"), "client.id": f"{k.client_id}-aggregator",
                                   "enable.idempotence": True, "acks": "all", "linger.ms": 20,
                                   "message.max.bytes": 8_388_608, "compression.type": "lz4"})
         self._partitions = settings.aggregator.partitions

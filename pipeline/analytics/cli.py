@@ -32,10 +32,11 @@ def _parse_time(value: str, name: str) -> datetime:
     return t.replace(tzinfo=timezone.utc) if t.tzinfo is None else t.astimezone(timezone.utc)
 
 
-def _warehouse(ctx: click.Context):
+def _warehouse(ctx: click.Context, role: str = "analyst"):
+    """Analysis reads as the read-only analyst; loading the layout and parameters needs admin."""
     from pipeline.cli import _settings, _warehouse as wh  # the root CLI owns settings and connections
 
-    return wh(_settings(ctx))
+    return wh(_settings(ctx), role)
 
 
 def _version(ctx: click.Context, given: str | None) -> str:
@@ -333,7 +334,7 @@ def layout_load(ctx: click.Context, path: Path) -> None:
     from pipeline.layout import LayoutError, read_layout
 
     try:
-        n = load_layout(_warehouse(ctx), read_layout(path))
+        n = load_layout(_warehouse(ctx, "admin"), read_layout(path))
     except LayoutError as e:
         raise click.ClickException(str(e)) from e
     out.print(f"loaded {n} cameras from {path}")
@@ -363,7 +364,7 @@ def params_register(ctx: click.Context, path: Path | None) -> None:
             p = load_params(_settings(ctx))
     except ParamsError as e:
         raise click.ClickException(str(e)) from e
-    register_params(_warehouse(ctx), p)
+    register_params(_warehouse(ctx, "admin"), p)
     out.print(f"registered {p.version}: {p.n_groups} groups, same-group rate {p.same_group_rate}, "
               f"{p.fictitious_per_window:g} fictitious persons per camera-window")
 

@@ -18,6 +18,7 @@ import cv2
 from confluent_kafka import KafkaError, Message, Producer
 
 from pipeline import serde
+from pipeline.ops.kafka_clients import client_config
 from pipeline.edge.sources import SampledFrame
 from pipeline.envelope import CurrentPublicKey, Sealer, associated_data, key_id_of
 from pipeline.framestore import FrameStore, Sweeper
@@ -28,7 +29,7 @@ log = logging.getLogger(__name__)
 
 def kafka_producer(settings: Settings, **extra: object) -> Producer:
     conf = {
-        "bootstrap.servers": settings.kafka.bootstrap,
+        **client_config(settings, "edge"),
         "client.id": settings.kafka.client_id,
         "enable.idempotence": True,
         "acks": "all",

@@ -15,7 +15,7 @@ import logging
 import time
 import uuid
 from dataclasses import dataclass
-from typing import Iterator
+from typing import Any, Iterator
 
 from confluent_kafka import Consumer, ConsumerGroupTopicPartitions, TopicPartition
 from confluent_kafka.admin import AdminClient, ConfigResource
@@ -37,9 +37,9 @@ class PartitionAge:
     oldest_age_seconds: float  # 0 when the partition holds no records
 
 
-def oldest_record_ages(bootstrap: str, topic: str, now: float | None = None) -> list[PartitionAge]:
+def oldest_record_ages(conf: dict[str, Any], topic: str, now: float | None = None) -> list[PartitionAge]:
     """Age of the first record still on the broker, per partition (reads one record each)."""
-    c = Consumer({"bootstrap.servers": bootstrap, "group.id": f"flowpipe-exporter-{uuid.uuid4().hex[:8]}",
+    c = Consumer({**conf, "group.id": f"flowpipe-exporter-{uuid.uuid4().hex[:8]}",
                   "enable.auto.commit": False, "auto.offset.reset": "earliest", "fetch.max.bytes": 1_000_000})
     try:
         md = c.list_topics(topic, timeout=10)
@@ -67,14 +67,14 @@ def oldest_record_ages(bootstrap: str, topic: str, now: float | None = None) -> 
         c.close()
 
 
-def consumer_lag(admin: AdminClient, bootstrap: str, group: str, topic: str) -> dict[int, int]:
+def consumer_lag(admin: AdminClient, conf: dict[str, Any], group: str, topic: str) -> dict[int, int]:
     fut = admin.list_consumer_group_offsets([ConsumerGroupTopicPartitions(group)])
     try:
         committed = {tp.partition: tp.offset for tp in fut[group].result(timeout=10).topic_partitions
                      if tp.topic == topic}
     except Exception:  # group unknown yet
         committed = {}
-    c = Consumer({"bootstrap.servers": bootstrap, "group.id": f"flowpipe-lag-{uuid.uuid4().hex[:8]}"})
+    c = Consumer({**conf, "group.id": f"flowpipe-lag-{uuid.uuid4().hex[:8]}"})
     try:
         md = c.list_topics(topic, timeout=10)
         lag = {}
@@ -88,9 +88,9 @@ def consumer_lag(admin: AdminClient, bootstrap: str, group: str, topic: str) -> 
 
 
 class PipelineCollector(Collector):
-    def __init__(self, admin: AdminClient, bootstrap: str, policy: Policy, store: FrameStore | None,
+    def __init__(self, admin: AdminClient, conf: dict[str, Any], policy: Policy, store: FrameStore | None,
                  processor_group: str, retention_check_interval_ms: int = 1000) -> None:
-        self.admin, self.bootstrap, self.policy, self.store = admin, bootstrap, policy, store
+        self.admin, self.conf, self.policy, self.store = admin, conf, policy, store
         self.group = processor_group
         self.check_ms = retention_check_interval_ms
 
@@ -121,11 +121,11 @@ class PipelineCollector(Collector):
                     ret.add_metric([t], r_ms / 1000)
                     seg.add_metric([t], s_ms / 1000)
                     bound.add_metric([t], (r_ms + s_ms + self.check_ms) / 1000)
-                    for pa in oldest_record_ages(self.bootstrap, t):
+                    for pa in oldest_record_ages(self.conf, t):
                         age.add_metric([t, str(pa.partition)], pa.oldest_age_seconds)
                         recs.add_metric([t, str(pa.partition)], pa.high - pa.low)
                     if tier == "raw":
-                        for p, lag in consumer_lag(self.admin, self.bootstrap, self.group, t).items():
+                        for p, lag in consumer_lag(self.admin, self.conf, self.group, t).items():
                             lagm.add_metric([t, str(p)], lag)
             viol.add_metric([], len(audit(self.admin, self.policy).violations))
             up.add_metric([], 1)

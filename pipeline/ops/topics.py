@@ -125,8 +125,11 @@ def raw_problems(config: dict[str, str], max_retention_ms: int, max_segment_ms: 
     return out
 
 
-def admin_client(bootstrap: str) -> AdminClient:
-    return AdminClient({"bootstrap.servers": bootstrap, "socket.timeout.ms": 10000})
+def admin_client(settings: Any, role: str = "admin") -> AdminClient:
+    """An admin client authenticated as ``role`` (pipeline.ops.kafka_clients)."""
+    from pipeline.ops.kafka_clients import client_config
+
+    return AdminClient(client_config(settings, role, **{"socket.timeout.ms": 10000}))
 
 
 def _describe(admin: AdminClient, names: list[str]) -> dict[str, dict[str, str]]:

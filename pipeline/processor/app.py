@@ -19,6 +19,7 @@ import faust
 import numpy as np
 
 from pipeline import serde
+from pipeline.ops.kafka_clients import faust_credentials
 from pipeline.envelope import KeyDirectory
 from pipeline.ops import metrics as m_
 from pipeline.framestore import open_store
@@ -120,6 +121,7 @@ def build_app(settings: Settings, *, max_frames: int | None = None, idle_timeout
     app = faust.App(
         ps.app_id,
         broker=f"kafka://{k.bootstrap}",
+        broker_credentials=faust_credentials(settings, "processor"),
         value_serializer="raw",
         key_serializer="raw",
         store="memory://",
@@ -133,6 +135,8 @@ def build_app(settings: Settings, *, max_frames: int | None = None, idle_timeout
         producer_acks=-1,
         stream_wait_empty=False,
         processing_guarantee="at_least_once",
+        broker_session_timeout=ps.session_timeout_seconds,
+        broker_heartbeat_interval=ps.session_timeout_seconds / 4,
     )
     raw = dict(key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw")
     frames_topic = app.topic(k.frame_refs_topic, **raw)

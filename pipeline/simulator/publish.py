@@ -42,6 +42,7 @@ from typing import Any
 
 import numpy as np
 
+from pipeline.ops.kafka_clients import client_config
 from pipeline.aggregator.counts import CountCell, CountComponent, CountsSpec, demographic_grid, publish_hourly_counts
 from pipeline.aggregator.model import (FLOW_COMPONENT_COLUMNS, FOOTFALL_COMPONENT_COLUMNS, AggregatorSpec,
                                        FlowComponent, FootfallComponent, OccurrenceCell, flow_component_columns,
@@ -314,7 +315,7 @@ def prepare_database(settings: Settings, database: str, *, replace: bool = False
         raise SimulatorError(f"refusing to write simulated rows into {database!r}: that is the sink's (or a "
                              "system) database, whose published tables hold the deployment's rows; "
                              "use a database of its own, e.g. --database flow_sim")
-    wh = ServerWarehouse(settings.clickhouse, database=database)
+    wh = ServerWarehouse(settings.clickhouse, database=database, role="admin")
     tables = {r[0] for r in wh.rows("SELECT name FROM system.tables WHERE database = %(db)s", {"db": database})}
     if tables and replace:
         wh.execute(f"DROP DATABASE IF EXISTS {database}")
@@ -485,7 +486,7 @@ def _produce(settings: Settings, streams: Sequence[tuple[str, str, Iterator[tupl
     from pipeline import serde
 
     k = settings.kafka
-    producer = Producer({"bootstrap.servers": k.bootstrap, "client.id": f"{k.client_id}-simulator",
+    producer = Producer({**client_config(settings, "simulator"), "client.id": f"{k.client_id}-simulator",
                          "enable.idempotence": True, "acks": "all", "linger.ms": 20,
                          "compression.type": "lz4", "queue.buffering.max.messages": 500_000,
                          "queue.buffering.max.kbytes": 512 * 1024})

@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import io
 import struct
+from pathlib import Path
 from typing import Any, Protocol, Sequence
 
 from clickhouse_driver import Client
@@ -13,7 +14,21 @@ from clickhouse_driver.errors import Error as DriverError
 from clickhouse_driver.errors import (NetworkError, ServerException, SocketTimeoutError, TooLargeStringSize,
                                       TypeMismatchError, UnexpectedPacketFromServerError)
 
-from pipeline.settings import ClickHouseSettings
+from pipeline.settings import ClickHouseRole, ClickHouseSettings, ConfigError
+
+
+def role_password(cfg: ClickHouseSettings, role: str) -> str:
+    """The role's password from its private file, or a message that says how to get one."""
+    path = Path(cfg.credentials_dir) / f"{role}.password"
+    try:
+        mode = path.stat().st_mode
+        secret = path.read_text().strip()
+    except OSError as e:
+        raise ConfigError(f"clickhouse: no password for user {role!r} at {path} ({e.strerror}); "
+                          f"`flowctl stack up` creates it on the local stack") from None
+    if mode & 0o077:
+        raise ConfigError(f"clickhouse: {path} is readable by other users; chmod 600 it")
+    return secret
 
 
 class WarehouseError(RuntimeError):
@@ -72,10 +87,13 @@ class Warehouse(Protocol):
 class ServerWarehouse:
     """A ClickHouse server over the native protocol."""
 
-    def __init__(self, cfg: ClickHouseSettings, database: str | None = None) -> None:
+    def __init__(self, cfg: ClickHouseSettings, database: str | None = None, *, role: ClickHouseRole) -> None:
+        """``role``: the ClickHouse user to connect as (admin, sink or analyst); the server
+        enforces what it may do (read-only analysts, no DDL for the sink)."""
         self.database = database or cfg.database
-        self.client = Client(host=cfg.host, port=cfg.port, user=cfg.user,
-                             password=cfg.password.get_secret_value(), connect_timeout=5,
+        self.role = role
+        self.client = Client(host=cfg.host, port=cfg.port, user=role,
+                             password=role_password(cfg, role), connect_timeout=5,
                              send_receive_timeout=cfg.send_receive_timeout_seconds,
                              settings={"use_numpy": False,
                                        "max_memory_usage": int(cfg.max_query_memory_gb * 2**30)})

@@ -21,6 +21,7 @@ from typing import Any, Callable
 from confluent_kafka import OFFSET_INVALID, Consumer, KafkaError, Message, Producer, TopicPartition
 
 from pipeline import serde
+from pipeline.ops.kafka_clients import client_config
 from pipeline.aggregator.model import (FLOW_COMPONENT_COLUMNS, FOOTFALL_COMPONENT_COLUMNS, FlowComponent,
                                        FootfallComponent, flow_component_columns, footfall_component_columns)
 from pipeline.serde import epoch_ms
@@ -173,14 +174,14 @@ class ClickHouseSink:
                                             k.crossing_components_topic: CROSSING_COMPONENTS,
                                             k.receipts_topic: RECEIPTS, k.ledger_topic: LEDGER}
         self.consumer = Consumer({
-            "bootstrap.servers": k.bootstrap,
+            **client_config(settings, "sink"),
             "group.id": group_id or settings.sink.group_id,
             "enable.auto.commit": False,
             "auto.offset.reset": "earliest",
             "isolation.level": "read_committed",
             "session.timeout.ms": 30000,
         })
-        self.dlq = Producer({"bootstrap.servers": k.bootstrap, "enable.idempotence": True, "acks": "all"})
+        self.dlq = Producer(client_config(settings, "sink", **{"enable.idempotence": True, "acks": "all"}))
         self.stats = SinkStats()
         self._buf: dict[str, list[_Pending]] = {}
         self._next: dict[tuple[str, int], int] = {}  # offsets to commit after the next insert

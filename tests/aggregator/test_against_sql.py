@@ -175,7 +175,7 @@ def test_a_replayed_hour_replaces_its_rows(day):
 def test_published_tables_deduplicate_replays_on_clickhouse_18_16(stack, day):
     """The same migration and queries on the Debian server: FINAL and ReplacingMergeTree on 18.16."""
     db = f"flow_test_agg_{secrets.token_hex(4)}"
-    wh = ServerWarehouse(load_settings().clickhouse, database=db)
+    wh = ServerWarehouse(load_settings().clickhouse, database=db, role="admin")
     try:
         assert wh.server_version().startswith("18.16")
         migrate(wh)

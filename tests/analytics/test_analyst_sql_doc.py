@@ -184,7 +184,7 @@ def test_doc_statements_on_chdb():
 
 @pytest.mark.integration
 def test_doc_statements_on_clickhouse_18_16(stack):
-    wh = ServerWarehouse(load_settings().clickhouse, database=f"flow_doc_test_{secrets.token_hex(4)}")
+    wh = ServerWarehouse(load_settings().clickhouse, database=f"flow_doc_test_{secrets.token_hex(4)}", role="admin")
     try:
         check_doc(wh)
     finally:

@@ -110,7 +110,7 @@ def chdb(data):
 def server(stack, data):
     params, cells, truth = data
     db = f"flow_test_flows_{secrets.token_hex(4)}"
-    wh = ServerWarehouse(load_settings().clickhouse, database=db)
+    wh = ServerWarehouse(load_settings().clickhouse, database=db, role="admin")
     _load(wh, params, cells)
     yield wh, params, truth
     wh.execute(f"DROP DATABASE IF EXISTS {db}")

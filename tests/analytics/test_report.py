@@ -153,7 +153,7 @@ def check_queries(wh, occ: Counter, demo: Counter, params: PrivacyParams) -> Non
 
 @pytest.fixture(scope="module")
 def server_wh(stack):
-    wh = ServerWarehouse(load_settings().clickhouse, database=f"flow_report_test_{uuid.uuid4().hex[:8]}")
+    wh = ServerWarehouse(load_settings().clickhouse, database=f"flow_report_test_{uuid.uuid4().hex[:8]}", role="admin")
     params = PrivacyParams.default()
     try:
         occ, demo = load(wh, params)

@@ -16,7 +16,10 @@ from pipeline.ops.topics import admin_client, apply_policy, policy_for_settings
 from pipeline.settings import REPO_ROOT, Settings, load_settings
 from pipeline.sink.clickhouse import ServerWarehouse
 from pipeline.sink.migrations import migrate
+from tests.conftest import clickhouse_grants
 from tests.sample_data import footage_path
+from pipeline.ops.acls import acl_policy, apply_acls, remove_acls
+from pipeline.ops.kafka_clients import client_config
 
 
 @pytest.fixture(scope="session")
@@ -68,12 +71,18 @@ def env(stack, tmp_path):
     ensure_keypair(s.keys.dir)
     ensure_deployment_params(s.keys.dir)  # a secret parameter set, as `flowctl keys init` makes
     ensure_noise_key(s.keys.dir)
-    apply_policy(admin_client(s.kafka.bootstrap), policy_for_settings(s))
-    wh = ServerWarehouse(s.clickhouse)
+    admin = admin_client(s)
+    apply_policy(admin, policy_for_settings(s))
+    grants = acl_policy(s) if s.kafka.security_protocol == "SASL_SSL" else []
+    apply_acls(admin, grants)   # each role's rights on this test's own topics and groups
+    wh = ServerWarehouse(s.clickhouse, role="admin")
     migrate(wh)
-    yield s
+    with clickhouse_grants(s.clickhouse.database):
+        yield s
     wh.execute(f"DROP DATABASE IF EXISTS {s.clickhouse.database}")
-    admin = admin_client(s.kafka.bootstrap)
+    # only this test's own grants: the stack-wide ones (cluster, shared prefixes, the default
+    # topics) stay for everything else
+    remove_acls(admin, sorted(set(grants) - set(acl_policy(Settings()))))
     futs = admin.delete_topics([t.name for t in policy_for_settings(s).topics], operation_timeout=30)
     for f in futs.values():
         try:
@@ -105,6 +114,20 @@ def flowctl(s: Settings, *args: str, timeout: float = 300, check: bool = True) -
     return p
 
 
+def past_window_start(window_seconds: float, duration_seconds: float):
+    """The start of the latest window of ``window_seconds`` that a replay of ``duration_seconds``
+    fits into entirely in the past: frames are never sent before their capture time (the
+    processor refuses capture times ahead of the broker's clock), so a replay starting at the
+    current window would have to wait for its frames' times to come."""
+    from datetime import datetime, timezone
+
+    now = datetime.now(timezone.utc).timestamp()
+    start = now - now % window_seconds
+    while start + duration_seconds > now:
+        start -= window_seconds
+    return datetime.fromtimestamp(start, tz=timezone.utc)
+
+
 def read_topic(s: Settings, topic: str, max_wait: float = 60.0) -> list:
     """Every record on ``topic`` up to each partition's high watermark at the time of the call.
 
@@ -113,9 +136,12 @@ def read_topic(s: Settings, topic: str, max_wait: float = 60.0) -> list:
     that ends in a transaction marker reports end-of-partition instead of a last record."""
     from confluent_kafka import Consumer, KafkaError, TopicPartition
 
-    c = Consumer({"bootstrap.servers": s.kafka.bootstrap, "group.id": f"reader-{uuid.uuid4().hex}",
+    c = Consumer({**client_config(s, "admin"), "group.id": f"reader-{uuid.uuid4().hex}",
                   "enable.auto.commit": False, "auto.offset.reset": "earliest", "enable.partition.eof": True,
-                  "isolation.level": "read_committed"})
+                  "isolation.level": "read_committed",
+                  # a reader closed before its group coordinator connection finished the SASL
+                  # handshake logs a harmless transport error; real errors surface as exceptions
+                  "log_level": 2})
     try:
         parts = sorted(c.list_topics(topic, timeout=10).topics[topic].partitions)
         ends = {p: c.get_watermark_offsets(TopicPartition(topic, p), timeout=10) for p in parts}
@@ -160,5 +186,5 @@ def set_config(admin, topic, **cfg):
 
 def shorten_raw_topic(s: Settings, retention_ms: int, segment_ms: int) -> None:
     """Tighten a test's raw topic (still inside the raw policy) so expiry tests stay short."""
-    set_config(admin_client(s.kafka.bootstrap), s.kafka.frame_refs_topic, retention_ms=str(retention_ms),
+    set_config(admin_client(s), s.kafka.frame_refs_topic, retention_ms=str(retention_ms),
                segment_ms=str(segment_ms))

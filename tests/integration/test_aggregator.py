@@ -22,6 +22,7 @@ from pipeline.settings import REPO_ROOT, Settings
 from pipeline.sink.clickhouse import ServerWarehouse
 from pipeline.sink.consumer import ClickHouseSink
 from tests.integration.conftest import flowctl, read_topic, settings_env
+from pipeline.ops.kafka_clients import client_config
 
 pytestmark = pytest.mark.integration
 
@@ -50,7 +51,7 @@ def synthetic_cells(hours: int, seed: int = 7) -> list[OccurrenceCell]:
 
 
 def produce_cells(s: Settings, cells: list[OccurrenceCell]) -> None:
-    p = Producer({"bootstrap.servers": s.kafka.bootstrap, "enable.idempotence": True, "linger.ms": 20})
+    p = Producer({**client_config(s, "admin"), "enable.idempotence": True, "linger.ms": 20})
     for c in cells:
         rec = {"site_id": c.site_id, "camera_id": c.camera_id, "window_start": c.window_start_ms,
                "window_seconds": c.window_seconds, "group_id": c.group_id, "occurrences": c.occurrences,
@@ -65,7 +66,7 @@ def read_all(s: Settings, topic: str, record: str) -> list[dict]:
 
 
 def high_watermarks(s: Settings, topic: str) -> int:
-    c = Consumer({"bootstrap.servers": s.kafka.bootstrap, "group.id": "hw"})
+    c = Consumer({**client_config(s, "admin"), "group.id": "hw"})
     try:
         md = c.list_topics(topic, timeout=10).topics[topic]
         return sum(c.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in md.partitions)
@@ -148,8 +149,8 @@ def test_a_worker_killed_mid_stream_publishes_what_an_uninterrupted_run_publishe
     assert got_foot == {r.key: r for r in want_foot}
 
     # The sink lands them, and ClickHouse's FINAL view equals the uninterrupted run.
-    ClickHouseSink(s, ServerWarehouse(s.clickhouse)).run(idle_timeout=3.0, max_seconds=120)
-    wh = ServerWarehouse(s.clickhouse)
+    ClickHouseSink(s, ServerWarehouse(s.clickhouse, role="sink")).run(idle_timeout=3.0, max_seconds=120)
+    wh = ServerWarehouse(s.clickhouse, role="admin")
     db = s.clickhouse.database
     (n, total_s, total_nn), = wh.rows(f"SELECT count(), sum(s), sum(nn) FROM {db}.flow_components FINAL")
     assert n == len(want_flow)
@@ -168,7 +169,7 @@ def test_bad_and_skewed_records_are_dead_lettered_without_their_counts(agg_env: 
     s = agg_env
     good = synthetic_cells(hours=1)[:50]
     produce_cells(s, good)
-    p = Producer({"bootstrap.servers": s.kafka.bootstrap})
+    p = Producer({**client_config(s, "admin")})
     p.produce(s.kafka.occurrences_topic, key=b"1", value=b"\x00not avro")
     future = int((time.time() + 7200) * 1000) // 60_000 * 60_000
     p.produce(s.kafka.occurrences_topic, key=b"2", value=serde.encode("GroupOccurrence", {

@@ -20,7 +20,7 @@ def test_counts_need_no_secret_on_an_analyst_host(env, tmp_path):
     from pipeline.privacy.deployment import ensure_deployment_params
 
     params, _ = ensure_deployment_params(env.keys.dir)
-    wh = ServerWarehouse(env.clickhouse)
+    wh = ServerWarehouse(env.clickhouse, role="admin")
     register_params(wh, params)
     hour = datetime.now(timezone.utc).replace(minute=0, second=0, microsecond=0)
     write_components(wh, [], [FootfallComponent(params.version, 60, int(hour.timestamp()) * 1000, "s9", "door", 12, 1, 1)])

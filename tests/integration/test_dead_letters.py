@@ -14,6 +14,7 @@ from pipeline.envelope import Sealer, ensure_keypair, load_public_key
 from pipeline.framestore import open_store
 from tests.integration.conftest import flowctl
 from tests.integration.test_end_to_end import read_all
+from pipeline.ops.kafka_clients import client_config
 
 pytestmark = pytest.mark.integration
 
@@ -33,7 +34,7 @@ def test_bad_frames_go_to_dead_letters_and_processing_continues(env, footage, tm
             return 0
 
     ep = EdgeProducer(s, store, load_public_key(s.keys.dir), site_id="dlq-site", camera_id="cam-x", producer=Capture())
-    prod = Producer({"bootstrap.servers": s.kafka.bootstrap})
+    prod = Producer({**client_config(s, "admin")})
     topic = s.kafka.frame_refs_topic
     now = datetime.now(timezone.utc)
 

@@ -11,7 +11,7 @@ noise is almost surely 0, for equality with the exact counts. The noise itself i
 tests/aggregator/test_counts.py and on the broker in tests/integration/test_sink.py."""
 import re
 import shutil
-from datetime import datetime, timezone
+from datetime import datetime
 
 import pytest
 
@@ -25,7 +25,7 @@ from pipeline.privacy.demographics import AGE_BANDS
 from pipeline.privacy.release import discrete_laplace_variance
 from pipeline.sink.clickhouse import ServerWarehouse
 from pipeline.sink.consumer import ClickHouseSink
-from tests.integration.conftest import flowctl
+from tests.integration.conftest import flowctl, past_window_start
 from tests.integration.test_end_to_end import read_all
 from tests.sample_data import face_samples_dir
 
@@ -36,9 +36,8 @@ COPIES = 5  # per face photo
 
 
 def _window_start(s) -> datetime:
-    w = s.processor.window_seconds
-    now = datetime.now(timezone.utc).timestamp()
-    return datetime.fromtimestamp(now - now % w, tz=timezone.utc)  # all frames of a camera in one window
+    # all frames of a camera in one window, wholly in the past
+    return past_window_start(s.processor.window_seconds, VTEST_FRAMES / s.edge.sample_fps + 1)
 
 
 def test_demographic_counts_land_in_clickhouse(env, footage, tmp_path):
@@ -96,8 +95,8 @@ def test_demographic_counts_land_in_clickhouse(env, footage, tmp_path):
     s = s.model_copy(update={"aggregator": s.aggregator.model_copy(update={"demographics_epsilon": 100.0})})
     agg = flowctl(s, "aggregate", "--stage", "counts", "--flush", "--idle-timeout", "4", "--max-seconds", "120")
     assert re.search(r"dead\s+letters\s+none", agg.stderr + agg.stdout), agg.stderr[-2000:]
-    ClickHouseSink(s, ServerWarehouse(s.clickhouse)).run(idle_timeout=4, max_seconds=120)
-    wh = ServerWarehouse(s.clickhouse)
+    ClickHouseSink(s, ServerWarehouse(s.clickhouse, role="sink")).run(idle_timeout=4, max_seconds=120)
+    wh = ServerWarehouse(s.clickhouse, role="admin")
     db = s.clickhouse.database
     rows = wh.rows(f"SELECT camera_id, toUInt32(hour), age_band, gender, persons, noise_var_milli, params_version "
                    f"FROM {db}.demographic_components FINAL WHERE site_id = 'demo-site'")

@@ -72,9 +72,9 @@ def test_frames_flow_end_to_end_and_leave_nothing_personal(env, footage, monkeyp
 
     # The restricted cells go through the flow aggregator, which publishes camera-hours.
     agg = flowctl(s, "aggregate", "--idle-timeout", "4", "--max-seconds", "120", "--flush", "--no-cold-starts")
-    sink = ClickHouseSink(s, ServerWarehouse(s.clickhouse))
+    sink = ClickHouseSink(s, ServerWarehouse(s.clickhouse, role="sink"))
     sstats = sink.run(idle_timeout=4, max_seconds=120)
-    wh = ServerWarehouse(s.clickhouse)
+    wh = ServerWarehouse(s.clickhouse, role="admin")
     db = s.clickhouse.database
     receipts = wh.rows(f"SELECT outcome, deleted_by, count(), max(latency_ms) FROM {db}.deletion_receipts GROUP BY outcome, deleted_by")
     assert receipts and receipts[0][:3] == ("DELETED", "processor", N_FRAMES), receipts

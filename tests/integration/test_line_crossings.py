@@ -2,7 +2,6 @@
 count_line, edge -> processor (faust worker subprocess) -> restricted counts -> aggregator -> sink -> flow.crossing_components, checked
 against the crossings of the project's labelled people over the same frames."""
 from collections import Counter
-from datetime import datetime, timezone
 
 import pytest
 
@@ -17,7 +16,7 @@ from pipeline.sink.clickhouse import ServerWarehouse
 from pipeline.sink.consumer import ClickHouseSink
 from pipeline.vision import evaluation as ev
 from pipeline.vision.lines import LineCounter
-from tests.integration.conftest import flowctl
+from tests.integration.conftest import flowctl, past_window_start
 from tests.integration.test_end_to_end import read_all
 
 pytestmark = pytest.mark.integration
@@ -44,9 +43,8 @@ def test_line_crossings_land_by_direction_and_match_the_labelled_people(env, foo
                       "{name: mid, a: [0.5, 0.0], b: [0.5, 1.0]}\n")
     s = env.model_copy(update={"processor": env.processor.model_copy(update={"layout": layout})})
     frames = list(open_source(str(footage), s.edge.sample_fps, s.edge.max_width, s.edge.max_height))[:N_FRAMES]
-    now = datetime.now(timezone.utc).timestamp()
-    w = s.processor.demographics_window_seconds
-    start = datetime.fromtimestamp(now - now % w, tz=timezone.utc)  # one crossing window
+    # one crossing window, wholly in the past
+    start = past_window_start(s.processor.demographics_window_seconds, N_FRAMES / s.edge.sample_fps + 1)
     ep = EdgeProducer(s, open_store(s.store.url, s.store.ttl_seconds), load_public_key(s.keys.dir),
                       site_id="s1", camera_id="plaza")
     st = ep.run(frames, start=start)
@@ -67,8 +65,8 @@ def test_line_crossings_land_by_direction_and_match_the_labelled_people(env, foo
     # maximum here so that the noise is almost surely 0 and the sums can be compared exactly).
     s = s.model_copy(update={"aggregator": s.aggregator.model_copy(update={"crossings_epsilon": 100.0})})
     flowctl(s, "aggregate", "--stage", "counts", "--flush", "--idle-timeout", "4", "--max-seconds", "120")
-    ClickHouseSink(s, ServerWarehouse(s.clickhouse)).run(idle_timeout=4, max_seconds=120)
-    wh = ServerWarehouse(s.clickhouse)
+    ClickHouseSink(s, ServerWarehouse(s.clickhouse, role="sink")).run(idle_timeout=4, max_seconds=120)
+    wh = ServerWarehouse(s.clickhouse, role="admin")
     rows = wh.rows(f"SELECT line, direction, sum(crossings), min(noise_var_milli), count() "
                    f"FROM {s.clickhouse.database}.crossing_components FINAL "
                    f"WHERE site_id = 's1' AND camera_id = 'plaza' GROUP BY line, direction")

@@ -24,7 +24,7 @@ RESTRICTED = {"group_occurrences", "occurrences_by_window", "occurrences_by_wind
 def warehouse(request, stack, tmp_path):
     db = f"mig_{uuid.uuid4().hex[:8]}"
     if request.param == "server-18.16":
-        wh = ServerWarehouse(load_settings().clickhouse, database=db)
+        wh = ServerWarehouse(load_settings().clickhouse, database=db, role="admin")
         assert wh.server_version().startswith("18.16")
     else:
         wh = ChdbWarehouse(str(tmp_path / "chdb"), db)

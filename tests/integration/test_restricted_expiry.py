@@ -32,6 +32,7 @@ from pipeline.sink.clickhouse import ServerWarehouse
 from pipeline.sink.consumer import ClickHouseSink
 from tests.integration.conftest import flowctl, set_config, settings_env
 from tests.integration.test_aggregator import produce_cells
+from pipeline.ops.kafka_clients import client_config
 
 pytestmark = pytest.mark.integration
 
@@ -63,7 +64,7 @@ def short_env(env: Settings) -> Settings:
         "aggregator": env.aggregator.model_copy(update={"window_seconds": 60, "snapshot_interval_seconds": 0.5,
                                                         "idle_advance_seconds": 3600}),
     })
-    admin = admin_client(s.kafka.bootstrap)
+    admin = admin_client(s)
     names = restricted_topics(s)
     k = s.kafka
     assert {k.occurrences_topic, k.partials_topic, k.partitions_changelog_topic, k.combiner_changelog_topic,
@@ -82,7 +83,7 @@ def produce_counts(s: Settings) -> None:
     """One exact per-window demographic and crossing count into every partition of their topics."""
     w = s.processor.demographics_window_seconds * 1000
     t = int(time.time() * 1000) // w * w - w
-    p = Producer({"bootstrap.servers": s.kafka.bootstrap, "enable.idempotence": True})
+    p = Producer({**client_config(s, "admin"), "enable.idempotence": True})
     for part in range(COUNT_PARTITIONS):
         base = {"site_id": "site-a", "camera_id": f"cam-{part}", "window_start": t, "window_seconds": w // 1000,
                 "params_version": "v-test"}
@@ -117,7 +118,7 @@ def recent_cells(windows: int = 20, seed: int = 5) -> list[OccurrenceCell]:
 def wait_until_assigned(s: Settings, worker: subprocess.Popen, log: Path, timeout: float = 90) -> None:
     """Every aggregator stage owns its input partitions (so cells produced now are read at once,
     long before their few seconds of retention run out)."""
-    admin = admin_client(s.kafka.bootstrap)
+    admin = admin_client(s)
     want = {f"{s.aggregator.app_id}-partitions": s.aggregator.partitions, f"{s.aggregator.app_id}-combiner": 1,
             f"{s.aggregator.app_id}-demographics": COUNT_PARTITIONS, f"{s.aggregator.app_id}-crossings": COUNT_PARTITIONS}
     deadline = time.monotonic() + timeout
@@ -146,7 +147,7 @@ class OldestRecords:
     that partition's read at once (EOF) instead of after a timeout."""
 
     def __init__(self, s: Settings) -> None:
-        self.c = Consumer({"bootstrap.servers": s.kafka.bootstrap, "group.id": f"watch-{uuid.uuid4().hex[:8]}",
+        self.c = Consumer({**client_config(s, "admin"), "group.id": f"watch-{uuid.uuid4().hex[:8]}",
                            "enable.auto.commit": False, "auto.offset.reset": "latest",
                            "enable.partition.eof": True, "fetch.wait.max.ms": 50})
         md = self.c.list_topics(timeout=10)
@@ -192,7 +193,7 @@ def segment_bytes(s: Settings) -> dict[str, int]:
 
 
 def group_cell_tables(s: Settings) -> list[str]:
-    wh = ServerWarehouse(s.clickhouse)
+    wh = ServerWarehouse(s.clickhouse, role="admin")
     return [str(r[0]) for r in wh.rows("SELECT table FROM system.columns WHERE database = %(db)s "
                                        "AND name = 'group_id'", {"db": s.clickhouse.database})]
 
@@ -202,7 +203,7 @@ def test_restricted_data_is_gone_from_the_broker_and_every_store_after_its_bound
     s = short_env
     t_start = time.monotonic()
     # After migrations (0009 included) the warehouse has nowhere to put a group cell.
-    wh = ServerWarehouse(s.clickhouse)
+    wh = ServerWarehouse(s.clickhouse, role="admin")
     objects = {str(r[0]) for r in wh.rows("SELECT name FROM system.tables WHERE database = %(db)s",
                                           {"db": s.clickhouse.database})}
     assert objects and not objects & OLD_CELL_OBJECTS, objects & OLD_CELL_OBJECTS
@@ -258,7 +259,7 @@ def test_restricted_data_is_gone_from_the_broker_and_every_store_after_its_bound
     watch.close()
     assert 0 < worst_age <= BOUND_S + SLACK_S, worst_age   # > 0: the watch saw records before they went
     # Nothing is left to read from the beginning of any partition, for a consumer or a restarted aggregator.
-    c = Consumer({"bootstrap.servers": s.kafka.bootstrap, "group.id": f"late-reader-{time.time()}",
+    c = Consumer({**client_config(s, "admin"), "group.id": f"late-reader-{time.time()}",
                   "enable.auto.commit": False})
     c.assign([TopicPartition(t, p, OFFSET_BEGINNING) for t, p in state])
     got = [m for m in (c.poll(0.5) for _ in range(6)) if m is not None and not m.error()]
@@ -266,7 +267,7 @@ def test_restricted_data_is_gone_from_the_broker_and_every_store_after_its_bound
     assert got == [], [(m.topic(), m.partition(), m.offset()) for m in got]
 
     # The sink lands the published tier; the warehouse still has no table that could hold a cell.
-    ClickHouseSink(s, ServerWarehouse(s.clickhouse)).run(idle_timeout=2.0, max_seconds=30)
+    ClickHouseSink(s, ServerWarehouse(s.clickhouse, role="sink")).run(idle_timeout=2.0, max_seconds=30)
     assert group_cell_tables(s) == []
     p = flowctl(s, "audit", "ages", check=False)
     out = flat(p.stdout + p.stderr)
@@ -278,7 +279,7 @@ def test_restricted_data_is_gone_from_the_broker_and_every_store_after_its_bound
 
 def test_the_age_audit_fails_when_restricted_data_can_or_does_outlive_its_bound(short_env: Settings) -> None:
     s = short_env
-    admin = admin_client(s.kafka.bootstrap)
+    admin = admin_client(s)
     db = s.clickhouse.database
 
     # 1. A restricted topic whose retention exceeds the tier limit: named, with the remedy.
@@ -291,7 +292,7 @@ def test_the_age_audit_fails_when_restricted_data_can_or_does_outlive_its_bound(
     set_config(admin, changelog, retention_ms=str(RETENTION_MS))
 
     # 2. Group cells in ClickHouse, in any table of the database: named, with the remedy.
-    wh = ServerWarehouse(s.clickhouse)
+    wh = ServerWarehouse(s.clickhouse, role="admin")
     wh.execute(f"CREATE TABLE {db}.cells_copy (camera_id String, window_start DateTime, group_id UInt16, "
                f"occurrences UInt32) ENGINE = MergeTree() ORDER BY (camera_id, window_start)")
     wh.insert("cells_copy", ["camera_id", "window_start", "group_id", "occurrences"],
@@ -313,7 +314,7 @@ def test_the_age_audit_fails_when_restricted_data_can_or_does_outlive_its_bound(
     set_config(admin, occ, cleanup_policy="compact", retention_ms="1000", segment_ms="1000")
     produce_cells(s, recent_cells(windows=1)[:3])
     deadline = time.monotonic() + 60
-    while max(pa.oldest_age_seconds for pa in oldest_record_ages(s.kafka.bootstrap, occ)) < 3 + SLACK_S + 1:
+    while max(pa.oldest_age_seconds for pa in oldest_record_ages(client_config(s, "admin"), occ)) < 3 + SLACK_S + 1:
         assert time.monotonic() < deadline
         time.sleep(0.5)
     p = flowctl(s, "audit", "ages", check=False)
@@ -324,7 +325,7 @@ def test_the_age_audit_fails_when_restricted_data_can_or_does_outlive_its_bound(
     # Repaired, the same audit passes.
     set_config(admin, occ, cleanup_policy="delete", retention_ms=str(RETENTION_MS), segment_ms=str(SEGMENT_MS))
     deadline = time.monotonic() + BOUND_S + SLACK_S + 10
-    while any(pa.high > pa.low for pa in oldest_record_ages(s.kafka.bootstrap, occ)):
+    while any(pa.high > pa.low for pa in oldest_record_ages(client_config(s, "admin"), occ)):
         assert time.monotonic() < deadline, "the records did not expire once the topic was repaired"
         time.sleep(0.5)
     p = flowctl(s, "audit", "ages", check=False)

@@ -12,6 +12,7 @@ from pipeline.framestore import open_store
 
 
 from tests.integration.conftest import shorten_raw_topic
+from pipeline.ops.kafka_clients import client_config
 
 pytestmark = pytest.mark.integration
 
@@ -19,7 +20,7 @@ RETENTION_MS, SEGMENT_MS = 6000, 2000
 
 
 def watermarks(s, topic):
-    c = Consumer({"bootstrap.servers": s.kafka.bootstrap, "group.id": "wm-probe"})
+    c = Consumer({**client_config(s, "admin"), "group.id": "wm-probe"})
     md = c.list_topics(topic, timeout=10)
     out = {p: c.get_watermark_offsets(TopicPartition(topic, p), timeout=10) for p in md.topics[topic].partitions}
     c.close()
@@ -56,7 +57,7 @@ def test_frame_refs_and_blobs_expire_without_a_processor(env, footage):
     assert worst_blob_age <= s.store.ttl_seconds + s.store.sweep_interval_seconds + 1.0
 
     # and a consumer starting now finds nothing to read
-    c = Consumer({"bootstrap.servers": s.kafka.bootstrap, "group.id": "late-reader", "auto.offset.reset": "earliest"})
+    c = Consumer({**client_config(s, "admin"), "group.id": "late-reader", "auto.offset.reset": "earliest"})
     c.subscribe([topic])
     got = [m for m in (c.poll(0.5) for _ in range(6)) if m is not None and not m.error()]
     c.close()

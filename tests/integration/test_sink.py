@@ -6,13 +6,14 @@ from pipeline import serde
 from pipeline.sink.clickhouse import ServerWarehouse
 from pipeline.sink.consumer import ClickHouseSink
 from tests.integration.test_end_to_end import read_all
+from pipeline.ops.kafka_clients import client_config
 
 pytestmark = pytest.mark.integration
 
 
 def produce_counts(s, n, start=0):
     """Deletion receipts: an append-only table whose rows carry their source offsets."""
-    p = Producer({"bootstrap.servers": s.kafka.bootstrap, "enable.idempotence": True})
+    p = Producer({**client_config(s, "admin"), "enable.idempotence": True})
     for i in range(start, start + n):
         t = 1_790_000_000_000 + 500 * i
         rec = dict(frame_id=f"{i:032x}", site_id="snk", camera_id=f"c{i % 3}", captured_at=t, deleted_at=t + 40,
@@ -23,7 +24,7 @@ def produce_counts(s, n, start=0):
 
 def total(s):
     """(rows, distinct frames): equal when nothing was inserted twice."""
-    return ServerWarehouse(s.clickhouse).rows(
+    return ServerWarehouse(s.clickhouse, role="admin").rows(
         f"SELECT count(), uniqExact(frame_id) FROM {s.clickhouse.database}.deletion_receipts")[0]
 
 
@@ -31,7 +32,7 @@ def test_crash_between_insert_and_commit_does_not_double_count(env):
     s = env
     produce_counts(s, 300)
 
-    crashed = ClickHouseSink(s, ServerWarehouse(s.clickhouse))
+    crashed = ClickHouseSink(s, ServerWarehouse(s.clickhouse, role="sink"))
 
     def crash(offsets):
         raise RuntimeError("simulated crash after insert, before commit")
@@ -42,25 +43,25 @@ def test_crash_between_insert_and_commit_does_not_double_count(env):
     assert inserted_before_crash > 0
 
     produce_counts(s, 200, start=300)
-    again = ClickHouseSink(s, ServerWarehouse(s.clickhouse))
+    again = ClickHouseSink(s, ServerWarehouse(s.clickhouse, role="sink"))
     st = again.run(idle_timeout=3, max_seconds=60)
     assert st.resumed_from_warehouse, "restart should resume from offsets stored in ClickHouse"
     assert total(s) == (500, 500)
 
     # and a third run with nothing new inserts nothing
-    st3 = ClickHouseSink(s, ServerWarehouse(s.clickhouse)).run(idle_timeout=2, max_seconds=30)
+    st3 = ClickHouseSink(s, ServerWarehouse(s.clickhouse, role="sink")).run(idle_timeout=2, max_seconds=30)
     assert st3.inserted == {} and total(s) == (500, 500)
 
 
 def test_malformed_records_are_dead_lettered_not_inserted(env):
     s = env
-    p = Producer({"bootstrap.servers": s.kafka.bootstrap})
+    p = Producer({**client_config(s, "admin")})
     p.produce(s.kafka.receipts_topic, value=b"not avro at all")
     p.produce(s.kafka.ledger_topic, value=serde.encode("GroupOccurrence", dict(
         site_id="x", camera_id="y", window_start=0, window_seconds=60, group_id=1, occurrences=1, params_version="v")))
     p.flush(10)
     produce_counts(s, 5)
-    st = ClickHouseSink(s, ServerWarehouse(s.clickhouse)).run(idle_timeout=3, max_seconds=60)
+    st = ClickHouseSink(s, ServerWarehouse(s.clickhouse, role="sink")).run(idle_timeout=3, max_seconds=60)
     assert st.dead_letters == 2 and total(s) == (5, 5)
     reasons = sorted(serde.decode("DeadLetter", m.value())["reason"] for m in read_all(s, s.kafka.dead_letter_topic))
     assert reasons == ["malformed_record", "wrong_record_type"]
@@ -75,14 +76,14 @@ def test_published_components_redelivered_count_once(env):
     s = env
     flow = FlowComponent("v", 60, 1_790_002_800_000, "a", "x", "a", "y", "lag", 3, 3, 7, 100, 120, 900, 4000, 1_790_010_000_000, 5300)
     foot = FootfallComponent("v", 60, 1_790_002_800_000, "a", "x", 140, 60, 1_790_006_400_000, 127833)
-    p = Producer({"bootstrap.servers": s.kafka.bootstrap})
+    p = Producer({**client_config(s, "admin")})
     for _ in range(2):
         p.produce(s.kafka.flow_components_topic, value=serde.encode("FlowComponent", flow.to_record()))
         p.produce(s.kafka.footfall_components_topic, value=serde.encode("FootfallComponent", foot.to_record()))
     p.flush(10)
-    st = ClickHouseSink(s, ServerWarehouse(s.clickhouse)).run(idle_timeout=3, max_seconds=60)
+    st = ClickHouseSink(s, ServerWarehouse(s.clickhouse, role="sink")).run(idle_timeout=3, max_seconds=60)
     assert st.inserted == {"flow_components": 2, "footfall_components": 2}
-    wh, db = ServerWarehouse(s.clickhouse), s.clickhouse.database
+    wh, db = ServerWarehouse(s.clickhouse, role="admin"), s.clickhouse.database
     assert wh.rows(f"SELECT count(), sum(s), sum(noise_var_milli) FROM {db}.flow_components FINAL")[0] == (1, 7, 5300)
     assert wh.rows(f"SELECT count(), sum(occurrences) FROM {db}.footfall_components FINAL")[0] == (1, 140)
 
@@ -96,15 +97,15 @@ def test_protected_count_cells_land_in_their_table_once_and_a_misrouted_kind_is_
     s = env
     demo = CountComponent("demographics", "v", "a", "x", 1_790_002_800_000, "28-37", "female", 12, 127000, 9)
     cross = CountComponent("crossings", "v", "a", "x", 1_790_002_800_000, "door", "in", 5, 509000, 9)
-    p = Producer({"bootstrap.servers": s.kafka.bootstrap})
+    p = Producer({**client_config(s, "admin")})
     for _ in range(2):
         p.produce(s.kafka.demographic_components_topic, value=serde.encode("CountComponent", demo.to_record()))
         p.produce(s.kafka.crossing_components_topic, value=serde.encode("CountComponent", cross.to_record()))
     p.produce(s.kafka.demographic_components_topic, value=serde.encode("CountComponent", cross.to_record()))
     p.flush(10)
-    st = ClickHouseSink(s, ServerWarehouse(s.clickhouse)).run(idle_timeout=3, max_seconds=60)
+    st = ClickHouseSink(s, ServerWarehouse(s.clickhouse, role="sink")).run(idle_timeout=3, max_seconds=60)
     assert st.inserted == {"demographic_components": 2, "crossing_components": 2} and st.dead_letters == 1
-    wh, db = ServerWarehouse(s.clickhouse), s.clickhouse.database
+    wh, db = ServerWarehouse(s.clickhouse, role="admin"), s.clickhouse.database
     assert wh.rows(f"SELECT count(), sum(persons), sum(noise_var_milli), any(age_band) "
                    f"FROM {db}.demographic_components FINAL")[0] == (1, 12, 127000, "28-37")
     assert wh.rows(f"SELECT count(), sum(crossings), any(line), any(direction) "
@@ -120,11 +121,11 @@ def test_a_row_the_server_rejects_is_dead_lettered_and_the_sink_moves_on(env):
     the batch is halved until that row stands alone, it goes to the dead-letter topic with the
     server's reason, and every other row lands."""
     s = env
-    wh, db = ServerWarehouse(s.clickhouse), s.clickhouse.database
+    wh, db = ServerWarehouse(s.clickhouse, role="admin"), s.clickhouse.database
     wh.execute(f"ALTER TABLE {db}.deletion_receipts ADD COLUMN guard UInt8 DEFAULT throwIf(camera_id = 'c1' "
                f"AND captured_at_ms = 1790000000500)")
     produce_counts(s, 40)   # receipt 1 is camera c1 at 1_790_000_000_500
-    st = ClickHouseSink(s, ServerWarehouse(s.clickhouse)).run(idle_timeout=3, max_seconds=60)
+    st = ClickHouseSink(s, ServerWarehouse(s.clickhouse, role="sink")).run(idle_timeout=3, max_seconds=60)
     assert total(s) == (39, 39) and st.dead_letters == 1
     assert wh.rows(f"SELECT count() FROM {db}.deletion_receipts WHERE frame_id = %(f)s", {"f": f"{1:032x}"}) == [(0,)]
     (letter,) = [serde.decode("DeadLetter", m.value()) for m in read_all(s, s.kafka.dead_letter_topic)]
@@ -132,7 +133,7 @@ def test_a_row_the_server_rejects_is_dead_lettered_and_the_sink_moves_on(env):
     assert "395" in letter["detail"] and letter["source_topic"] == s.kafka.receipts_topic
     # nothing is stuck: the next run starts after the batch and lands new rows
     produce_counts(s, 5, start=40)
-    st2 = ClickHouseSink(s, ServerWarehouse(s.clickhouse)).run(idle_timeout=3, max_seconds=60)
+    st2 = ClickHouseSink(s, ServerWarehouse(s.clickhouse, role="sink")).run(idle_timeout=3, max_seconds=60)
     assert st2.dead_letters == 0 and total(s) == (44, 44)
 
 
@@ -143,13 +144,13 @@ def test_an_insert_applied_on_the_server_but_timed_out_on_the_client_is_not_repe
     system.processes, finds the batch's offsets in the table and does not insert again."""
     s = env
     db = s.clickhouse.database
-    admin = ServerWarehouse(s.clickhouse)
+    admin = ServerWarehouse(s.clickhouse, role="admin")
     admin.execute(f"CREATE TABLE {db}.slow_sink (frame_id String) ENGINE = Null")
     admin.execute(f"CREATE MATERIALIZED VIEW {db}.slow_mv TO {db}.slow_sink AS "
                   f"SELECT frame_id FROM {db}.deletion_receipts WHERE sleep(2) = 0")
     produce_counts(s, 50)
     impatient = s.clickhouse.model_copy(update={"send_receive_timeout_seconds": 1.0})
-    st = ClickHouseSink(s, ServerWarehouse(impatient)).run(idle_timeout=4, max_seconds=90)
+    st = ClickHouseSink(s, ServerWarehouse(impatient, role="sink")).run(idle_timeout=4, max_seconds=90)
     admin.execute(f"DROP TABLE {db}.slow_mv")
     assert st.ambiguous_landed >= 1, "the client-side timeout did not happen; the test proves nothing"
     assert total(s) == (50, 50)

@@ -19,6 +19,7 @@ from pipeline.ops.topics import admin_client, policy_for_settings
 from pipeline.sink.clickhouse import ServerWarehouse
 from pipeline.sink.consumer import ClickHouseSink
 from tests.integration.conftest import flowctl, shorten_raw_topic
+from pipeline.ops.kafka_clients import client_config
 
 pytestmark = pytest.mark.integration
 
@@ -39,11 +40,11 @@ def scrape(collector):
 def test_without_processors_raw_data_still_expires_within_bounds(env, footage):
     s = env.model_copy(update={"store": env.store.model_copy(update={"ttl_seconds": 3.0, "sweep_interval_seconds": 0.5})})
     topic = s.kafka.frame_refs_topic
-    admin = admin_client(s.kafka.bootstrap)
+    admin = admin_client(s)
     shorten_raw_topic(s, RETENTION_MS, SEGMENT_MS)
     store = open_store(s.store.url, s.store.ttl_seconds)
     pol = policy_for_settings(s)
-    col = PipelineCollector(admin, s.kafka.bootstrap, pol, store, s.processor.app_id)
+    col = PipelineCollector(admin, client_config(s, "admin"), pol, store, s.processor.app_id)
 
     frames = list(open_source(str(footage), 4.0, 320, 240))[:100]     # 25 s of footage at 4 fps
     ep = EdgeProducer(s, store, load_public_key(s.keys.dir), site_id="sre", camera_id="cam-s")
@@ -106,11 +107,11 @@ def test_receipts_audit_and_metrics_carry_no_personal_data(env, footage):
     t.start()
     flowctl(s, "process", "--max-frames", "8", "--max-seconds", "120")
     t.join()
-    ClickHouseSink(s, ServerWarehouse(s.clickhouse)).run(idle_timeout=3, max_seconds=60)
+    ClickHouseSink(s, ServerWarehouse(s.clickhouse, role="sink")).run(idle_timeout=3, max_seconds=60)
 
     p = flowctl(s, "audit", "receipts")
     assert "cam-a" in p.stdout and "every issued frame" in p.stdout
-    wh = ServerWarehouse(s.clickhouse)
+    wh = ServerWarehouse(s.clickhouse, role="admin")
     n, p95 = wh.rows(f"SELECT sum(frames), max(p95_ms) FROM {s.clickhouse.database}.deletion_latency WHERE site_id = 'aud'")[0]
     assert n == 8 and p95 > 0
 

@@ -16,14 +16,14 @@ def _only_ours(report, s):
 
 
 def test_apply_is_idempotent_and_topics_match_policy(env):
-    admin = admin_client(env.kafka.bootstrap)
+    admin = admin_client(env)
     pol = policy_for_settings(env)
     assert apply_policy(admin, pol) == []
     assert _only_ours(audit(admin, pol), env) == []
 
 
 def test_misconfigured_raw_topic_is_a_violation_and_apply_repairs_it(env):
-    admin = admin_client(env.kafka.bootstrap)
+    admin = admin_client(env)
     pol = policy_for_settings(env)
     raw = env.kafka.frame_refs_topic
     set_config(admin, raw, retention_ms="86400000", cleanup_policy="compact")
@@ -39,7 +39,7 @@ def test_misconfigured_raw_topic_is_a_violation_and_apply_repairs_it(env):
 
 
 def test_undeclared_topic_is_reported(env):
-    admin = admin_client(env.kafka.bootstrap)
+    admin = admin_client(env)
     rogue = env.kafka.frame_refs_topic + ".copy"
     admin.create_topics([NewTopic(rogue, 1, -1)])[rogue].result(timeout=10)
     deadline = time.monotonic() + 15
@@ -57,7 +57,7 @@ def test_restricted_group_cells_topic_is_enforced_like_raw_data_and_its_ages_are
     """Per-window group cells are pseudonymous (issue 11): their topic is declared restricted,
     a configuration that would keep them past the tier's bound is a violation, and
     `flowctl audit ages` shows each partition's oldest record against the bound."""
-    admin = admin_client(env.kafka.bootstrap)
+    admin = admin_client(env)
     pol = policy_for_settings(env)
     occ = env.kafka.occurrences_topic
     spec = next(t for t in pol.topics if t.name == occ)

@@ -188,3 +188,55 @@ def test_capture_times_are_judged_against_the_brokers_append_time(kit):
     with pytest.raises(ProcessingError) as e:
         p.process(value, now=cap_ms / 1000 - 3600)
     assert e.value.reason == "clock_skew"
+
+
+def _tamper(store, fid):
+    p = store.root / f"{fid}.bin"
+    blob = bytearray(p.read_bytes())
+    blob[3] ^= 0xFF
+    p.write_bytes(bytes(blob))
+    return hashlib.sha256(bytes(blob)).hexdigest()
+
+
+# Every dead-letter reason FrameProcessor can give, each on a direct call: how to make the frame
+# bad, and whether its blob (when there is one of ours) is gone afterwards with a receipt.
+CASES = {
+    "malformed_record": lambda r, store, fid, tmp: b"\x00not avro",
+    "oversized_frame": lambda r, store, fid, tmp: {**r, "blob_size": 4_000_001},
+    "expired_frame": lambda r, store, fid, tmp: {**r, "expires_at": serde.epoch_ms(r["captured_at"]) - 1},
+    "missing_blob": lambda r, store, fid, tmp: (store.delete(r["blob_uri"], fid), r)[1],
+    "foreign_blob_uri": lambda r, store, fid, tmp: {**r, "blob_uri": (tmp / "elsewhere.bin").as_uri()},
+    "unsupported_store": lambda r, store, fid, tmp: {**r, "blob_uri": f"s3://bucket/{fid}.bin"},
+    "tampered_ciphertext": lambda r, store, fid, tmp: {**r, "blob_sha256": _tamper(store, fid)},
+    "unknown_key": lambda r, store, fid, tmp: {**r, "key_id": "0" * 16},
+    "key_unwrap_failed": lambda r, store, fid, tmp: {**r, "wrapped_key": bytes(len(r["wrapped_key"]))},
+}
+
+
+@pytest.mark.parametrize("reason", sorted(CASES))
+def test_every_dead_letter_reason_directly(kit, tmp_path, reason):
+    ref, proc, store = kit
+    value, fid = ref(jpeg())
+    bad = CASES[reason](serde.decode("FrameRef", value), store, fid, tmp_path)
+    value = bad if isinstance(bad, bytes) else serde.encode("FrameRef", bad)
+    with pytest.raises(ProcessingError) as e:
+        proc().process(value, appended_ms=int(time.time() * 1000))
+    assert e.value.reason == reason, e.value.detail
+    dl = dead_letter(e.value, value, "frames.refs", 0, 7, "processor")
+    assert dl["reason"] == reason and dl["payload_sha256"] == hashlib.sha256(value).hexdigest()
+    if reason in ("malformed_record", "foreign_blob_uri", "unsupported_store"):
+        assert e.value.receipt is None   # nothing of ours to vouch for
+    else:
+        assert e.value.receipt["frame_id"] == fid
+        assert e.value.receipt["outcome"] == ("ALREADY_ABSENT" if reason == "missing_blob" else "DELETED")
+    if reason != "malformed_record":
+        assert not (store.root / f"{fid}.bin").exists() or reason in ("foreign_blob_uri", "unsupported_store")
+
+
+def test_a_payload_that_is_not_an_image_is_undecodable(kit):
+    ref, proc, store = kit
+    value, fid = ref(b"GIF89a but not really an image")
+    with pytest.raises(ProcessingError) as e:
+        proc().process(value)
+    assert e.value.reason == "undecodable_image" and e.value.receipt["outcome"] == "DELETED"
+    assert not (store.root / f"{fid}.bin").exists()

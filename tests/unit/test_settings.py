@@ -24,11 +24,34 @@ def test_out_of_range_value_names_the_field(monkeypatch):
 
 def test_config_file(tmp_path, monkeypatch):
     f = tmp_path / "flow.yaml"
-    f.write_text("edge:\n  camera_id: door-3\nclickhouse:\n  password: hunter2\n")
+    f.write_text("edge:\n  camera_id: door-3\nclickhouse:\n  credentials_dir: /run/flowpipe/clickhouse\n")
     monkeypatch.setenv("FLOW_CONFIG", str(f))
     s = load_settings()
-    assert s.edge.camera_id == "door-3"
-    assert "hunter2" not in repr(s) and "hunter2" not in str(s.model_dump())
+    assert s.edge.camera_id == "door-3" and str(s.clickhouse.credentials_dir) == "/run/flowpipe/clickhouse"
+
+
+def test_secrets_are_files_never_settings(tmp_path, monkeypatch):
+    """A password in the config file (where it would end up in repr, logs and dumps) is refused
+    by name; each role reads its own 0600 file, and a missing or shared one is a clear error."""
+    from pipeline.ops.kafka_clients import role_password
+    from pipeline.sink.clickhouse import role_password as ch_password
+
+    f = tmp_path / "flow.yaml"
+    f.write_text("clickhouse:\n  password: hunter2\n")
+    monkeypatch.setenv("FLOW_CONFIG", str(f))
+    with pytest.raises(ConfigError, match="clickhouse.password"):
+        load_settings()
+    monkeypatch.delenv("FLOW_CONFIG")
+    s = load_settings(kafka={"credentials_dir": tmp_path}, clickhouse={"credentials_dir": tmp_path})
+    with pytest.raises(ConfigError, match="no credentials for role 'edge'.*stack up"):
+        role_password(s.kafka, "edge")
+    (tmp_path / "sink.password").write_text("s3cret\n")
+    (tmp_path / "sink.password").chmod(0o644)
+    with pytest.raises(ConfigError, match="readable by other users"):
+        ch_password(s.clickhouse, "sink")
+    (tmp_path / "sink.password").chmod(0o600)
+    assert ch_password(s.clickhouse, "sink") == "s3cret" and role_password(s.kafka, "sink") == "s3cret"
+    assert "s3cret" not in repr(s)
 
 
 def test_missing_config_file(monkeypatch, tmp_path):

@@ -1,0 +1,119 @@
+"""docker-compose.yml checked against the settings model and the security layout.
+
+This machine has no container runtime, so the compose file cannot be brought up here. What can
+be checked is checked: every FLOW_* variable is a setting the model accepts, every secret a
+service mounts exists in the layout infra/compose/init-security.sh creates and is the one its
+role needs (and no other), the private key volume reaches only the processor side, nothing
+pipeline-side runs as root, and nothing is anonymous."""
+import re
+
+import pytest
+import yaml
+
+from pipeline.settings import REPO_ROOT, load_settings
+
+DOC = yaml.safe_load((REPO_ROOT / "docker-compose.yml").read_text())
+SVC = DOC["services"]
+PIPELINE = [n for n, s in SVC.items() if s.get("image") == "flowpipe:latest" and n != "security-init"]
+
+# What each pipeline service runs, hence the Kafka and ClickHouse role it must authenticate as.
+ROLES = {"init": ("admin", "admin"), "processor": ("processor", None), "aggregator": ("aggregator", None),
+         "sink": ("sink", "sink"), "sweeper": ("edge", None), "exporter": ("exporter", None), "edge": ("edge", None)}
+
+
+def _env(name):
+    """The service's environment with compose's ${VAR:-default} interpolated to the defaults."""
+    return {k: re.sub(r"\$\{[A-Z_]+:-([^}]*)\}", r"\1", str(v)) for k, v in (SVC[name].get("environment") or {}).items()}
+
+
+def _mounts(name):
+    """target -> (source, subpath, read_only) of a service's volumes, long or short syntax."""
+    out = {}
+    for v in SVC[name].get("volumes", []):
+        if isinstance(v, str):
+            parts = v.split(":")
+            out[parts[1]] = (parts[0], None, len(parts) > 2 and parts[2] == "ro")
+        else:
+            out[v["target"]] = (v["source"], (v.get("volume") or {}).get("subpath"), bool(v.get("read_only")))
+    return out
+
+
+def _created_role_dirs():
+    script = (REPO_ROOT / "infra/compose/init-security.sh").read_text()
+    names = set(re.findall(r"role_dir ([a-z-]+) ", script))
+    for loop_roles, prefix in re.findall(r'for r in ([a-z ]+); do role_dir "([a-z]+)-\$r"', script):
+        names |= {f"{prefix}-{r}" for r in loop_roles.split()}
+    names |= set(re.findall(r"roles/(clickhouse-server)", script))
+    return {f"roles/{n}" for n in names}
+
+
+def test_the_services_are_there():
+    assert {"security-init", "kafka", "clickhouse", "init", "processor", "aggregator", "sink", "edge", "sweeper",
+            "exporter", "prometheus", "grafana"} <= set(SVC)
+    assert set(ROLES) == set(PIPELINE)
+    assert SVC["kafka"]["image"].endswith(":3.9.1")  # same version as infra/local/kafka/pom.xml
+    assert "<kafka.version>3.9.1</kafka.version>" in (REPO_ROOT / "infra/local/kafka/pom.xml").read_text()
+
+
+@pytest.mark.parametrize("name", sorted(ROLES))
+def test_every_flow_variable_is_a_setting_and_every_secret_is_the_roles_own(name, monkeypatch):
+    env = _env(name)
+    for k in list(__import__("os").environ):
+        if k.startswith("FLOW_"):
+            monkeypatch.delenv(k)
+    for k, v in env.items():
+        if k.startswith("FLOW_") and "__" in k:
+            monkeypatch.setenv(k, v)
+    s = load_settings()   # raises on any FLOW_* name the model does not know
+    assert s.kafka.security_protocol == "SASL_SSL"
+    mounts = _mounts(name)
+    created = _created_role_dirs()
+    kafka_role, ch_role = ROLES[name]
+    secrets = {t: sub for t, (src, sub, _ro) in mounts.items() if src == "security"}
+    for target, sub in secrets.items():
+        assert sub in created, (name, sub)              # the layout creates it
+        assert mounts[target][2], (name, target)        # and it is mounted read-only
+    assert secrets[str(s.kafka.credentials_dir)] == f"roles/kafka-{kafka_role}"
+    assert secrets[str(s.kafka.ca_file.parent)] == "roles/ca"
+    if ch_role:
+        assert secrets[str(s.clickhouse.credentials_dir)] == f"roles/clickhouse-{ch_role}"
+    others = set(secrets.values()) - {f"roles/kafka-{kafka_role}", "roles/ca", f"roles/clickhouse-{ch_role}"}
+    assert others <= ({"roles/kafka-provision"} if name == "init" else set()), (name, others)
+
+
+def test_private_keys_reach_only_the_processor_side_and_edges_get_public_keys():
+    holders = {n for n in PIPELINE if any(src == "keys" for src, _s, _ro in _mounts(n).values())}
+    assert holders == {"init", "processor", "aggregator"}
+    assert _mounts("processor")["/keys"][2] and _mounts("aggregator")["/keys"][2]   # read-only
+    edge = _mounts("edge")
+    assert _env("edge")["FLOW_KEYS__DIR"] == "/public-keys" and edge["/public-keys"] == ("public-keys", None, True)
+    assert "cp /keys/*.pub /keys/current /public-keys/" in " ".join(SVC["init"]["command"])
+
+
+def test_nothing_runs_as_root_or_anonymous():
+    base = DOC["x-pipeline"]
+    assert base["user"] == "10001:10001"
+    assert all(SVC[n].get("user", base["user"]) == "10001:10001" for n in PIPELINE)
+    assert "USER 10001" in (REPO_ROOT / "Dockerfile").read_text()
+    assert "uid=10001" in DOC["volumes"]["frames"]["driver_opts"]["o"]
+    g = SVC["grafana"]["environment"]
+    assert g["GF_AUTH_ANONYMOUS_ENABLED"] == "false" and "GF_SECURITY_ADMIN_PASSWORD__FILE" in g
+    ds = yaml.safe_load((REPO_ROOT / "infra/grafana/provisioning/datasources/clickhouse.yml").read_text())
+    (ch,) = [d for d in ds["datasources"] if d["type"] == "grafana-clickhouse-datasource"]
+    assert ch["jsonData"]["username"] == "analyst"
+    pw = ch["secureJsonData"]["password"]
+    assert pw.startswith("$__file{") and _mounts("grafana")[pw[len("$__file{"):-1].rsplit("/", 1)[0]][1] == "roles/grafana"
+
+
+def test_the_broker_in_compose_is_configured_like_the_local_one():
+    k = SVC["kafka"]["environment"]
+    local = (REPO_ROOT / "infra/local/kafka.sh").read_text()
+    assert k["KAFKA_LISTENER_SECURITY_PROTOCOL_MAP"] == "SASL_SSL:SASL_SSL,CONTROLLER:SSL,INTERNAL:SSL"
+    assert "listener.security.protocol.map=SASL_SSL:SASL_SSL,INTERNAL:SSL,CONTROLLER:SSL" in local
+    for prop in ("authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer",
+                 "allow.everyone.if.no.acl.found=false", "super.users=User:broker;User:admin",
+                 "sasl.enabled.mechanisms=SCRAM-SHA-512"):
+        key, value = prop.split("=", 1)
+        assert prop in local and str(k["KAFKA_" + key.upper().replace(".", "_")]) == value, prop
+    assert _mounts("kafka")["/etc/kafka/flowpipe"][1] == "roles/kafka-broker"
+    assert k["KAFKA_SSL_KEYSTORE_LOCATION"].startswith("/etc/kafka/flowpipe/")
