@@ -98,6 +98,7 @@ class FrameProcessor:
         timings: dict[str, float] = {}
         t0 = time.perf_counter()
         deleted = False
+        deleted_at: float | None = None   # when the blob was deleted: the receipt's time, not when it is sent
         try:
             try:
                 for key in ("site_id", "camera_id"):
@@ -145,6 +146,7 @@ class FrameProcessor:
             del blob
             # The blob is no longer needed: delete before the (slow) inference, not after.
             deleted = self.store.delete(ref["blob_uri"], fid)
+            deleted_at = time.time()
             timings["fetch_decrypt"] = (time.perf_counter() - t0) * 1000
             # The pixel limit is checked on the image header, before decoding: a small JPEG can
             # declare a huge canvas, and decoding it first would allocate it.
@@ -172,14 +174,16 @@ class FrameProcessor:
             del image
             timings["describe"] = (time.perf_counter() - t2) * 1000
         except ProcessingError as e:
-            e.receipt = self._delete_and_receipt(ref, already=deleted)
+            e.receipt = self._delete_and_receipt(ref, already=deleted, at=deleted_at)
             raise
         except Exception as exc:
             # A bug after the blob was fetched: the blob is gone either way, so the receipt must
             # still be sent (else the audit reports a frame that was in fact deleted).
-            receipt = self._delete_and_receipt(ref, already=deleted)
+            receipt = self._delete_and_receipt(ref, already=deleted, at=deleted_at)
             raise ProcessingError("internal_error", type(exc).__name__, ref, receipt) from exc
-        receipt = self._receipt(ref, "DELETED" if deleted else "ALREADY_ABSENT")
+        # Stamped with the deletion, which came before inference (the receipt used to be stamped
+        # after it, adding the detector's time to the measured capture-to-deletion latency).
+        receipt = self._receipt(ref, "DELETED" if deleted else "ALREADY_ABSENT", deleted_at)
         # Counted at the capture time, but never later than the trusted time: a frame ahead by
         # up to the tolerance would otherwise push the camera's window watermark and its
         # tracker's clock forward, so on-time frames after it would open window fragments (each
@@ -197,19 +201,19 @@ class FrameProcessor:
             return []
         return [int(g) for g in self.anonymizer.assign_groups(np.stack(descriptors))]
 
-    def _delete_and_receipt(self, ref: dict[str, Any], already: bool) -> dict[str, Any] | None:
+    def _delete_and_receipt(self, ref: dict[str, Any], already: bool, at: float | None = None) -> dict[str, Any] | None:
         if already:
-            return self._receipt(ref, "DELETED")
+            return self._receipt(ref, "DELETED", at)
         try:
             existed = self.store.delete(ref["blob_uri"], ref["frame_id"])
         except BlobRejected:
             return None  # a foreign URI: never touch it, and there is no blob of ours to vouch for
-        return self._receipt(ref, "DELETED" if existed else "ALREADY_ABSENT")
+        return self._receipt(ref, "DELETED" if existed else "ALREADY_ABSENT", time.time())
 
     @staticmethod
-    def _receipt(ref: dict[str, Any], outcome: str) -> dict[str, Any]:
+    def _receipt(ref: dict[str, Any], outcome: str, at: float | None = None) -> dict[str, Any]:
         return {"frame_id": ref["frame_id"], "site_id": ref["site_id"], "camera_id": ref["camera_id"],
-                "captured_at": epoch_ms(ref["captured_at"]), "deleted_at": int(time.time() * 1000),
+                "captured_at": epoch_ms(ref["captured_at"]), "deleted_at": int((time.time() if at is None else at) * 1000),
                 "outcome": outcome, "deleted_by": "processor"}
 
 

@@ -240,3 +240,23 @@ def test_a_payload_that_is_not_an_image_is_undecodable(kit):
         proc().process(value)
     assert e.value.reason == "undecodable_image" and e.value.receipt["outcome"] == "DELETED"
     assert not (store.root / f"{fid}.bin").exists()
+
+
+def test_the_receipt_is_stamped_when_the_blob_is_deleted_not_after_inference(kit):
+    """Issue 14: receipts were stamped after inference, adding the detector's time to the
+    capture-to-deletion latency that SREs are shown."""
+    ref, proc, store = kit
+
+    class Slow:
+        name = "slow"
+        started = None
+
+        def detect(self, image):
+            Slow.started = time.time()
+            time.sleep(0.3)
+            return []
+
+    value, fid = ref(jpeg())
+    res = proc(detector=Slow()).process(value)
+    assert res.receipt["outcome"] == "DELETED"
+    assert res.receipt["deleted_at"] <= int(Slow.started * 1000) + 1
