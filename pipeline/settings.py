@@ -46,6 +46,18 @@ class KafkaSettings(_Section):
     ca_file: Path = SECURITY_DIR / "ca.crt"
     # <role>.password per role (0600); a deployment mounts only its own role's file.
     credentials_dir: Path = SECURITY_DIR / "kafka"
+    # Topic durability (infra/topics.yaml applies it to every topic): 1/1 on the single-broker
+    # development stack; 3/2 on a cluster (`FLOW_KAFKA_BROKERS=3 flowctl stack up`), so one
+    # broker can fail without losing or refusing acknowledged writes.
+    replication_factor: int = Field(1, ge=1, le=10)
+    min_insync_replicas: int = Field(1, ge=1, le=10)
+
+    @model_validator(mode="after")
+    def _durable(self) -> "KafkaSettings":
+        if self.min_insync_replicas > self.replication_factor:
+            raise ValueError(f"min_insync_replicas={self.min_insync_replicas} exceeds replication_factor="
+                             f"{self.replication_factor}: no write could ever be acknowledged")
+        return self
     # Topic names: raw-data topics are declared with short retention in infra/topics.yaml.
     frame_refs_topic: str = "frames.refs"
     occurrences_topic: str = "flow.group-occurrences"

@@ -46,6 +46,11 @@ class Policy:
     max_segment_ms: int
     restricted_max_retention_ms: int = 6_000_000
     restricted_max_segment_ms: int = 600_000
+    # Durability: every topic gets this many replicas and refuses writes (acks=all) when fewer
+    # than min_insync_replicas are in sync; 1/1 on the single-broker development stack, 3/2 on a
+    # cluster (kafka.replication_factor, kafka.min_insync_replicas).
+    replication_factor: int = 1
+    min_insync_replicas: int = 1
 
     def limits(self, spec: TopicSpec) -> tuple[int, int] | None:
         """(max retention ms, max segment ms) for a raw or restricted topic, None otherwise."""
@@ -54,6 +59,10 @@ class Policy:
         if spec.restricted:
             return self.restricted_max_retention_ms, self.restricted_max_segment_ms
         return None
+
+    def config_of(self, spec: TopicSpec) -> dict[str, str]:
+        """The topic's configuration including the policy's durability setting."""
+        return {**spec.config, "min.insync.replicas": str(self.min_insync_replicas)}
 
     def renamed(self, names: dict[str, str]) -> "Policy":
         """Same policy with topics renamed by role (tests use per-test topic names)."""
@@ -149,7 +158,8 @@ def apply_policy(admin: AdminClient, policy: Policy, timeout: float = 30.0) -> l
     missing = [t for t in policy.topics if t.name not in md.topics]
     if missing:
         futs = admin.create_topics(
-            [NewTopic(t.name, num_partitions=t.partitions, replication_factor=-1, config=t.config) for t in missing],
+            [NewTopic(t.name, num_partitions=t.partitions, replication_factor=policy.replication_factor,
+                      config=policy.config_of(t)) for t in missing],
             operation_timeout=timeout,
         )
         for name, fut in futs.items():
@@ -162,7 +172,7 @@ def apply_policy(admin: AdminClient, policy: Policy, timeout: float = 30.0) -> l
     existing = [t for t in policy.topics if t not in missing]
     current = _describe(admin, [t.name for t in existing])
     for t in existing:
-        diff = {k: v for k, v in t.config.items() if current[t.name].get(k) != v}
+        diff = {k: v for k, v in policy.config_of(t).items() if current[t.name].get(k) != v}
         if diff:
             res = ConfigResource(ConfigResource.Type.TOPIC, t.name, incremental_configs=[
                 ConfigEntry(k, v, incremental_operation=AlterConfigOpType.SET) for k, v in diff.items()])
@@ -191,10 +201,19 @@ def audit(admin: AdminClient, policy: Policy, timeout: float = 30.0, ignore_pref
             rep.findings.append(Finding(name, "violation", "undeclared topic: not in the topic policy, so nobody vouches for its retention"))
             continue
         lim = policy.limits(spec)
-        for k, v in spec.config.items():
+        for k, v in policy.config_of(spec).items():
             if cfg.get(k) != v:
-                sev = "violation" if lim else "drift"
+                sev = "violation" if lim or k == "min.insync.replicas" else "drift"
                 rep.findings.append(Finding(name, sev, f"{k} is {cfg.get(k)!r}, policy says {v!r}"))
+        # Replication: fewer replicas than the policy can lose acknowledged data with one broker;
+        # replicas out of sync are reported while they catch up.
+        for pid, part in sorted(md.topics[name].partitions.items()):
+            if len(part.replicas) < policy.replication_factor:
+                rep.findings.append(Finding(name, "violation", f"partition {pid} has {len(part.replicas)} replica(s), "
+                                                               f"policy says {policy.replication_factor}"))
+            elif len(part.isrs) < len(part.replicas):
+                rep.findings.append(Finding(name, "drift", f"partition {pid}: {len(part.isrs)} of "
+                                                           f"{len(part.replicas)} replicas in sync"))
         if lim:
             for p in raw_problems(cfg, *lim):
                 rep.findings.append(Finding(name, "violation", f"{spec.tier} topic: {p}"))
@@ -215,4 +234,6 @@ def policy_for_settings(settings: Any, path: Path = DEFAULT_POLICY) -> Policy:
         attr = f"{t.role}_topic"
         if hasattr(settings.kafka, attr):
             names[t.role] = getattr(settings.kafka, attr)
-    return pol.renamed(names)
+    k = settings.kafka
+    return replace(pol.renamed(names), replication_factor=getattr(k, "replication_factor", 1),
+                   min_insync_replicas=getattr(k, "min_insync_replicas", 1))
