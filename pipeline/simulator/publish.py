@@ -478,15 +478,17 @@ def produce_waiting(producer: Any, topic: str, value: bytes, key: bytes, on_deli
 
 
 def _produce(settings: Settings, streams: Sequence[tuple[str, str, Iterator[tuple[bytes, dict[str, Any]]]]], *,
-             progress: Callable[[str, int], None] | None, flush_timeout: float) -> KafkaLoadStats:
+             progress: Callable[[str, int], None] | None, flush_timeout: float,
+             role: str = "simulator") -> KafkaLoadStats:
     """Encode (pipeline.serde) and produce ``(record name, topic, (key, record)...)`` streams with
-    one idempotent producer; every topic must exist."""
+    one idempotent producer, authenticated as ``role`` (the simulator stands in for processors;
+    a published tier is written as the aggregator writes it); every topic must exist."""
     from confluent_kafka import Producer
 
     from pipeline import serde
 
     k = settings.kafka
-    producer = Producer({**client_config(settings, "simulator"), "client.id": f"{k.client_id}-simulator",
+    producer = Producer({**client_config(settings, role), "client.id": f"{k.client_id}-simulator",
                          "enable.idempotence": True, "acks": "all", "linger.ms": 20,
                          "compression.type": "lz4", "queue.buffering.max.messages": 500_000,
                          "queue.buffering.max.kbytes": 512 * 1024})
@@ -553,7 +555,7 @@ def produce_components(settings: Settings, flow: Sequence[FlowComponent], foot: 
         if mine:
             streams.append(("CountComponent", topic, ((f"{r.site_id}/{r.camera_id}".encode(), r.to_record())
                                                       for r in mine)))
-    return _produce(settings, streams, progress=progress, flush_timeout=flush_timeout)
+    return _produce(settings, streams, progress=progress, flush_timeout=flush_timeout, role="aggregator")
 
 
 def register_dimensions(wh: Any, sc: Scenario, params: PrivacyParams) -> None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
+from functools import lru_cache
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Callable
@@ -22,8 +23,8 @@ from confluent_kafka import OFFSET_INVALID, Consumer, KafkaError, Message, Produ
 
 from pipeline import serde
 from pipeline.ops.kafka_clients import client_config
-from pipeline.aggregator.model import (FLOW_COMPONENT_COLUMNS, FOOTFALL_COMPONENT_COLUMNS, FlowComponent,
-                                       FootfallComponent, flow_component_columns, footfall_component_columns)
+from pipeline.aggregator.model import (FLOW_COMPONENT_COLUMNS, FOOTFALL_COMPONENT_COLUMNS, NN2_LOW_MASK, NN2_SHIFT,
+                                       FootfallComponent, footfall_component_columns)
 from pipeline.serde import epoch_ms
 from pipeline.processor.frames import dead_letter
 from pipeline.settings import Settings
@@ -33,6 +34,8 @@ log = logging.getLogger(__name__)
 
 
 def _dt(v: Any) -> datetime:
+    if isinstance(v, datetime) and v.tzinfo is not None:   # fastavro's timestamp-millis: already UTC
+        return v.astimezone(timezone.utc).replace(microsecond=0)
     return datetime.fromtimestamp(epoch_ms(v) / 1000, tz=timezone.utc).replace(microsecond=0)
 
 
@@ -54,22 +57,49 @@ class InvalidRecord(ValueError):
     reason = "invalid_value"
 
 
+_ID_KEYS = ("site_id", "camera_id", "origin_site", "origin_camera", "dest_site", "dest_camera")
+
+
+@lru_cache(maxsize=256)
+def _checks_for(kind: str, keys: frozenset) -> tuple[tuple, tuple, tuple, tuple]:
+    """Which checks apply to a record of ``kind`` with these fields (computed once per shape:
+    the sink checks every record, and looping over every possible field cost it a sixth of its
+    time)."""
+    signed = tuple(k for k in _SIGNED.get(kind, ()) if k in keys)
+    return (tuple(k for k in _ID_KEYS if k in keys), tuple(k for k in _TIME_FIELDS if k in keys), signed,
+            tuple((k, lim) for k, lim in _UINT_RANGES.items() if k in keys and k not in signed))
+
+
 def check_record(kind: str, rec: dict) -> None:
     """InvalidRecord (-> dead letter) for identifiers or numbers the warehouse would mangle.
     ``kind``: the Avro record name."""
-    for key in ("site_id", "camera_id", "origin_site", "origin_camera", "dest_site", "dest_camera"):
-        if key in rec and not serde.valid_identifier(rec[key]):
+    ids, times, signed, uints = _checks_for(kind, frozenset(rec))
+    for key in ids:
+        if not serde.valid_identifier(rec[key]):
             raise InvalidRecord(f"{kind}.{key} is not a valid identifier (1-64 of A-Z a-z 0-9 . _ : -)")
-    for key in _TIME_FIELDS:
-        if key in rec and not 0 <= epoch_ms(rec[key]) < _DATETIME_MS:
+    for key in times:
+        if not 0 <= epoch_ms(rec[key]) < _DATETIME_MS:
             raise InvalidRecord(f"{kind}.{key} is outside the DateTime column's range (1970 to 2106)")
-    signed = _SIGNED.get(kind, set())
     for key in signed:
-        if key in rec and not -_INT64 <= int(rec[key]) < _INT64:
+        if not -_INT64 <= int(rec[key]) < _INT64:
             raise InvalidRecord(f"{kind}.{key}={rec[key]} does not fit a signed 64-bit column")
-    for key, limit in _UINT_RANGES.items():
-        if key in rec and key not in signed and not 0 <= int(rec[key]) < limit:
+    for key, limit in uints:
+        if not 0 <= int(rec[key]) < limit:
             raise InvalidRecord(f"{kind}.{key}={rec[key]} is outside the column's range [0, {limit})")
+
+
+def _flow_row(r: dict[str, Any]) -> list[Any]:
+    """A decoded FlowComponent as a flow_components row (FLOW_COMPONENT_COLUMNS order), built
+    straight from the record: going through FlowComponent and flow_component_columns cost the
+    sink more than the insert itself. nn2 is re-split as the aggregator splits it."""
+    nn2 = (r["nn2_hi"] << NN2_SHIFT) + r["nn2_lo"]
+    hi = nn2 >> NN2_SHIFT
+    if not -_INT64 <= hi < _INT64:
+        raise InvalidRecord("FlowComponent.nn2 does not fit its columns")
+    return [r["params_version"], r["window_seconds"], _dt(r["hour"]), r["origin_site"], r["origin_camera"],
+            r["dest_site"], r["dest_camera"], r["kind"], r["lag_lo"], r["lag_hi"], r["s"], r["nn"], r["qq"], r["qn"],
+            hi, nn2 & NN2_LOW_MASK, r["version"], r.get("noise_var_milli", 0)]
+
 
 @dataclass(frozen=True)
 class TableSpec:
@@ -113,8 +143,7 @@ RECEIPTS = TableSpec("DeletionReceipt", "deletion_receipts",
     lambda r: [r["frame_id"], r["site_id"], r["camera_id"], _dt(r["captured_at"]), epoch_ms(r["captured_at"]),
                epoch_ms(r["deleted_at"]), epoch_ms(r["deleted_at"]) - epoch_ms(r["captured_at"]), r["outcome"], r["deleted_by"]])
 
-FLOW_COMPONENTS = TableSpec("FlowComponent", "flow_components", FLOW_COMPONENT_COLUMNS,
-    lambda r: _single_row(flow_component_columns([FlowComponent.from_record(r)])), offsets=False)
+FLOW_COMPONENTS = TableSpec("FlowComponent", "flow_components", FLOW_COMPONENT_COLUMNS, _flow_row, offsets=False)
 FOOTFALL_COMPONENTS = TableSpec("FootfallComponent", "footfall_components", FOOTFALL_COMPONENT_COLUMNS,
     lambda r: _single_row(footfall_component_columns([FootfallComponent.from_record(r)])), offsets=False)
 
@@ -158,6 +187,7 @@ class SinkStats:
     batches: int = 0
     resumed_from_warehouse: dict[str, int] = field(default_factory=dict)
     ambiguous_landed: int = 0   # inserts that failed on the client but were found applied
+    first_record_s: float | None = None   # from the start of run() to the first record (group join, resume)
 
 
 class ClickHouseSink:
@@ -250,6 +280,11 @@ class ClickHouseSink:
         self.dlq.poll(0)
 
     def flush(self) -> None:
+        """Insert the buffered rows, then commit their offsets.
+
+        Inserting in a second thread while the next batch is decoded was measured and gave
+        nothing on two cores (sink/driver-bound ratio 0.28 vs 0.27, median of 3 runs each,
+        bench/flows/sink_load.py): decoding and the driver's encoding both hold the GIL."""
         if not self._next:
             return
         for topic, pending in self._buf.items():
@@ -367,6 +402,8 @@ class ClickHouseSink:
                             log.error("consumer error: %s", m.error().str())
                         continue
                     self._handle(m)
+                    if self.stats.first_record_s is None:
+                        self.stats.first_record_s = time.monotonic() - started
                     self.stats.consumed += 1
                     last = now
                 if self._buffered >= self.s.sink.batch_max_rows or (self._next and now - self._since >= self.s.sink.batch_max_seconds):

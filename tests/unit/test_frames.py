@@ -260,3 +260,23 @@ def test_the_receipt_is_stamped_when_the_blob_is_deleted_not_after_inference(kit
     res = proc(detector=Slow()).process(value)
     assert res.receipt["outcome"] == "DELETED"
     assert res.receipt["deleted_at"] <= int(Slow.started * 1000) + 1
+
+
+def test_the_sinks_flow_rows_match_the_components_own_columns():
+    """The sink builds flow rows straight from the decoded record (fast path); they must equal
+    what FlowComponent and flow_component_columns make of the same record, through real serde."""
+    import random
+
+    from pipeline.aggregator.model import FlowComponent, flow_component_columns
+    from pipeline.sink.consumer import FLOW_COMPONENTS, _single_row
+
+    rng = random.Random(7)
+    for _ in range(200):
+        c = FlowComponent("pp-x", 60, 1_790_002_800_000 + 3_600_000 * rng.randrange(1000), "s1", "a", "s2", "b",
+                          rng.choice(["lag", "far", "far2"]), rng.randrange(30), rng.randrange(30, 60),
+                          rng.randrange(-10**12, 10**12), rng.randrange(10**15), rng.randrange(10**15),
+                          rng.randrange(-10**12, 10**12), rng.randrange(1 << 90), rng.randrange(1 << 40),
+                          rng.randrange(10**9))
+        rec = serde.decode("FlowComponent", serde.encode("FlowComponent", c.to_record()))
+        check_record("FlowComponent", rec)
+        assert FLOW_COMPONENTS.row(rec) == _single_row(flow_component_columns([FlowComponent.from_record(rec)]))
