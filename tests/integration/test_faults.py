@@ -36,7 +36,8 @@ from tests.integration.conftest import read_topic, settings_env
 
 pytestmark = pytest.mark.integration
 
-STACK = ["bash", str(REPO_ROOT / "infra" / "local" / "stack.sh")]
+KAFKA_SH = str(REPO_ROOT / "infra" / "local" / "kafka.sh")
+CLICKHOUSE_SH = str(REPO_ROOT / "infra" / "local" / "clickhouse.sh")
 
 
 def _start(s, *args):
@@ -80,17 +81,17 @@ def _kill9(proc):
 
 
 def _camera(env, footage, n, camera, ttl_seconds):
-    """Settings with a longer blob TTL, the store, n frames of footage and an edge for them."""
+    """Settings with a longer blob TTL, n frames of footage and an edge for them."""
     s = env.model_copy(update={"store": env.store.model_copy(update={"ttl_seconds": ttl_seconds})})
     store = open_store(s.store.url, s.store.ttl_seconds)
     frames = list(open_source(str(footage), s.edge.sample_fps, s.edge.max_width, s.edge.max_height))[:n]
-    return s, store, frames, EdgeProducer(s, store, load_public_key(s.keys.dir), site_id="flt", camera_id=camera)
+    return s, frames, EdgeProducer(s, store, load_public_key(s.keys.dir), site_id="flt", camera_id=camera)
 
 
 def test_processor_kill_9_mid_stream_loses_only_frames_in_flight(env, footage):
     # blobs must outlive the restart (model loading takes seconds), as they would in production
     n = 80
-    s, store, frames, ep = _camera(env, footage, n, "cam-k", 300.0)
+    s, frames, ep = _camera(env, footage, n, "cam-k", 300.0)
     assert ep.run(frames).delivered == n
 
     proc = _start(s, "process", "--idle-timeout", "8", "--max-seconds", "240")
@@ -150,15 +151,15 @@ def test_sink_kill_9_mid_batch_loses_and_duplicates_nothing(env):
 
 def test_a_broker_stop_and_start_during_production_loses_nothing(env, footage):
     n = 40
-    s, store, frames, ep = _camera(env, footage, n, "cam-b", 120.0)
+    s, frames, ep = _camera(env, footage, n, "cam-b", 120.0)
     result = {}
     # 40 frames at 2 fps: 20 s of live camera, with the broker down for ~10 s in the middle
     feeder = threading.Thread(target=lambda: result.setdefault("st", ep.run(frames, realtime=True)))
     feeder.start()
     time.sleep(5)
-    assert subprocess.call([*STACK[:1], str(REPO_ROOT / "infra" / "local" / "kafka.sh"), "down"]) == 0
+    assert subprocess.call(["bash", KAFKA_SH, "down"]) == 0
     time.sleep(8)
-    assert subprocess.call([*STACK[:1], str(REPO_ROOT / "infra" / "local" / "kafka.sh"), "up"]) == 0
+    assert subprocess.call(["bash", KAFKA_SH, "up"]) == 0
     feeder.join(120)
     st = result["st"]
     assert st.frames == n and st.delivered == n and st.failed == 0, st
@@ -183,11 +184,10 @@ def test_clickhouse_down_for_30_s_during_the_sinks_run_loses_nothing(env):
     t = threading.Thread(target=lambda: result.setdefault("st", sink.run(idle_timeout=5, max_seconds=240)))
     t.start()
     _wait(lambda: _landed(s)[0] > 0, 60, "the sink's first insert")
-    ch = str(REPO_ROOT / "infra" / "local" / "clickhouse.sh")
-    assert subprocess.call(["bash", ch, "down"]) == 0
+    assert subprocess.call(["bash", CLICKHOUSE_SH, "down"]) == 0
     down_at = time.monotonic()
     time.sleep(30)
-    assert subprocess.call(["bash", ch, "up"]) == 0
+    assert subprocess.call(["bash", CLICKHOUSE_SH, "up"]) == 0
     t.join(240)
     assert not t.is_alive(), "the sink did not finish"
     assert time.monotonic() - down_at >= 30
