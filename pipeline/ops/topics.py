@@ -235,5 +235,5 @@ def policy_for_settings(settings: Any, path: Path = DEFAULT_POLICY) -> Policy:
         if hasattr(settings.kafka, attr):
             names[t.role] = getattr(settings.kafka, attr)
     k = settings.kafka
-    return replace(pol.renamed(names), replication_factor=getattr(k, "replication_factor", 1),
-                   min_insync_replicas=getattr(k, "min_insync_replicas", 1))
+    return replace(pol.renamed(names), replication_factor=k.replication_factor,
+                   min_insync_replicas=k.min_insync_replicas)
