@@ -8,12 +8,13 @@ with their own, longer limits (worst record age under two hours).
 """
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import yaml
-from confluent_kafka import KafkaException
+from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient, AlterConfigOpType, ConfigEntry, ConfigResource, NewPartitions, NewTopic
 
 from pipeline.settings import REPO_ROOT
@@ -141,13 +142,25 @@ def admin_client(settings: Any, role: str = "admin") -> AdminClient:
     return AdminClient(client_config(settings, role, **{"socket.timeout.ms": 10000}))
 
 
-def _describe(admin: AdminClient, names: list[str]) -> dict[str, dict[str, str]]:
-    if not names:
-        return {}
-    res = [ConfigResource(ConfigResource.Type.TOPIC, n) for n in names]
-    out = {}
-    for r, fut in admin.describe_configs(res).items():
-        out[r.name] = {k: v.value for k, v in fut.result(timeout=15).items()}
+def _describe(admin: AdminClient, names: list[str], wait: float = 15.0) -> dict[str, dict[str, str]]:
+    """Each topic's configuration. A topic just created may be unknown to the broker that
+    answers for a moment (KRaft publishes metadata to each broker asynchronously; on a cluster
+    an audit right after `apply` hit this): asked again for up to ``wait`` seconds."""
+    out: dict[str, dict[str, str]] = {}
+    todo = list(names)
+    deadline = time.monotonic() + wait
+    while todo:
+        res = [ConfigResource(ConfigResource.Type.TOPIC, n) for n in todo]
+        todo = []
+        for r, fut in admin.describe_configs(res).items():
+            try:
+                out[r.name] = {k: v.value for k, v in fut.result(timeout=15).items()}
+            except KafkaException as e:
+                if e.args[0].code() != KafkaError.UNKNOWN_TOPIC_OR_PART or time.monotonic() > deadline:
+                    raise
+                todo.append(r.name)
+        if todo:
+            time.sleep(0.2)
     return out
 
 
