@@ -222,20 +222,26 @@ def design_effect(hours: Iterable[HourTerms], floor: float) -> float:
     sum_ih e_ih^2. Pairs that share a camera share its chance co-occurrences, so their residuals
     covary and the ratio exceeds 1; at least 1 (the chance model has no negative covariance), and 1
     for a single pair. Applied to the flow lags' chance variance, whose pairs share the same
-    cameras' windows (docs/AGGREGATOR.md section 7a, item 5)."""
+    cameras' windows (docs/AGGREGATOR.md section 7a, item 5).
+
+    kappa_i is the pair's level over its active hours *of the same UTC day* (``hour`` is epoch
+    seconds): so every term is a sum over closed days, and the site roll-ups
+    (pipeline/analytics/rollups.py) can hold them per site pair-hour; it also keeps a level that
+    drifts from day to day out of the residuals. Before 2026-11-29 the level was the pair's over
+    the whole question."""
     act = [h for h in hours if h.nn_active > floor]
-    per_pair: dict[tuple[str, str], list[int]] = {}
+    per_pair: dict[tuple, list[int]] = {}
     for h in act:
-        t = per_pair.setdefault(h.pair, [0, 0])
+        t = per_pair.setdefault((h.pair, h.hour // 86400), [0, 0])
         t[0] += h.far_in[0] + h.far_out[0]
         t[1] += h.far_in[1] + h.far_out[1]
-    if len(per_pair) < 2:
+    if len({pair for pair, _ in per_pair}) < 2:
         return 1.0
     kappa = {k: (s / n if n else 0.0) for k, (s, n) in per_pair.items()}
     by_hour: dict[int, float] = {}
     own = 0.0
     for h in act:
-        e = (h.far_in[0] + h.far_out[0]) - kappa[h.pair] * (h.far_in[1] + h.far_out[1])
+        e = (h.far_in[0] + h.far_out[0]) - kappa[(h.pair, h.hour // 86400)] * (h.far_in[1] + h.far_out[1])
         by_hour[h.hour] = by_hour.get(h.hour, 0.0) + e
         own += e * e
     return max(1.0, sum(e * e for e in by_hour.values()) / own) if own > 0 else 1.0
@@ -261,6 +267,29 @@ def split_far_bands(bands: Iterable[tuple[int, int]]) -> int | None:
     return b[1][0] if len(b) == 2 and b[0][1] + 1 == b[1][0] else None
 
 
+def camera_pair_filter(cameras: Sequence[str], prefix: str = "c") -> tuple[str, dict[str, object]]:
+    """WHERE terms selecting the ordered pairs of ``cameras`` ("site/camera" keys), and their
+    parameters (names never enter SQL).
+
+    Why the site and camera columns are filtered on their own as well as on the joined key: only
+    conditions on the sort key's columns (``origin_site, origin_camera, dest_site, dest_camera,
+    hour``) let ClickHouse skip granules. With the joined key alone every question read the whole
+    of every month partition it touched: one site-day of a 50-site chain took 6 s, and more as
+    the month filled (bench/flows/chain_queries.py)."""
+    keys = {f"{prefix}{i}": c for i, c in enumerate(cameras)}
+    sites = {f"{prefix}s{i}": s for i, s in enumerate(sorted({c.partition("/")[0] for c in cameras}))}
+    names = {f"{prefix}n{i}": n for i, n in enumerate(sorted({c.partition("/")[2] for c in cameras}))}
+
+    def listed(d: dict[str, str]) -> str:
+        return ", ".join(f"%({k})s" for k in d)
+
+    sql = (f"origin_site IN ({listed(sites)}) AND dest_site IN ({listed(sites)}) "
+           f"AND origin_camera IN ({listed(names)}) AND dest_camera IN ({listed(names)}) "
+           f"AND concat(origin_site, '/', origin_camera) IN ({listed(keys)}) "
+           f"AND concat(dest_site, '/', dest_camera) IN ({listed(keys)})")
+    return sql, {**keys, **sites, **names}
+
+
 def component_sums(wh: Warehouse, version: str, cameras: Sequence[str], start: datetime, end: datetime,
                    window_seconds: int = 60, min_lag: int = 0, max_lag: int = 30, *,
                    by_lag: bool = False, options: EstimatorOptions | None = None,
@@ -277,13 +306,11 @@ def component_sums(wh: Warehouse, version: str, cameras: Sequence[str], start: d
     """
     options = options or EstimatorOptions(windows_per_hour=3600 // window_seconds)
     t0, t1 = _epoch(start) // 3600 * 3600, -(-_epoch(end) // 3600) * 3600
-    names = {f"c{i}": c for i, c in enumerate(cameras)}
-    cams = ", ".join(f"%({k})s" for k in names)
+    pairs, names = camera_pair_filter(cameras)
     params: dict[str, object] = {"v": version, "w": window_seconds, "t0": t0, "t1": t1, "lo": min_lag,
                                  "hi": max_lag, **names}
     where = (f"params_version = %(v)s AND window_seconds = %(w)s AND hour >= toDateTime(%(t0)s) "
-             f"AND hour < toDateTime(%(t1)s) AND concat(origin_site, '/', origin_camera) IN ({cams}) "
-             f"AND concat(dest_site, '/', dest_camera) IN ({cams})")
+             f"AND hour < toDateTime(%(t1)s) AND {pairs}")
     pair = "concat(origin_site, '/', origin_camera) AS a, concat(dest_site, '/', dest_camera) AS b"
     db = wh.database
     bands = wh.rows(f"SELECT DISTINCT lag_lo, lag_hi FROM {db}.flow_components WHERE {where} AND kind = 'far'", params)
@@ -361,7 +388,7 @@ def sum_rows(rows: Iterable[FlowComponent], min_lag: int = 0, max_lag: int = 30,
         key = (f"{r.origin_site}/{r.origin_camera}", f"{r.dest_site}/{r.dest_camera}", r.hour_ms)
         x = acc.get(key)
         if x is None:
-            x = acc[key] = HourTerms([0] * 6, None, [0, 0, 0], [0, 0, 0], 0, key[:2], r.hour_ms)
+            x = acc[key] = HourTerms([0] * 6, None, [0, 0, 0], [0, 0, 0], 0, key[:2], r.hour_ms // 1000)
         terms = [r.s, r.nn, r.qq, r.qn, r.nn2, r.noise_var_milli]
         if r.kind == LAG and min_lag <= r.lag_lo <= max_lag:
             x.lag = [a + b for a, b in zip(x.lag, terms)]

@@ -18,7 +18,7 @@ from rich.console import Console
 from rich.table import Table
 
 from pipeline.analytics.flows import (CameraRef, FlowEstimate, FlowQuery, FlowQueryError, cameras_with_data,
-                                      estimate_flows, flow_sql, registered_rate, render_sql)
+                                      estimate_flows, flow_sql, registered_params, registered_rate, render_sql)
 
 out = Console()
 
@@ -103,9 +103,28 @@ def _query(ctx: click.Context, params_version: str | None, start: str, end: str,
         raise click.ClickException(str(e)) from e
 
 
-def _estimates(wh: Any, q: FlowQuery, by_lag: bool, show_sql: bool, level: str = "camera") -> list[FlowEstimate]:
+LEVELS = ["camera", "zone", "store", "site", "chain"]
+
+
+def _levels(wh: Any, q: FlowQuery, level: str) -> dict[str, str] | None:
+    """camera key -> label at ``level``: sites and the chain come from the keys themselves, zones
+    and stores from the loaded layout."""
+    if level == "camera":
+        return None
+    if level == "site":
+        return {k: k.partition("/")[0] for k in q.camera_keys}
+    if level == "chain":
+        return {k: "chain" for k in q.camera_keys}
+    from pipeline.analytics.dimensions import camera_levels
+
+    return camera_levels(wh, level)
+
+
+def _estimates(wh: Any, q: FlowQuery, by_lag: bool, show_sql: bool, level: str = "camera",
+               whole_sites: bool = False) -> list[FlowEstimate]:
     """Estimates at ``level``: camera pairs' components are summed per zone (store, site) pair
-    before estimating, so a roll-up pools kappa (docs/ANALYST_SQL.md)."""
+    before estimating, so a roll-up pools kappa (docs/ANALYST_SQL.md). ``whole_sites``: the
+    cameras are every camera of their sites, so built site roll-ups can answer (docs/SCALING.md)."""
     if show_sql:
         sql, params = flow_sql(wh.database, q, by_lag=by_lag, sites=level == "site")
         if level not in ("camera", "site"):
@@ -114,12 +133,7 @@ def _estimates(wh: Any, q: FlowQuery, by_lag: bool, show_sql: bool, level: str =
                        f"variance (docs/ANALYST_SQL.md, roll-ups)")
         click.echo(render_sql(sql, params) + ";")
     try:
-        levels = None
-        if level != "camera":
-            from pipeline.analytics.dimensions import camera_levels
-
-            levels = camera_levels(wh, level)
-        return estimate_flows(wh, q, by_lag=by_lag, level_of=levels)
+        return estimate_flows(wh, q, by_lag=by_lag, level_of=_levels(wh, q, level), whole_sites=whole_sites)
     except FlowQueryError as e:
         raise click.ClickException(str(e)) from e
 
@@ -167,14 +181,14 @@ def _footnote(q: FlowQuery, rows: list[FlowEstimate]) -> None:
 
 @click.command("flows")
 @question
-@click.option("--level", type=click.Choice(["camera", "zone", "store", "site"]), default="camera", show_default=True,
-              help="Roll camera pairs up to zones, stores or sites (from the loaded layout).")
+@click.option("--level", type=click.Choice(LEVELS), default="camera", show_default=True,
+              help="Roll camera pairs up to zones or stores (from the loaded layout), sites, or the whole chain.")
 @click.option("--min-flow", type=float, default=None, help="Only rows whose estimate is at least this.")
 @click.pass_context
 def flows(ctx: click.Context, level: str, min_flow: float | None, as_json: bool, show_sql: bool, **kw: Any) -> None:
     """Estimated flows between every ordered pair of cameras (or zones, stores, sites), with 95% CIs."""
     wh, q = _query(ctx, **kw)
-    rows = _estimates(wh, q, False, show_sql, level)
+    rows = _estimates(wh, q, False, show_sql, level, whole_sites=not kw["cameras"])
     if min_flow is not None:
         rows = [e for e in rows if e.flow >= min_flow]
     if as_json:
@@ -185,12 +199,12 @@ def flows(ctx: click.Context, level: str, min_flow: float | None, as_json: bool,
 
 @click.command("od-matrix")
 @question
-@click.option("--level", type=click.Choice(["camera", "zone", "store", "site"]), default="camera", show_default=True)
+@click.option("--level", type=click.Choice(LEVELS), default="camera", show_default=True)
 @click.pass_context
 def od_matrix(ctx: click.Context, level: str, as_json: bool, show_sql: bool, **kw: Any) -> None:
     """Origin-destination matrix: rows are origins, columns destinations, cells 'flow ± 1.96 se'."""
     wh, q = _query(ctx, **kw)
-    rows = _estimates(wh, q, False, show_sql, level)
+    rows = _estimates(wh, q, False, show_sql, level, whole_sites=not kw["cameras"])
     if as_json:
         return _dump(rows)
     labels = sorted({e.origin for e in rows} | {e.destination for e in rows})
@@ -205,15 +219,28 @@ def od_matrix(ctx: click.Context, level: str, as_json: bool, show_sql: bool, **k
 
 @click.command("transit")
 @question
-@click.option("--origin", required=True, help="SITE/CAMERA the transit starts at.")
-@click.option("--destination", required=True, help="SITE/CAMERA it ends at.")
+@click.option("--origin", required=True, help="SITE/CAMERA the transit starts at (a SITE with --level site).")
+@click.option("--destination", required=True, help="SITE/CAMERA it ends at (a SITE with --level site).")
+@click.option("--level", type=click.Choice(["camera", "site"]), default="camera", show_default=True,
+              help="site: between two sites, every camera of each (site roll-ups where built).")
 @click.pass_context
-def transit(ctx: click.Context, origin: str, destination: str, as_json: bool, show_sql: bool, **kw: Any) -> None:
+def transit(ctx: click.Context, origin: str, destination: str, level: str, as_json: bool, show_sql: bool,
+            **kw: Any) -> None:
     """Transit-time distribution from origin to destination: estimated flow per lag, with 95% CIs."""
-    kw["cameras"] = (origin, destination)
-    wh, q = _query(ctx, **kw)
-    rows = [e for e in _estimates(wh, q, True, show_sql)
-            if e.origin == CameraRef.parse(origin).key and e.destination == CameraRef.parse(destination).key]
+    if level == "site":
+        if kw["cameras"] or kw["sites"]:
+            raise click.UsageError("--level site takes the two sites as --origin and --destination, not "
+                                   "--camera or --site")
+        kw["sites"] = (origin, destination) if origin != destination else (origin,)
+        wh, q = _query(ctx, **kw)
+        keys = (origin, destination)
+        rows = _estimates(wh, q, True, show_sql, "site", whole_sites=True)
+    else:
+        kw["cameras"] = (origin, destination)
+        wh, q = _query(ctx, **kw)
+        keys = (CameraRef.parse(origin).key, CameraRef.parse(destination).key)
+        rows = _estimates(wh, q, True, show_sql)
+    rows = [e for e in rows if (e.origin, e.destination) == keys]
     if as_json:
         return _dump(rows)
     t = Table("lag (windows)", "minutes", "flow", "± se", "95% CI", title=f"transit {origin} -> {destination}")
@@ -369,4 +396,60 @@ def params_register(ctx: click.Context, path: Path | None) -> None:
               f"{p.fictitious_per_window:g} fictitious persons per camera-window")
 
 
-COMMANDS = (flows, od_matrix, transit, demographics, crossings, report, layout, params_group)
+@click.group("rollups")
+def rollups_group() -> None:
+    """Site roll-ups of the published flow components, for site- and chain-level questions."""
+
+
+SETTLE_HOURS = 3   # a day is closed once the aggregator's 2-h bound and its lateness have passed
+
+
+@rollups_group.command("build")
+@click.option("--params-version", default=None, help="Privacy parameter set (default: the configured one).")
+@click.option("--from", "start", default=None,
+              help="First day (UTC) to build, e.g. 2026-11-02. Default: the day after the last one built (or the first "
+                   "day with data).")
+@click.option("--to", "end", default=None,
+              help=f"Day to stop before (UTC, exclusive). Default: the last closed day ({SETTLE_HOURS} h after midnight).")
+@click.option("--site", "sites", multiple=True, help="Only these origin sites; repeat. Default: every site with data.")
+@click.option("--window-seconds", default=60, show_default=True, type=click.IntRange(1, 3600))
+@click.option("--min-lag", default=0, show_default=True, type=click.IntRange(0))
+@click.option("--max-lag", default=30, show_default=True, type=click.IntRange(0),
+              help="The lag range to build for: an SE range the aggregator publishes.")
+@click.pass_context
+def rollups_build(ctx: click.Context, params_version: str | None, start: str | None, end: str | None,
+                  sites: tuple[str, ...], window_seconds: int, min_lag: int, max_lag: int) -> None:
+    """Sum closed days of camera-pair components into site pair-hours (idempotent: a rebuilt day
+    replaces its rows). Runs as the sink role."""
+    from pipeline.aggregator.estimate import EstimatorOptions
+    from pipeline.analytics.rollups import RollupError, build_site_rollups, next_day_to_build
+
+    wh = _warehouse(ctx, "sink")
+    version = _version(ctx, params_version)
+    try:
+        _, fictitious = registered_params(wh, version)
+        now = datetime.now(timezone.utc)
+        last_closed = (now - timedelta(hours=SETTLE_HOURS)).date()
+        d1 = _parse_time(end, "--to").date() if end else last_closed
+        if d1 > last_closed:
+            raise click.BadParameter(f"{d1} is after the last closed day ({last_closed}): an open day's roll-ups "
+                                     "would be incomplete", param_hint="--to")
+        d0 = _parse_time(start, "--from").date() if start else next_day_to_build(wh, version, window_seconds,
+                                                                                 (min_lag, max_lag))
+        if d0 is None or d0 >= d1:
+            out.print(f"nothing to build for {version} before {d1}")
+            return
+        options = EstimatorOptions(fictitious_per_window=fictitious, windows_per_hour=3600 // window_seconds)
+        from rich.progress import Progress
+
+        with Progress(transient=True) as bar:
+            task = bar.add_task("sites built", total=len(sites) or None)
+            r = build_site_rollups(wh, version, d0, d1, window_seconds=window_seconds, lag_range=(min_lag, max_lag),
+                                   options=options, sites=sites, progress=lambda _: bar.advance(task))
+    except (RollupError, FlowQueryError) as e:
+        raise click.ClickException(str(e)) from e
+    out.print(f"built {r.days} day(s) {d0} to {d1} for {r.sites} site(s): {r.camera_pair_hours:,} camera pair-hours "
+              f"into {r.rows_written:,} site pair-hours in {r.seconds:.1f} s")
+
+
+COMMANDS = (flows, od_matrix, transit, demographics, crossings, report, layout, params_group, rollups_group)

@@ -31,10 +31,11 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, fields
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Iterable, Mapping, Sequence
 
-from pipeline.aggregator.estimate import FAR_EXTRAPOLATION_MAX, EstimatorOptions, PairSums, component_sums, flow_from_sums
+from pipeline.aggregator.estimate import (FAR_EXTRAPOLATION_MAX, EstimatorOptions, PairSums, camera_pair_filter,
+                                          component_sums, flow_from_sums)
 from pipeline.sink.clickhouse import Warehouse
 
 Z95 = 1.959963984540054
@@ -157,14 +158,13 @@ def _component_filter(db: str, q: FlowQuery, final: bool = True) -> tuple[str, d
 
     FINAL because flow_components is a ReplacingMergeTree: a replayed hour's rows count once
     (``final=False`` only for questions about which row identities exist)."""
-    cams, params = _in_list("cam", q.camera_keys)
+    pairs, params = camera_pair_filter(q.camera_keys, "cam")
     h_from, h_to = q.hours
     params.update({"version": q.params_version, "w": q.window_seconds, "h_from": h_from, "h_to": h_to,
                    "lag_lo": q.min_lag, "lag_hi": q.max_lag})
     sql = (f"FROM {db}.flow_components{' FINAL' if final else ''} WHERE params_version = %(version)s "
            f"AND window_seconds = %(w)s AND hour >= toDateTime(%(h_from)s) AND hour < toDateTime(%(h_to)s) "
-           f"AND concat(origin_site, '/', origin_camera) IN ({cams}) "
-           f"AND concat(dest_site, '/', dest_camera) IN ({cams})")
+           f"AND {pairs}")
     return sql, params
 
 
@@ -251,11 +251,13 @@ def flow_sql(db: str, q: FlowQuery, *, by_lag: bool = False, sites: bool = False
         # The roll-up's design effect (pipeline.aggregator.estimate.design_effect): far-band
         # residuals of every active camera pair-hour around the pair's own level, summed per site
         # pair and hour, squared, over the same residuals squared one by one.
-        act = (f"SELECT cam_a, cam_b, site_a, site_b, h, s_fi + s_fo AS sf, nn_fi + nn_fo AS nf "
-               f"FROM ({per_hour}) WHERE nn_l > {floor}")
-        own_k = f"SELECT cam_a, cam_b, sum(sf) / sum(nf) AS k_i FROM ({act}) GROUP BY cam_a, cam_b"
+        # each pair's level is its level of the day (UTC), as in design_effect
+        act = (f"SELECT cam_a, cam_b, site_a, site_b, h, intDiv(toUInt32(h), 86400) AS d, s_fi + s_fo AS sf, "
+               f"nn_fi + nn_fo AS nf FROM ({per_hour}) WHERE nn_l > {floor}")
+        own_k = (f"SELECT cam_a, cam_b, d, if(sum(nf) = 0, 0, sum(sf) / sum(nf)) AS k_i FROM ({act}) "
+                 f"GROUP BY cam_a, cam_b, d")
         res = (f"SELECT site_a, site_b, h, sum(e) AS e_h, sum(e * e) AS e_sq FROM (SELECT site_a, site_b, h, "
-               f"sf - k_i * nf AS e FROM ({act}) AS x ANY LEFT JOIN ({own_k}) AS y USING (cam_a, cam_b)) "
+               f"sf - k_i * nf AS e FROM ({act}) AS x ANY LEFT JOIN ({own_k}) AS y USING (cam_a, cam_b, d)) "
                f"GROUP BY site_a, site_b, h")
         n_pairs = f"SELECT site_a, site_b, uniqExact(cam_a, cam_b) AS n_pairs FROM ({act}) GROUP BY site_a, site_b"
         deff = (f"SELECT site_a, site_b, if(n_pairs < 2 OR own = 0, 1, greatest(1, tot / own)) AS deff FROM "
@@ -346,18 +348,61 @@ def _estimate(key: tuple, x: PairSums, p: float, lam: float | None) -> FlowEstim
                         finite(se), x.se_exact, x.hours, x.hours_seen)
 
 
+def site_granular(level_of: Mapping[str, str], cameras: Sequence[str]) -> dict[str, str] | None:
+    """site -> label when ``level_of`` gives every camera of a site the same label (the site level,
+    or the whole chain), else None (zones and stores cut through sites)."""
+    out: dict[str, str] = {}
+    for c in cameras:
+        site = c.partition("/")[0]
+        label = level_of.get(c, c)
+        if out.setdefault(site, label) != label:
+            return None
+    return out
+
+
 def estimate_flows(wh: Warehouse, q: FlowQuery, *, by_lag: bool = False,
                    level_of: Mapping[str, str] | None = None,
-                   options: EstimatorOptions | None = None) -> list[FlowEstimate]:
+                   options: EstimatorOptions | None = None, whole_sites: bool = False) -> list[FlowEstimate]:
     """Every ordered pair of ``q.cameras`` (or, with ``level_of``, of their zones, stores or
     sites) that has published components in the period; with ``by_lag`` one estimate per lag.
-    ``options`` default to the parameter set's fictitious rate and the estimator's defaults."""
+    ``options`` default to the parameter set's fictitious rate and the estimator's defaults.
+
+    ``whole_sites``: the caller says ``q.cameras`` are every camera of their sites with data (a
+    question asked of sites, not of chosen cameras). A site- or chain-level question (``level_of``
+    constant within each site) whose lag range is a published SE range then reads the site
+    roll-ups (pipeline/analytics/rollups.py) when they cover every site and day of the period:
+    the same numbers from ~1/400 of the rows."""
     p, fictitious = registered_params(wh, q.params_version)
-    _check_lags(q, published_lags(wh, q))
+    # the roll-ups were built with the parameter set's own activity floor: not for other options
+    use_rollups = whole_sites and level_of is not None and options is None
     options = options or EstimatorOptions(fictitious_per_window=fictitious, windows_per_hour=3600 // q.window_seconds)
-    sums = component_sums(wh, q.params_version, q.camera_keys, q.start, q.end, q.window_seconds, q.min_lag,
-                          q.max_lag, by_lag=by_lag, options=options, level_of=level_of)
+    sums = _rollup_sums(wh, q, by_lag, level_of) if use_rollups else None
+    if sums is None:
+        _check_lags(q, published_lags(wh, q))
+        sums = component_sums(wh, q.params_version, q.camera_keys, q.start, q.end, q.window_seconds, q.min_lag,
+                              q.max_lag, by_lag=by_lag, options=options, level_of=level_of)
     return [_estimate(k, sums[k], p, options.far_extrapolation) for k in sorted(sums)]
+
+
+def _rollup_sums(wh: Warehouse, q: FlowQuery, by_lag: bool,
+                 level_of: Mapping[str, str]) -> dict[tuple, PairSums] | None:
+    """The question's sums from the site roll-ups, or None when they cannot answer it exactly
+    (roll-ups are built only for a lag range the aggregator publishes as an SE range)."""
+    from pipeline.analytics import rollups
+
+    by_site = site_granular(level_of, q.camera_keys)
+    h0, h1 = q.hours
+    # whole UTC days only: the design effect's residuals are taken around each camera pair's level
+    # of the day, which for part of a day the camera path measures on that part alone
+    if by_site is None or h0 % 86400 or h1 % 86400:
+        return None
+    first = datetime.fromtimestamp(h0, timezone.utc).date()
+    end = datetime.fromtimestamp(h1 - 1, timezone.utc).date() + timedelta(days=1)
+    sites = sorted(by_site)
+    if not rollups.covered(wh, q.params_version, q.window_seconds, (q.min_lag, q.max_lag), sites, first, end):
+        return None
+    return rollups.rollup_sums(wh, q.params_version, sites, h0, h1, window_seconds=q.window_seconds,
+                               lag_range=(q.min_lag, q.max_lag), by_lag=by_lag, level_of_site=by_site)
 
 
 def finite(x: float) -> float:

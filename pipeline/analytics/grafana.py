@@ -22,6 +22,10 @@ FLOW_PANEL_TITLE = "Flow estimate: ${origin} <-> ${destination} (95% CI)"
 # flow_sql's parameters as Grafana expressions: the time range rounded out to whole hours.
 GRAFANA_VALUES = {
     "version": "'${version}'", "cam0": "'${origin}'", "cam1": "'${destination}'", "w": "${window_seconds}",
+    # the pair filter's site and camera lists (camera_pair_filter: they let ClickHouse use the sort key)
+    "cams0": "splitByChar('/', '${origin}')[1]", "cams1": "splitByChar('/', '${destination}')[1]",
+    "camn0": "substring('${origin}', position('${origin}', '/') + 1)",
+    "camn1": "substring('${destination}', position('${destination}', '/') + 1)",
     "h_from": "(intDiv(intDiv(${__from}, 1000), 3600) * 3600)",
     "h_to": "(intDiv(intDiv(${__to}, 1000) + 3599, 3600) * 3600)", "lag_lo": "${min_lag}", "lag_hi": "${max_lag}",
 }
