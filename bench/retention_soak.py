@@ -23,7 +23,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from pipeline.edge.producer import EdgeProducer
 from pipeline.edge.sources import open_source
 from pipeline.envelope import ensure_keypair, load_public_key
-from pipeline.framestore import Sweeper, open_store
+from pipeline.framestore import Sweeper, store_from_settings
 from pipeline.ops.exporter import PipelineCollector
 from pipeline.ops.topics import Policy, admin_client, apply_policy, policy_for_settings
 from pipeline.settings import REPO_ROOT, load_settings
@@ -52,7 +52,7 @@ def main() -> None:
     mine = tuple(t for t in pol.topics if t.role in ("frame_refs", "ledger", "receipts"))
     apply_policy(admin, Policy(mine, pol.max_retention_ms, pol.max_segment_ms))
     footage = subprocess.check_output(["bash", str(REPO_ROOT / "infra/local/footage.sh")], text=True).strip()
-    store = open_store(s.store.url, s.store.ttl_seconds)
+    store = store_from_settings(s)
     reg = CollectorRegistry()
     reg.register(PipelineCollector(admin, client_config(s, "admin"), Policy(tuple(raw), pol.max_retention_ms, pol.max_segment_ms),
                                    store, "nobody"))

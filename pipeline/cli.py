@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 from dataclasses import replace
+from typing import Any
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -224,7 +225,7 @@ def edge(ctx: click.Context, source: str, site: str | None, camera: str | None, 
     from pipeline.edge.producer import EdgeProducer
     from pipeline.edge.sources import SourceError, open_source
     from pipeline.envelope import CurrentPublicKey
-    from pipeline.framestore import open_store
+    from pipeline.framestore import store_from_settings
 
     s = _settings(ctx)
     try:
@@ -232,7 +233,7 @@ def edge(ctx: click.Context, source: str, site: str | None, camera: str | None, 
         pub = CurrentPublicKey(s.keys.dir)
     except (SourceError, FileNotFoundError) as e:
         raise click.ClickException(str(e)) from None
-    ep = EdgeProducer(s, open_store(s.store.url, s.store.ttl_seconds), pub, site_id=site, camera_id=camera)
+    ep = EdgeProducer(s, store_from_settings(s), pub, site_id=site, camera_id=camera)
     with _progress() as prog:
         task = prog.add_task(f"edge {ep.site_id}/{ep.camera_id}", total=max_frames)
         stats = ep.run(frames, max_frames=max_frames, realtime=realtime, on_frame=lambda n: prog.update(task, completed=n))
@@ -330,30 +331,64 @@ def store() -> None:
     """The ephemeral frame store."""
 
 
+def _swept_receipts(s: Settings, producer: Any, frame_ids: list[str]) -> None:
+    """Receipts keep the audit whole. A sweeper outside the edge does not know a blob's camera or
+    exact capture time (the edge's own sweeper does): it reports the latest possible capture time."""
+    from pipeline import serde
+
+    now_ms = int(time.time() * 1000)
+    for fid in frame_ids:
+        producer.produce(s.kafka.receipts_topic, value=serde.encode("DeletionReceipt", {
+            "frame_id": fid, "site_id": "", "camera_id": "", "deleted_at": now_ms,
+            "captured_at": now_ms - int(s.store.ttl_seconds * 1000), "outcome": "SWEPT", "deleted_by": "sweeper"}))
+    producer.flush(10)
+
+
+@store.command("serve")
+@click.option("--host", default=None, help="Default: store.serve_host (loopback).")
+@click.option("--port", type=click.IntRange(1, 65535), default=None, help="Default: store.serve_port.")
+@click.pass_context
+def store_serve(ctx: click.Context, host: str | None, port: int | None) -> None:
+    """The site's blob service: remote processors GET and DELETE frames over HTTPS (bearer token,
+    the deployment's CA); sweeps the TTL and sends receipts for what it sweeps."""
+    from urllib.parse import urlparse
+
+    from pipeline.edge.blobservice import serve
+    from pipeline.edge.producer import kafka_producer
+    from pipeline.framestore import LocalDirFrameStore
+
+    s = _settings(ctx)
+    u = urlparse(s.store.url)
+    if u.scheme != "file":
+        raise click.ClickException(f"store.url {s.store.url!r}: the blob service serves a local file:// directory")
+    if not s.store.token_file.is_file():
+        raise click.ClickException(f"blob service token {s.store.token_file} not found; `flowctl stack up` creates it "
+                                   f"on the local stack (or set store.token_file)")
+    store = LocalDirFrameStore(Path(u.path), s.store.ttl_seconds)
+    producer = kafka_producer(s)
+    try:
+        serve(store, [s.store.token_file.read_text().strip()], s.store.max_blob_bytes, host or s.store.serve_host,
+              port or s.store.serve_port, s.store.server_cert_file, s.store.sweep_interval_seconds,
+              on_swept=lambda ids: _swept_receipts(s, producer, ids))
+    except (FileNotFoundError, ValueError, OSError) as e:
+        raise click.ClickException(str(e)) from e
+
+
 @store.command("sweep")
 @click.option("--loop", is_flag=True, help="Keep sweeping every store.sweep_interval_seconds.")
 @click.pass_context
 def store_sweep(ctx: click.Context, loop: bool) -> None:
     """Delete blobs older than the TTL (cron-able; edges also sweep on their own)."""
-    from pipeline.framestore import open_store
-
-    from pipeline import serde
     from pipeline.edge.producer import kafka_producer
+    from pipeline.framestore import store_from_settings
 
     s = _settings(ctx)
-    st = open_store(s.store.url, s.store.ttl_seconds)
+    st = store_from_settings(s)
     producer = kafka_producer(s)
     while True:
         swept = st.sweep()
         n = len(swept)
-        # Receipts keep the audit whole. This sweeper does not know a blob's camera or exact capture
-        # time (the edge's own sweeper does): it reports the latest possible capture time.
-        now_ms = int(time.time() * 1000)
-        for fid in swept:
-            producer.produce(s.kafka.receipts_topic, value=serde.encode("DeletionReceipt", {
-                "frame_id": fid, "site_id": "", "camera_id": "", "deleted_at": now_ms,
-                "captured_at": now_ms - int(s.store.ttl_seconds * 1000), "outcome": "SWEPT", "deleted_by": "sweeper"}))
-        producer.flush(10)
+        _swept_receipts(s, producer, swept)
         stats = st.stats()
         console.print(f"swept {n}; {stats.blobs} blob(s) left, oldest {stats.oldest_age_seconds:.1f} s")
         if not loop:
@@ -372,14 +407,14 @@ def exporter(ctx: click.Context, once: bool, port: int | None, max_seconds: floa
     """Prometheus exporter: raw-record and blob ages against policy, processor lag."""
     from prometheus_client import CollectorRegistry, generate_latest, start_http_server
 
-    from pipeline.framestore import open_store
+    from pipeline.framestore import store_from_settings
     from pipeline.ops.exporter import PipelineCollector
     from pipeline.ops.topics import admin_client, policy_for_settings
 
     s = _settings(ctx)
     reg = CollectorRegistry()
     reg.register(PipelineCollector(admin_client(s, "exporter"), client_config(s, "exporter"), policy_for_settings(s),
-                                   open_store(s.store.url, s.store.ttl_seconds),
+                                   store_from_settings(s),
                                    s.exporter.processor_group or s.processor.app_id,
                                    s.exporter.retention_check_interval_ms))
     if once:
@@ -636,7 +671,7 @@ def demo(ctx: click.Context, source: str | None, site: str, cameras: str, max_fr
         from pipeline.edge.producer import EdgeProducer
         from pipeline.edge.sources import open_source
         from pipeline.envelope import CurrentPublicKey
-        from pipeline.framestore import open_store
+        from pipeline.framestore import store_from_settings
 
         import threading
 
@@ -653,7 +688,7 @@ def demo(ctx: click.Context, source: str | None, site: str, cameras: str, max_fr
                 t0 = chunk[0].offset_seconds if chunk else 0.0
                 chunk = [replace(f, offset_seconds=f.offset_seconds - t0) for f in chunk]
                 task = prog.add_task(f"edge {site}/{cam}", total=len(chunk))
-                ep = EdgeProducer(s, open_store(s.store.url, s.store.ttl_seconds), pub, site_id=site, camera_id=cam)
+                ep = EdgeProducer(s, store_from_settings(s), pub, site_id=site, camera_id=cam)
                 # Each camera replays its share of the footage as a live camera would, sped up.
                 st = ep.run(chunk, realtime=True, speed=speed, start=started,
                             on_frame=lambda n: prog.update(task, completed=n))

@@ -60,24 +60,34 @@ class FrameStore(ABC):
     def stats(self, now: float | None = None) -> StoreStats: ...
 
 
-class LocalDirFrameStore(FrameStore):
-    """One file per blob in a directory (tmpfs in production, so nothing reaches a disk)."""
+BLOB_PATH = "/v1/blobs/"   # a blob service's path for a frame: BLOB_PATH + frame id
 
-    def __init__(self, root: Path, ttl_seconds: float) -> None:
+
+class LocalDirFrameStore(FrameStore):
+    """One file per blob in a directory (tmpfs in production, so nothing reaches a disk).
+
+    ``public_url``: the base URL of the site's blob service (pipeline/edge/blobservice.py) when
+    processors are elsewhere; ``put`` then returns ``<public_url>/v1/blobs/<frame id>``, the
+    address a remote processor fetches and deletes it at, instead of a file URI."""
+
+    def __init__(self, root: Path, ttl_seconds: float, public_url: str = "") -> None:
         self.root = Path(root).resolve()
         self.root.mkdir(parents=True, exist_ok=True)
         os.chmod(self.root, 0o700)
         self.ttl_seconds = ttl_seconds
+        self.public_url = public_url.rstrip("/")
 
-    def _path_for(self, uri: str, frame_id: str) -> Path:
+    def path_of(self, frame_id: str) -> Path:
         if not _FRAME_ID.match(frame_id):
             raise BlobRejected("malformed_record", "frame id is not a UUID")
+        return self.root / f"{frame_id}.bin"
+
+    def _path_for(self, uri: str, frame_id: str) -> Path:
+        expected = self.path_of(frame_id)
         u = urlparse(uri)
         if u.scheme != "file":
             raise BlobRejected("unsupported_store", f"blob URI scheme {u.scheme!r} is not served by this store")
-        p = Path(u.path)
-        expected = self.root / f"{frame_id}.bin"
-        if p != expected:
+        if Path(u.path) != expected:
             # Never follow a reference outside the store: a forged FrameRef must not make the
             # processor read or delete arbitrary files.
             raise BlobRejected("foreign_blob_uri", "blob URI does not name this frame inside the frame store")
@@ -92,10 +102,13 @@ class LocalDirFrameStore(FrameStore):
         with os.fdopen(fd, "wb") as f:
             f.write(data)
         os.replace(tmp, final)
-        return final.as_uri()
+        return f"{self.public_url}{BLOB_PATH}{frame_id}" if self.public_url else final.as_uri()
 
     def get(self, uri: str, frame_id: str, max_bytes: int) -> bytes:
-        p = self._path_for(uri, frame_id)
+        return self.read(self._path_for(uri, frame_id), max_bytes)
+
+    def read(self, p: Path, max_bytes: int) -> bytes:
+        """The blob at ``p`` (a path :meth:`path_of` gave), refusing anything but a regular file."""
         try:
             # O_NONBLOCK: opening a FIFO planted at a blob path must not block the worker forever;
             # O_NOFOLLOW: a symlink must not lead the processor out of the store.
@@ -113,7 +126,10 @@ class LocalDirFrameStore(FrameStore):
             return f.read(max_bytes + 1)
 
     def delete(self, uri: str, frame_id: str) -> bool:
-        p = self._path_for(uri, frame_id)
+        return self.unlink(self._path_for(uri, frame_id))
+
+    @staticmethod
+    def unlink(p: Path) -> bool:
         try:
             p.unlink()
             return True
@@ -151,11 +167,163 @@ class LocalDirFrameStore(FrameStore):
         return StoreStats(n, oldest)
 
 
-def open_store(url: str, ttl_seconds: float) -> FrameStore:
+def origin_of(url: str) -> str:
+    """``https://host:port`` of a URL (port made explicit), for comparing origins exactly."""
     u = urlparse(url)
-    if u.scheme == "file":
-        return LocalDirFrameStore(Path(u.path), ttl_seconds)
-    raise ValueError(f"frame store URL {url!r}: only file:// stores are implemented")
+    if u.scheme != "https" or not u.hostname:
+        raise ValueError(f"{url!r} is not an https URL")
+    return f"https://{u.hostname.lower()}:{u.port or 443}"
+
+
+class RemoteFrameStore(FrameStore):
+    """A processor's client of the sites' blob services (pipeline/edge/blobservice.py): GET and
+    DELETE over HTTPS, with the deployment's CA pinned and a bearer token.
+
+    Why confinement matters more here: a forged reference must not make the processor fetch from,
+    or send its token to, any host the deployment did not list. A URI is served only if it is
+    exactly ``https://<listed origin>/v1/blobs/<its frame id>`` (no user, query or fragment).
+    Connections are pooled (a TLS handshake per frame would add milliseconds to every deletion).
+    Sweeping is the blob service's job; :meth:`stats` asks every listed service.
+    """
+
+    def __init__(self, origins: list[str], token: str, ca_file: str, ttl_seconds: float,
+                 timeout_seconds: float = 2.0) -> None:
+        import urllib3
+
+        if not origins:
+            raise ValueError("a remote frame store needs at least one blob service origin")
+        self.origins = {origin_of(o) for o in origins}
+        self.ttl_seconds = ttl_seconds
+        self._auth = {"Authorization": f"Bearer {token}"}
+        self._pool = urllib3.PoolManager(cert_reqs="CERT_REQUIRED", ca_certs=ca_file, num_pools=max(4, len(origins)),
+                                         maxsize=4, retries=urllib3.Retry(total=2, connect=2, read=1, redirect=0,
+                                                                          status=0, backoff_factor=0.05),
+                                         timeout=urllib3.Timeout(connect=timeout_seconds, read=timeout_seconds))
+
+    def _url_for(self, uri: str, frame_id: str) -> str:
+        if not _FRAME_ID.match(frame_id):
+            raise BlobRejected("malformed_record", "frame id is not a UUID")
+        u = urlparse(uri)
+        if u.scheme != "https":
+            raise BlobRejected("unsupported_store", f"blob URI scheme {u.scheme!r} is not served by this store")
+        try:
+            origin = origin_of(uri)
+        except ValueError:
+            origin = ""
+        if (origin not in self.origins or u.username or u.password or u.query or u.fragment or u.params
+                or u.path != f"{BLOB_PATH}{frame_id}"):
+            raise BlobRejected("foreign_blob_uri", "blob URI does not name this frame at a listed blob service")
+        return f"{origin}{BLOB_PATH}{frame_id}"
+
+    def _request(self, method: str, url: str, **kw):
+        import urllib3
+
+        try:
+            return self._pool.request(method, url, headers=self._auth, redirect=False, **kw)
+        except urllib3.exceptions.HTTPError as e:
+            raise BlobRejected("blob_store_unavailable", f"blob service did not answer ({type(e).__name__})") from None
+
+    @staticmethod
+    def _refused(status: int) -> BlobRejected:
+        if status in (401, 403):
+            return BlobRejected("blob_store_refused", f"blob service refused the processor's token (HTTP {status})")
+        return BlobRejected("blob_store_unavailable", f"blob service answered HTTP {status}")
+
+    def put(self, frame_id: str, data: bytes) -> str:
+        raise NotImplementedError("blobs are written at the edge, into the site's own store")
+
+    def get(self, uri: str, frame_id: str, max_bytes: int) -> bytes:
+        r = self._request("GET", self._url_for(uri, frame_id), preload_content=False)
+        try:
+            if r.status == 404:
+                raise BlobNotFound("blob not in store (processed, swept or never stored)")
+            if r.status != 200:
+                raise self._refused(r.status)
+            declared = int(r.headers.get("Content-Length") or 0)
+            if declared > max_bytes:
+                raise BlobRejected("oversized_frame", f"blob is {declared} bytes, limit {max_bytes}")
+            data = r.read(max_bytes + 1)
+            if len(data) > max_bytes:
+                raise BlobRejected("oversized_frame", f"blob is over the limit of {max_bytes} bytes")
+            return data
+        finally:
+            r.release_conn()
+
+    def delete(self, uri: str, frame_id: str) -> bool:
+        r = self._request("DELETE", self._url_for(uri, frame_id))
+        if r.status in (200, 204):
+            return True
+        if r.status == 404:
+            return False
+        raise self._refused(r.status)
+
+    def sweep(self, now: float | None = None) -> list[str]:
+        return []
+
+    def stats(self, now: float | None = None) -> StoreStats:
+        n, oldest = 0, 0.0
+        for origin in sorted(self.origins):
+            r = self._request("GET", f"{origin}/v1/stats")
+            if r.status != 200:
+                raise self._refused(r.status)
+            body = r.json()
+            n += int(body["blobs"])
+            oldest = max(oldest, float(body["oldest_age_seconds"]))
+        return StoreStats(n, oldest)
+
+
+class RoutingFrameStore(FrameStore):
+    """A processor's store when some sites' blobs are remote: file URIs go to the local
+    directory, https URIs to the listed blob services; writing and sweeping stay local."""
+
+    def __init__(self, local: LocalDirFrameStore, remote: RemoteFrameStore) -> None:
+        self.local, self.remote = local, remote
+        self.ttl_seconds = local.ttl_seconds
+
+    def _for(self, uri: str) -> FrameStore:
+        return self.remote if uri.startswith("https:") else self.local
+
+    def put(self, frame_id: str, data: bytes) -> str:
+        return self.local.put(frame_id, data)
+
+    def get(self, uri: str, frame_id: str, max_bytes: int) -> bytes:
+        return self._for(uri).get(uri, frame_id, max_bytes)
+
+    def delete(self, uri: str, frame_id: str) -> bool:
+        return self._for(uri).delete(uri, frame_id)
+
+    def sweep(self, now: float | None = None) -> list[str]:
+        return self.local.sweep(now)
+
+    def stats(self, now: float | None = None) -> StoreStats:
+        a, b = self.local.stats(now), self.remote.stats(now)
+        return StoreStats(a.blobs + b.blobs, max(a.oldest_age_seconds, b.oldest_age_seconds))
+
+
+def open_store(url: str, ttl_seconds: float, *, public_url: str = "", remote_origins: list[str] | None = None,
+               token_file: str | Path | None = None, ca_file: str | Path | None = None,
+               timeout_seconds: float = 2.0) -> FrameStore:
+    """The local directory store of ``url`` (file://), publishing ``public_url`` URIs if set;
+    with ``remote_origins``, routed together with a client of those blob services."""
+    u = urlparse(url)
+    if u.scheme != "file":
+        raise ValueError(f"frame store URL {url!r}: the local store is a file:// directory (remote blob services "
+                         f"are listed in store.remote_origins)")
+    local = LocalDirFrameStore(Path(u.path), ttl_seconds, public_url)
+    if not remote_origins:
+        return local
+    if token_file is None or ca_file is None or not Path(token_file).is_file() or not Path(ca_file).is_file():
+        raise ValueError(f"store.remote_origins is set but the blob service token ({token_file}) or CA "
+                         f"certificate ({ca_file}) is missing; `flowctl stack up` creates them on the local stack")
+    token = Path(token_file).read_text().strip()
+    return RoutingFrameStore(local, RemoteFrameStore(remote_origins, token, str(ca_file), ttl_seconds, timeout_seconds))
+
+
+def store_from_settings(s) -> FrameStore:
+    """The frame store a component of ``s`` (Settings) uses."""
+    st = s.store
+    return open_store(st.url, st.ttl_seconds, public_url=st.public_url, remote_origins=st.remote_origins,
+                      token_file=st.token_file, ca_file=st.ca_file, timeout_seconds=st.request_timeout_seconds)
 
 
 class Sweeper:

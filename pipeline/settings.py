@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlparse
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
@@ -111,6 +112,33 @@ class StoreSettings(_Section):
     ttl_seconds: float = Field(30.0, gt=0, le=600)
     sweep_interval_seconds: float = Field(1.0, gt=0, le=60)
     max_blob_bytes: int = Field(4_000_000, gt=0)
+    # Edges and processors on different hosts (docs/SCALING.md): a site runs `flowctl blobstore
+    # serve` over its local store; its edges publish blob URIs under public_url; processors list
+    # the sites' services in remote_origins and fetch and delete over HTTPS with token_file's
+    # bearer token, trusting ca_file. Empty: edge and processor share the local directory.
+    public_url: str = ""
+    remote_origins: list[str] = Field(default_factory=list)
+    ca_file: Path = SECURITY_DIR / "ca.crt"
+    token_file: Path = SECURITY_DIR / "blobstore" / "processor.token"
+    server_cert_file: Path = SECURITY_DIR / "blobstore" / "server.pem"
+    request_timeout_seconds: float = Field(2.0, gt=0, le=30)
+    serve_host: str = "127.0.0.1"
+    serve_port: int = Field(19443, ge=1, le=65535)
+
+    @field_validator("public_url")
+    @classmethod
+    def _https_base(cls, v: str) -> str:
+        if v and (not v.startswith("https://") or urlparse(v).path.strip("/") or urlparse(v).query):
+            raise ValueError(f"{v!r} must be an https base URL with no path, e.g. https://edge-1.example:19443")
+        return v.rstrip("/")
+
+    @field_validator("remote_origins")
+    @classmethod
+    def _https_origins(cls, v: list[str]) -> list[str]:
+        for o in v:
+            if not o.startswith("https://") or urlparse(o).path.strip("/") or not urlparse(o).hostname:
+                raise ValueError(f"{o!r} must be an https origin with no path, e.g. https://edge-1.example:19443")
+        return v
 
 
 class KeySettings(_Section):

@@ -45,6 +45,7 @@ listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
 inter.broker.listener.name=PLAINTEXT"
   else
     ensure_kafka_security
+    ensure_blobstore_security   # not the broker's: created with the rest so a site's blob service can start
     # Clients: SASL/SCRAM-SHA-512 over TLS, one principal per role, least privilege by ACLs
     # (pipeline/ops/acls.py). Brokers and controllers talk mutual TLS on their own listeners;
     # the broker certificate's CN is the super user "broker". Nothing is allowed without an ACL.

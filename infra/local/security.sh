@@ -8,6 +8,8 @@
 #   kafka/broker.pem            broker key + certificate chain (PEM keystore)
 #   kafka/<role>.password       SCRAM-SHA-512 password of each Kafka role
 #   clickhouse/<role>.password  password of each ClickHouse user
+#   blobstore/server.pem        a site blob service's key + certificate chain (flowctl store serve)
+#   blobstore/processor.token   the bearer token processors present to blob services
 SEC="$VAR/security"
 KAFKA_ROLES="admin edge processor aggregator sink exporter simulator"
 CLICKHOUSE_ROLES="admin sink analyst"
@@ -58,6 +60,14 @@ ensure_kafka_security() {
   ensure_ca
   ensure_server_cert "$SEC/kafka" broker "IP:127.0.0.1,DNS:localhost,DNS:kafka"
   local r; for r in $KAFKA_ROLES; do ensure_password "$SEC/kafka" "$r"; done
+}
+
+ensure_blobstore_security() {  # a site's blob service: server certificate and the processors' bearer token
+  ensure_server_cert "$SEC/blobstore" server "IP:127.0.0.1,DNS:localhost"
+  local f="$SEC/blobstore/processor.token"
+  [ -s "$f" ] && return 0
+  _private_file "$f"
+  openssl rand -hex 32 > "$f"
 }
 
 ensure_clickhouse_security() {

@@ -97,7 +97,13 @@ def _lag_insert_sql(db: str) -> str:
             f"WHERE params_version = %(v)s AND window_seconds = %(w)s AND origin_site = %(site)s "
             f"AND hour >= toDateTime(%(t0)s) AND hour < toDateTime(%(t1)s) "
             f"AND kind = 'lag' AND lag_lo >= %(lo)s AND lag_lo <= %(hi)s")
-    active = f"SELECT site_a, site_b, ca, cb, h, 1 AS on FROM ({_pair_hours_sql(db)}) WHERE active"
+    # active pair-hours: the range's NN above the floor (a second read of the same lag rows; the far
+    # levels of _pair_hours_sql are not needed here)
+    active = (f"SELECT origin_site AS site_a, dest_site AS site_b, origin_camera AS ca, dest_camera AS cb, "
+              f"hour AS h FROM {db}.flow_components FINAL WHERE params_version = %(v)s AND window_seconds = %(w)s "
+              f"AND origin_site = %(site)s AND hour >= toDateTime(%(t0)s) AND hour < toDateTime(%(t1)s) "
+              f"AND kind = 'lag' AND lag_lo >= %(lo)s AND lag_lo <= %(hi)s "
+              f"GROUP BY site_a, site_b, ca, cb, h HAVING sum(nn) > %(floor)s")
     return (f"INSERT INTO {db}.flow_site_rollups (params_version, window_seconds, hour, origin_site, dest_site, "
             f"kind, lag_lo, lag_hi, s, nn, qq, qn, nn2_hi, nn2_lo, noise_var_milli, exact, pairs_active, "
             f"pairs_seen, version) "
@@ -214,67 +220,73 @@ def rollup_sums(wh: Warehouse, version: str, sites: Sequence[str], t0: int, t1: 
                 level_of_site: Mapping[str, str] | None = None) -> dict[tuple, PairSums]:
     """PairSums per ordered site pair (and lag) over the hours [t0, t1) (epoch seconds) from the
     roll-ups: what ``component_sums(level_of=site)`` returns from the camera rows.
-    ``level_of_site`` maps sites to coarser labels (the whole chain: every site to one label)."""
+    ``level_of_site`` maps sites to coarser labels (the whole chain: every site to one label).
+
+    Summed inside ClickHouse, label pair by label pair: the design effect's numerator is the sum
+    over hours of the square of the hour's summed residuals, so the hours are summed first (per
+    label pair and hour), then squared and summed. A year of the chain's roll-ups is 220,000
+    site pair-hours; moving them to Python took most of the question's time."""
     names = {f"s{i}": s for i, s in enumerate(sites)}
     listed = ", ".join(f"%({k})s" for k in names)
-    params = {"v": version, "w": window_seconds, "lo": lag_range[0], "hi": lag_range[1], "t0": t0, "t1": t1, **names}
+    lv = dict(level_of_site or {})
+    labels = {f"l{i}": lv.get(s, s) for i, s in enumerate(sites)}
+    params = {"v": version, "w": window_seconds, "lo": lag_range[0], "hi": lag_range[1], "t0": t0, "t1": t1,
+              **names, **labels}
+    # Each (origin site, day)'s rows of its latest build, named by flow_rollup_days, instead of
+    # FINAL: the same rows (a rebuild writes every hour of its day again, with its own version),
+    # without merging in the read (FINAL made a year's question 8 times slower). Days are compared
+    # as day numbers since the epoch, so the server's time zone plays no part.
+    latest = (f"SELECT origin_site, toUInt32(day), max(version) FROM {wh.database}.flow_rollup_days "
+              f"WHERE params_version = %(v)s AND window_seconds = %(w)s AND lag_lo = %(lo)s AND lag_hi = %(hi)s "
+              f"AND origin_site IN ({listed}) GROUP BY origin_site, day")
     where = (f"params_version = %(v)s AND window_seconds = %(w)s AND origin_site IN ({listed}) "
-             f"AND dest_site IN ({listed}) AND hour >= toDateTime(%(t0)s) AND hour < toDateTime(%(t1)s)")
+             f"AND dest_site IN ({listed}) AND hour >= toDateTime(%(t0)s) AND hour < toDateTime(%(t1)s) "
+             f"AND (origin_site, intDiv(toUInt32(hour), 86400), version) IN ({latest})")
+    if all(lv.get(s, s) == s for s in sites):
+        la, lb = "origin_site", "dest_site"
+    else:
+        to = ", ".join(f"%({k})s" for k in labels)
+        la, lb = (f"transform({c}, [{listed}], [{to}], '')" for c in ("origin_site", "dest_site"))
     db = wh.database
-    hourly = wh.rows(
-        f"SELECT origin_site, dest_site, toUInt32(hour), s, nn, qq, qn, nn2_hi, nn2_lo, noise_var_milli, exact, "
-        f"s_far_in, nn_far_in, noise_var_far_in_milli, s_far_out, nn_far_out, noise_var_far_out_milli, "
-        f"pairs_active, pairs_seen, resid_micro, resid_sq_micro FROM {db}.flow_site_rollups FINAL "
-        f"WHERE {where} AND kind = 'range' AND lag_lo = %(lo)s AND lag_hi = %(hi)s", params)
-    lv = level_of_site or {}
-    acc: dict[tuple, list] = {}
-    for row in hourly:
-        a, b = str(row[0]), str(row[1])
-        (h, s, nn, qq, qn, nh, nl, nv, exact, sfi, nfi, vfi, sfo, nfo, vfo, act, seen, res,
-         res_sq) = (int(v) for v in row[2:])   # chdb returns 64-bit integers as text
-        k = (lv.get(a, a), lv.get(b, b))
-        x = acc.setdefault(k, [[0] * 6, True, [0] * 6, 0, 0, {}, 0])
-        if act:
-            x[0] = [u + v for u, v in zip(x[0], (s, nn, qq, qn, (nh << NN2_SHIFT) + nl, nv))]
-            x[1] = x[1] and bool(exact)
-            x[2] = [u + v for u, v in zip(x[2], (sfi, nfi, vfi, sfo, nfo, vfo))]
-        x[3] += act
-        x[4] += seen
-        x[5][h] = x[5].get(h, 0) + res
-        x[6] += res_sq
+    ints = ("s", "nn", "qq", "qn", "nn2_hi", "nn2_lo", "noise_var_milli", "s_far_in", "nn_far_in",
+            "noise_var_far_in_milli", "s_far_out", "nn_far_out", "noise_var_far_out_milli", "pairs_active", "pairs_seen",
+            "resid_sq_micro")
+    hourly = (f"SELECT {la} AS la, {lb} AS lb, hour, " + ", ".join(f"sum({c}) AS {c}_h" for c in ints) +
+              f", minIf(exact, pairs_active > 0) AS exact_h, countIf(pairs_active > 0) AS on_h, "
+              f"sum(resid_micro) / 1000000 AS e_h FROM {db}.flow_site_rollups "
+              f"WHERE {where} AND kind = 'range' AND lag_lo = %(lo)s AND lag_hi = %(hi)s GROUP BY la, lb, hour")
+    rows = wh.rows("SELECT la, lb, " + ", ".join(f"sum({c}_h)" for c in ints) +
+                   f", minIf(exact_h, on_h > 0), sum(e_h * e_h) FROM ({hourly}) GROUP BY la, lb", params)
     lag_terms: dict[tuple, list[int]] = {}
-    if by_lag or any(not x[1] for x in acc.values() if x[3]):
-        for a, b, lag, s, nn, qq, qn, nh, nl, nv in wh.rows(
-                f"SELECT origin_site, dest_site, lag_lo, sum(s), sum(nn), sum(qq), sum(qn), sum(nn2_hi), "
-                f"sum(nn2_lo), sum(noise_var_milli) FROM {db}.flow_site_rollups FINAL WHERE {where} "
-                f"AND kind = 'lag' AND lag_lo >= %(lo)s AND lag_lo <= %(hi)s GROUP BY origin_site, dest_site, lag_lo",
-                params):
-            k = (lv.get(str(a), str(a)), lv.get(str(b), str(b)), int(lag))
-            t = lag_terms.setdefault(k, [0] * 6)
-            s, nn, qq, qn, nh, nl, nv = (int(v) for v in (s, nn, qq, qn, nh, nl, nv))
-            lag_terms[k] = [u + v for u, v in zip(t, (s, nn, qq, qn, (nh << NN2_SHIFT) + nl, nv))]
+    if by_lag or any(int(r[18]) == 0 for r in rows if int(r[15])):   # an inexact pair sums its lag rows
+        for a, b, lag, *v in wh.rows(
+                f"SELECT {la} AS la, {lb} AS lb, lag_lo, sum(s), sum(nn), sum(qq), sum(qn), sum(nn2_hi), sum(nn2_lo), "
+                f"sum(noise_var_milli) FROM {db}.flow_site_rollups WHERE {where} AND kind = 'lag' "
+                f"AND lag_lo >= %(lo)s AND lag_lo <= %(hi)s GROUP BY la, lb, lag_lo", params):
+            s, nn, qq, qn, nh, nl, nv = (int(x) for x in v)   # chdb returns 64-bit integers as text
+            lag_terms[(str(a), str(b), int(lag))] = [s, nn, qq, qn, (nh << NN2_SHIFT) + nl, nv]
     out: dict[tuple, PairSums] = {}
-    for k, (terms, exact, far, used, seen, by_hour, own_micro) in acc.items():
+    for r in rows:
+        a, b = str(r[0]), str(r[1])
+        (s, nn, qq, qn, nh, nl, nv, sfi, nfi, vfi, sfo, nfo, vfo, used, seen, own_micro,
+         exact) = (int(x) for x in r[2:19])
+        tot = float(r[19])
         if not used:
             continue
-        tot = sum((e / 1e6) ** 2 for e in by_hour.values())
         own = own_micro / 1e6
         deff = max(1.0, tot / own) if own > 0 else 1.0
-        sfi, nfi, vfi, sfo, nfo, vfo = far
 
-        def sums(t: list[int], exact_: bool) -> PairSums:
-            return PairSums(int(t[0]), int(terms[1] if not by_lag else t[1]), int(t[2]), int(t[3]), int(t[4]),
-                            int(sfo), int(nfo), exact_, t[5] / 1000, vfo / 1000, int(sfi), int(nfi), vfi / 1000,
-                            used, seen, deff)
+        def sums(t: Sequence[int], exact_: bool, nn_: int) -> PairSums:
+            return PairSums(int(t[0]), int(nn_), int(t[2]), int(t[3]), int(t[4]), sfo, nfo, exact_, t[5] / 1000,
+                            vfo / 1000, sfi, nfi, vfi / 1000, used, seen, deff)
 
         if by_lag:
-            for (a, b, lag), t in lag_terms.items():
-                if (a, b) == k:
-                    out[(a, b, lag)] = sums(t, True)
+            for (x, y, lag), t in lag_terms.items():
+                if (x, y) == (a, b):
+                    out[(a, b, lag)] = sums(t, True, t[1])
         elif exact:
-            out[k] = sums(terms, True)
+            out[(a, b)] = sums((s, nn, qq, qn, (nh << NN2_SHIFT) + nl, nv), True, nn)
         else:
-            per_lag = [t for (a, b, _), t in lag_terms.items() if (a, b) == k]
-            summed = [sum(t[i] for t in per_lag) for i in range(6)]
-            out[k] = sums(summed, False)
+            per_lag = [t for (x, y, _), t in lag_terms.items() if (x, y) == (a, b)]
+            out[(a, b)] = sums([sum(t[i] for t in per_lag) for i in range(6)], False, nn)
     return out

@@ -22,7 +22,7 @@ from confluent_kafka.admin import AdminClient, ConfigResource
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from pipeline.framestore import FrameStore
+from pipeline.framestore import BlobRejected, FrameStore
 from pipeline.ops.topics import Policy, audit
 
 log = logging.getLogger(__name__)
@@ -137,7 +137,14 @@ class PipelineCollector(Collector):
             yield from families
         yield from (lagm, viol)
         if self.store is not None:
-            st = self.store.stats()
+            try:
+                st = self.store.stats()
+            except BlobRejected:
+                # a site's blob service that does not answer: say so (alertable) rather than fail the scrape
+                yield GaugeMetricFamily("flowpipe_framestore_reachable", "Whether every frame store answered", value=0)
+                st = None
+        if self.store is not None and st is not None:
+            yield GaugeMetricFamily("flowpipe_framestore_reachable", "Whether every frame store answered", value=1)
             yield GaugeMetricFamily("flowpipe_framestore_blobs", "Encrypted frame blobs in the store", value=st.blobs)
             yield GaugeMetricFamily("flowpipe_framestore_oldest_blob_age_seconds", "Age of the oldest blob in the store",
                                     value=st.oldest_age_seconds)

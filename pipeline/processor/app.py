@@ -22,7 +22,7 @@ from pipeline import serde
 from pipeline.ops.kafka_clients import faust_credentials
 from pipeline.envelope import KeyDirectory
 from pipeline.ops import metrics as m_
-from pipeline.framestore import open_store
+from pipeline.framestore import store_from_settings
 from pipeline.privacy import WINDOW_MARKER_GROUP, Anonymizer, PrivacyParams, pad_with_fictitious
 from pipeline.privacy.demographics import check_demographic_counts
 from pipeline.privacy.deployment import load_params
@@ -147,7 +147,7 @@ def build_app(settings: Settings, *, max_frames: int | None = None, idle_timeout
     dlq_topic = app.topic(k.dead_letter_topic, **raw)
 
     params = load_params(settings)
-    store = open_store(settings.store.url, settings.store.ttl_seconds)
+    store = store_from_settings(settings)
     # Demographics are always on (no setting exists for them): face detector + age/gender models,
     # loaded and hash-checked here so a missing model fails at start, not on the first person.
     describe, dim = descriptor_for(ps.descriptor)

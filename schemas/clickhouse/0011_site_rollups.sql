@@ -20,7 +20,9 @@
 --   design effect is sum_h (resid_h)^2 / sum_h resid_sq_h (pipeline.aggregator.estimate.design_effect).
 -- kind = 'lag' (lag_lo = lag_hi = d, d in the range): lag d's terms over the same active pairs.
 --
--- ReplacingMergeTree(version): rebuilding a day replaces its rows; readers use FINAL.
+-- ReplacingMergeTree(version): rebuilding a day replaces its rows; readers use FINAL. Sorted by
+-- kind and lags before the hour, so a question over the range rows reads no lag row (31 times
+-- as many): the year of a 50-site chain is 220,000 range rows among 6.5 million.
 -- flow_rollup_days records which (origin site, day) a build covered, so a question uses the
 -- roll-ups only where they exist and the camera rows elsewhere.
 CREATE TABLE IF NOT EXISTS {db}.flow_site_rollups
@@ -55,7 +57,7 @@ CREATE TABLE IF NOT EXISTS {db}.flow_site_rollups
 )
 ENGINE = ReplacingMergeTree(version)
 PARTITION BY toYYYYMM(hour)
-ORDER BY (params_version, window_seconds, origin_site, dest_site, hour, kind, lag_lo, lag_hi);
+ORDER BY (params_version, window_seconds, origin_site, dest_site, kind, lag_lo, lag_hi, hour);
 
 CREATE TABLE IF NOT EXISTS {db}.flow_rollup_days
 (

@@ -83,9 +83,14 @@ def _same(a, b) -> None:
 
 def check(wh, published) -> None:
     params, (flow_rows, foot_rows) = published
+    # one camera pair-hour without its range row (a configuration change mid-day would do this):
+    # site-a -> site-a has no exact SE then, on either path, and sums its lag rows instead
+    ten = int(datetime(2026, 3, 2, 10, tzinfo=timezone.utc).timestamp()) * 1000
+    gone = next(r for r in flow_rows if r.kind == "range" and r.hour_ms == ten
+                and (r.origin_camera, r.dest_camera) == ("entrance", "checkout"))
     migrate(wh)
     register_params(wh, params)
-    write_components(wh, flow_rows, foot_rows)
+    write_components(wh, [r for r in flow_rows if r is not gone], foot_rows)
     q = _question(params)
     site = {c: c.split("/")[0] for c in CAMERAS}
     chain = {c: "chain" for c in CAMERAS}
@@ -94,7 +99,8 @@ def check(wh, published) -> None:
     assert {(e.origin, e.destination) for e in camera_path["site"]} == {
         ("site-a", "site-a"), ("site-a", "site-b"), ("site-b", "site-a"), ("site-b", "site-b")}
     big = next(e for e in camera_path["site"] if (e.origin, e.destination) == ("site-a", "site-a"))
-    assert big.flow > 3 * big.se   # the planted flow is there (so the comparison is not of noise alone)
+    assert big.flow > 1.5 * big.se   # the planted flow is there (so the comparison is not of noise alone)
+    assert not big.se_exact and all(e.se_exact for e in camera_path["site"] if e is not big)
 
     # nothing built: the roll-up path is not taken, and the answers are the camera path's
     assert not rollups.covered(wh, params.version, 60, (0, 30), ["site-a", "site-b"], DAYS[0], date(2026, 3, 4))
