@@ -299,7 +299,9 @@ class AggregatorSettings(_Section):
     far_lag_min: int = Field(0, ge=0)
     far_lag_max: int = Field(0, ge=0)
     lateness_seconds: int = Field(300, ge=0, le=3600)
-    cross_site: bool = True
+    # camera (every cross-site camera pair), site (cross-site flows per site pair: a chain), off;
+    # true / false mean camera / off (docs/SCALING.md)
+    cross_site: bool | Literal["camera", "site", "off"] = True
     restricted_bound_seconds: int = Field(7200, ge=60, le=86400)
     processor_delay_seconds: int = Field(15, ge=0, le=3600)
     # How long a state snapshot may stay on the aggregator's changelog topics: retention.ms +

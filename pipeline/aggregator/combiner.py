@@ -36,9 +36,9 @@ from dataclasses import replace
 
 from typing import Any, Callable
 
-from pipeline.aggregator.model import (COOCCURRENCE, FAR, HOUR_MS, LAG, PROGRESS, RANGE, RANGE_SQUARES, WINDOW,
-                                       AggregatorSpec, Cam, CoreStats, FlowComponent, FootfallComponent, Partial,
-                                       SpecError, complete_from)
+from pipeline.aggregator.model import (COOCCURRENCE, FAR, HOUR_MS, LAG, PROGRESS, RANGE, RANGE_SQUARES, SITE_CAMERA,
+                                       WINDOW, AggregatorSpec, Cam, CoreStats, FlowComponent, FootfallComponent,
+                                       Partial, SpecError, complete_from)
 
 Row = FlowComponent | FootfallComponent
 
@@ -240,6 +240,8 @@ class Combiner:
             foot = self._foot.setdefault(hour_t, {})   # footfall: exact sums, noised per camera-hour
             for cam, (n, _) in raw.items():
                 self._cams[cam] = t
+                if cam[2] == SITE_CAMERA:
+                    continue   # a site pseudo-camera has flows only: its cameras publish the footfall
                 f = foot.setdefault(cam, [0, 0])
                 f[0] += n
                 f[1] += 1
@@ -325,6 +327,8 @@ class Combiner:
                 continue
             v = self._version(h + HOUR_MS)
             for cam in self._published_cams(h):
+                if cam[2] == SITE_CAMERA:
+                    continue
                 n, windows = foot.get(cam, (0, 0))
                 row = FootfallComponent(cam[0], spec.window_seconds, h, cam[1], cam[2], n, windows, v)
                 if self._foot_noise is not None and self._foot_noise.scale:

@@ -28,8 +28,8 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import Any, Iterable
 
-from pipeline.aggregator.model import (COOCCURRENCE, PROGRESS, RANGE_SQUARES, WINDOW, AggregatorSpec, Cam, CoreStats,
-                                       OccurrenceCell, Partial, SpecError, complete_from)
+from pipeline.aggregator.model import (COOCCURRENCE, PROGRESS, RANGE_SQUARES, SITE_CAMERA, WINDOW, AggregatorSpec, Cam,
+                                       CoreStats, OccurrenceCell, Partial, SpecError, complete_from, site_camera)
 
 
 class GroupPartitionAggregator:
@@ -94,9 +94,12 @@ class GroupPartitionAggregator:
             self.stats.late_cells += 1
             self.stats.late_occurrences += cell.occurrences
             return []
-        groups = self._pending.setdefault(t, {}).setdefault(cell.cam, {})
-        if cell.occurrences:   # a window marker (0) only says the camera-window exists
-            groups[cell.group_id] = groups.get(cell.group_id, 0) + cell.occurrences
+        window = self._pending.setdefault(t, {})
+        # with cross-site flows per site, the site's pseudo-camera counts every camera's occurrences
+        for cam in ((cell.cam, site_camera(cell.cam)) if self.spec.site_pairs else (cell.cam,)):
+            groups = window.setdefault(cam, {})
+            if cell.occurrences:   # a window marker (0) only says the camera-window exists
+                groups[cell.group_id] = groups.get(cell.group_id, 0) + cell.occurrences
         return self._advance(t)
 
     def add_many(self, cells: Iterable[OccurrenceCell]) -> list[Partial]:
@@ -132,6 +135,8 @@ class GroupPartitionAggregator:
             return "negative_count"  # 0 is a window marker: the camera was live, nobody to count
         if c.group_id < 0:
             return "negative_group"
+        if c.camera_id == SITE_CAMERA:
+            return "empty_camera"   # the site pseudo-camera's id: no real camera may take it
         return ""
 
     # ---- the clock ---------------------------------------------------------------------------

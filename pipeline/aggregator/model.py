@@ -36,6 +36,18 @@ PROGRESS = "PROGRESS"
 PARTIAL_KINDS = (WINDOW, RANGE_SQUARES, COOCCURRENCE, PROGRESS)
 
 
+CAMERA_PAIRS, SITE_PAIRS = "camera", "site"
+# The camera id of a site's pseudo-camera (cross_site "site"): empty, which no real camera id can
+# be (ids start with a letter or digit, pipeline.serde.valid_identifier). Its occurrences are the
+# site's, summed over its cameras; products are bilinear, so a site pair's S and NN are exactly
+# the sums over its camera pairs, and its Q terms give the pooled variance directly.
+SITE_CAMERA = ""
+
+
+def site_camera(cam: "Cam") -> "Cam":
+    return (cam[0], cam[1], SITE_CAMERA)
+
+
 def default_far_min(max_lag: int, far_max: int) -> int:
     """Start of the far band when not configured: a guard of max_lag windows beyond the flow lags
     (2 L + 1), keeping at least 20 lags where possible, never inside the flow lags.
@@ -90,7 +102,11 @@ class AggregatorSpec:
     # can tell chance from same-person pairs that thin out with the lag; 1: one band (before 2026-11).
     far_split: int = 2
     lateness_seconds: int = 300
-    cross_site: bool = True
+    # Flows between sites: "camera" (every cross-site camera pair: right for a handful of sites),
+    # "site" (one pseudo-camera per site, the site's occurrences summed: a chain's 50 x 49 site
+    # pairs instead of a million camera pairs; camera pairs within a site as always), "off".
+    # True / False are "camera" / "off" (before 2026-11-29 it was a bool).
+    cross_site: bool | str = True
     bound_seconds: int = 7200
     processor_delay_seconds: int = 15
     changelog_seconds: int = 600
@@ -101,6 +117,11 @@ class AggregatorSpec:
     total_noise_scale: float = 0.0   # window totals N (Q, Q*: 3x, 9x) before the published products
 
     def __post_init__(self) -> None:
+        mode = {True: CAMERA_PAIRS, False: "off"}.get(self.cross_site, self.cross_site) \
+            if isinstance(self.cross_site, bool) else self.cross_site
+        if mode not in (CAMERA_PAIRS, SITE_PAIRS, "off"):
+            raise SpecError(f"cross_site={self.cross_site!r}: 'camera', 'site' or 'off'")
+        object.__setattr__(self, "cross_site", mode)
         # Defaults that depend on max_lag: the full range [0, L] and a far band starting at L + 1.
         if not self.ranges:
             object.__setattr__(self, "ranges", ((0, self.max_lag),))
@@ -200,14 +221,24 @@ class AggregatorSpec:
         noise = f";n{self.flow_noise_scale:g}-{self.footfall_noise_scale:g}-{self.total_noise_scale:g}" if (
             self.flow_noise_scale or self.footfall_noise_scale or self.total_noise_scale) else ""
         split = "" if self.far_split == 1 else f"/{self.far_bands[1][0]}"
+        x = {CAMERA_PAIRS: "1", "off": "0", SITE_PAIRS: "s"}[self.cross_site]
         return (f"w{self.window_seconds};L{self.max_lag};r{r};f{self.far_min}-{self.far_max}{split};"
-                f"x{int(self.cross_site)}{noise}")
+                f"x{x}{noise}")
+
+    @property
+    def site_pairs(self) -> bool:
+        return self.cross_site == SITE_PAIRS
 
     def allows(self, a: Cam, b: Cam) -> bool:
         """Whether the ordered pair (a, b) gets components: distinct cameras of one parameter
-        version (groups of different versions are unrelated), and across sites only if
-        ``cross_site``."""
-        return a != b and a[0] == b[0] and (self.cross_site or a[1] == b[1])
+        version (groups of different versions are unrelated); across sites camera pairs with
+        ``cross_site`` "camera", site pseudo-cameras of two different sites with "site"."""
+        if a == b or a[0] != b[0]:
+            return False
+        pa, pb = a[2] == SITE_CAMERA, b[2] == SITE_CAMERA
+        if pa or pb:
+            return pa and pb and a[1] != b[1] and self.cross_site == SITE_PAIRS
+        return a[1] == b[1] or self.cross_site == CAMERA_PAIRS
 
     def hour_of(self, t_ms: int) -> int:
         return t_ms - t_ms % HOUR_MS

@@ -379,7 +379,14 @@ def estimate_flows(wh: Warehouse, q: FlowQuery, *, by_lag: bool = False,
     sums = _rollup_sums(wh, q, by_lag, level_of) if use_rollups else None
     if sums is None:
         _check_lags(q, published_lags(wh, q))
-        sums = component_sums(wh, q.params_version, q.camera_keys, q.start, q.end, q.window_seconds, q.min_lag,
+        keys = q.camera_keys
+        by_site = site_granular(level_of, keys) if whole_sites and level_of is not None else None
+        if by_site is not None:
+            # whole sites: their cross-site flows published per site pair (aggregator.cross_site
+            # "site", camera id empty) belong to the question too
+            whole = {f"{s}/": label for s, label in by_site.items()}
+            keys, level_of = keys + list(whole), {**level_of, **whole}
+        sums = component_sums(wh, q.params_version, keys, q.start, q.end, q.window_seconds, q.min_lag,
                               q.max_lag, by_lag=by_lag, options=options, level_of=level_of)
     return [_estimate(k, sums[k], p, options.far_extrapolation) for k in sorted(sums)]
 

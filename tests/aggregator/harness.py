@@ -13,7 +13,7 @@ from typing import Iterable, Sequence
 import numpy as np
 
 from pipeline.aggregator import AggregatorSpec, Combiner, GroupPartitionAggregator, OccurrenceCell
-from pipeline.aggregator.model import FAR, HOUR_MS, LAG, RANGE, FlowComponent, FootfallComponent, Partial
+from pipeline.aggregator.model import FAR, HOUR_MS, LAG, RANGE, SITE_CAMERA, FlowComponent, FootfallComponent, Partial
 
 
 def partition_of(group_id: int, partitions: int) -> int:
@@ -65,7 +65,12 @@ def processor_order(cells: Sequence[OccurrenceCell]) -> list[OccurrenceCell]:
 
 
 def brute_force(cells: Sequence[OccurrenceCell], spec: AggregatorSpec) -> tuple[dict, dict]:
-    """{row key: (s, nn, qq, qn, nn2)} and {footfall key: (occurrences, windows)} by definition."""
+    """{row key: (s, nn, qq, qn, nn2)} and {footfall key: (occurrences, windows)} by definition.
+    With cross_site "site", each site's pseudo-camera holds the site's occurrences (every cell
+    again, camera id empty) and publishes no footfall."""
+    if spec.site_pairs:
+        cells = list(cells) + [OccurrenceCell(c.params_version, c.site_id, SITE_CAMERA, c.window_start_ms,
+                                              c.window_seconds, c.group_id, c.occurrences) for c in cells]
     w = spec.window_ms
     cams = sorted({c.cam for c in cells})
     groups = sorted({c.group_id for c in cells})
@@ -86,7 +91,7 @@ def brute_force(cells: Sequence[OccurrenceCell], spec: AggregatorSpec) -> tuple[
     foot: dict = defaultdict(lambda: [0, 0])
     for a in cams:
         for i, t in enumerate(times):
-            if N[ci[a], i]:
+            if N[ci[a], i] and a[2] != SITE_CAMERA:
                 f = foot[(a[0], spec.window_seconds, a[1], a[2], spec.hour_of(t))]
                 f[0] += int(N[ci[a], i])
                 f[1] += 1

@@ -35,7 +35,7 @@ def _random_spec(r: np.random.Generator) -> AggregatorSpec:
     return AggregatorSpec(window_seconds=w, max_lag=L, ranges=tuple(ranges), far_min=far_min,
                           far_max=far_max, far_split=1 if far_max == far_min else int(r.integers(1, 3)),
                           lateness_seconds=int(r.integers(0, 3)) * w,
-                          cross_site=bool(r.integers(0, 2)), bound_seconds=10 ** 6)
+                          cross_site=("camera", "site", "off")[int(r.integers(0, 3))], bound_seconds=10 ** 6)
 
 
 @pytest.mark.parametrize("seed", range(16))
@@ -268,9 +268,34 @@ def test_cross_site_pairs_can_be_left_out_and_versions_never_pair():
     assert pairs == {(v, "s1", a, "s1", b) for v in ("v1", "v2") for a, b in (("a", "b"), ("b", "a"))}
 
 
+def test_cross_site_flows_per_site_pair_are_the_sums_of_their_camera_pairs():
+    """cross_site "site": one pseudo-camera per site. Its S and NN rows equal the sums over the
+    site pair's camera pairs (products are bilinear), camera pairs within a site are unchanged,
+    no cross-site camera pair is published, and footfall is the cameras' alone."""
+    cells = processor_order(random_cells(np.random.default_rng(21), windows=120,
+                                         cams=(("s1", "a"), ("s1", "b"), ("s2", "c"), ("s2", "d"), ("s3", "e"))))
+    kw = dict(window_seconds=60, max_lag=5, far_min=7, far_max=12)
+    by_cam, foot_cam = as_dicts(*run_pipeline(cells, AggregatorSpec(cross_site="camera", **kw), 3))
+    by_site, foot_site = as_dicts(*run_pipeline(cells, AggregatorSpec(cross_site="site", **kw), 3))
+    assert foot_site == foot_cam
+    site_rows = {k: v for k, v in by_site.items() if k[3] == ""}
+    assert {(k[2], k[4]) for k in site_rows} == {(a, b) for a in ("s1", "s2", "s3") for b in ("s1", "s2", "s3") if a != b}
+    assert all(k[5] == "" for k in site_rows)          # whole site to whole site, never camera to site
+    summed: dict = {}
+    for k, v in by_cam.items():
+        if k[2] != k[4]:                                  # a cross-site camera pair
+            key = k[:3] + ("", k[4], "") + k[6:]
+            summed[key] = tuple(x + y for x, y in zip(summed.get(key, (0,) * 5), v))
+    for k, v in site_rows.items():
+        assert (v[0], v[1]) == summed[k][:2], k         # S and NN of lags, ranges and far bands
+    assert sum(v[0] for v in site_rows.values()) > 0
+    assert {k: v for k, v in by_site.items() if k[3] != ""} == {k: v for k, v in by_cam.items() if k[2] == k[4]}
+
+
 def test_bad_cells_are_rejected_and_counted_without_effect():
     core = GroupPartitionAggregator(SMALL)
-    for bad, reason in ((OccurrenceCell("v", "s", "a", T0, 300, 1, 1), "window_seconds"),
+    for bad, reason in ((OccurrenceCell("v", "s", "", T0, 60, 1, 1), "empty_camera"),
+                        (OccurrenceCell("v", "s", "a", T0, 300, 1, 1), "window_seconds"),
                         (OccurrenceCell("v", "s", "a", T0 + 5, 60, 1, 1), "unaligned_window"),
                         (OccurrenceCell("v", "s", "a", T0, 60, 1, -1), "negative_count"),
                         (OccurrenceCell("v", "s", "a", T0, 60, -1, 1), "negative_group")):

@@ -59,10 +59,11 @@ def _cells(params: PrivacyParams, seed: int = 11) -> list[OccurrenceCell]:
             for (cam, t, g), n in counts.items()]
 
 
-@pytest.fixture(scope="module")
-def published():
+@pytest.fixture(scope="module", params=["camera", "site"])
+def published(request):
+    """Cross-site flows per camera pair, and per site pair (the chain's setting)."""
     params = PrivacyParams.default()
-    spec = AggregatorSpec(flow_noise_scale=3.0, footfall_noise_scale=2.0)
+    spec = AggregatorSpec(flow_noise_scale=3.0, footfall_noise_scale=2.0, cross_site=request.param)
     return params, aggregate_cells(_cells(params), spec, noise_key=KEY)
 
 
@@ -94,8 +95,14 @@ def check(wh, published) -> None:
     q = _question(params)
     site = {c: c.split("/")[0] for c in CAMERAS}
     chain = {c: "chain" for c in CAMERAS}
-    camera_path = {name: estimate_flows(wh, q, level_of=lv) for name, lv in (("site", site), ("chain", chain))}
-    by_lag = estimate_flows(wh, q, level_of=site, by_lag=True)
+    opts = EstimatorOptions(fictitious_per_window=params.fictitious_per_window)
+
+    def camera_rows(qx: FlowQuery, lv: dict, by_lag: bool = False):
+        """A whole-site question answered from the camera rows (explicit options: no roll-ups)."""
+        return estimate_flows(wh, qx, level_of=lv, by_lag=by_lag, whole_sites=True, options=opts)
+
+    camera_path = {name: camera_rows(q, lv) for name, lv in (("site", site), ("chain", chain))}
+    by_lag = camera_rows(q, site, by_lag=True)
     assert {(e.origin, e.destination) for e in camera_path["site"]} == {
         ("site-a", "site-a"), ("site-a", "site-b"), ("site-b", "site-a"), ("site-b", "site-b")}
     big = next(e for e in camera_path["site"] if (e.origin, e.destination) == ("site-a", "site-a"))
@@ -131,12 +138,15 @@ def check(wh, published) -> None:
     for a, b in (((3, 3, 0), (3, 4, 0)), ((3, 3, 10), (3, 3, 12))):
         q1 = FlowQuery(params.version, q.cameras, datetime(2026, *a, tzinfo=timezone.utc),
                        datetime(2026, *b, tzinfo=timezone.utc))
-        _same(estimate_flows(wh, q1, level_of=site, whole_sites=True), estimate_flows(wh, q1, level_of=site))
+        _same(estimate_flows(wh, q1, level_of=site, whole_sites=True), camera_rows(q1, site))
     # chosen cameras (not whole sites) and zone-like labels never read the roll-ups
     assert rollups.covered(wh, params.version, 60, (0, 30), ["site-a", "site-b"], DAYS[1], date(2026, 3, 4))
     zones = {**site, "site-a/checkout": "site-a/tills"}
     assert _rollup_sums(wh, q, False, zones) is None
-    _same(estimate_flows(wh, q, level_of=zones, whole_sites=True), estimate_flows(wh, q, level_of=zones))
+    _same(estimate_flows(wh, q, level_of=zones, whole_sites=True), camera_rows(q, zones))
+    if any(r.origin_camera == "" for r in flow_rows):
+        # cross-site flows per site pair: only whole-site questions see them
+        assert not any(e.origin != e.destination for e in estimate_flows(wh, q, level_of=site, options=opts))
 
 
 def test_rollups_on_chdb(published):
