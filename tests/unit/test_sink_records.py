@@ -57,3 +57,20 @@ def test_the_sinks_flow_rows_match_the_components_own_columns():
         rec = serde.decode("FlowComponent", serde.encode("FlowComponent", c.to_record()))
         check_record("FlowComponent", rec)
         assert FLOW_COMPONENTS.row(rec) == _single_row(flow_component_columns([FlowComponent.from_record(rec)]))
+
+
+def test_a_flow_between_whole_sites_has_empty_camera_ids_on_both_ends_only():
+    """aggregator.cross_site "site": a site pair's rows carry empty camera ids (no real camera can
+    have one). The sink lands them, through real serde, and refuses one empty end."""
+    from pipeline.aggregator.model import FlowComponent
+
+    site_pair = FlowComponent("pp-x", 60, 1_790_002_800_000, "s1", "", "s2", "", "lag", 3, 3, 5, 900, 900, 2700,
+                              8100, 0, 1)
+    rec = serde.decode("FlowComponent", serde.encode("FlowComponent", site_pair.to_record()))
+    check_record("FlowComponent", rec)
+    for bad in ({"origin_camera": "a"}, {"dest_camera": "b"}):
+        with pytest.raises(InvalidRecord, match="camera"):
+            check_record("FlowComponent", {**rec, **bad, **{k: "" for k in ("origin_camera", "dest_camera")
+                                                           if k not in bad}})
+    with pytest.raises(InvalidRecord):
+        check_record("FootfallComponent", {"site_id": "s1", "camera_id": "", "window_seconds": 60})
