@@ -416,3 +416,21 @@ def load_settings(**overrides: Any) -> Settings:
             loc = ".".join(str(x) for x in err["loc"])
             lines.append(f"  {loc}: {err['msg']}")
         raise ConfigError("invalid settings:\n" + "\n".join(lines)) from None
+
+
+def settings_as_env(s: "Settings") -> dict[str, str]:
+    """The process environment plus ``s`` as FLOW_* variables: how tests and benches hand
+    settings they built in code (isolated topics, databases, stores) to flowctl subprocesses."""
+    import json
+
+    e = dict(os.environ)
+    for section in ("kafka", "clickhouse", "store", "keys", "processor", "sink", "edge", "aggregator"):
+        for k, v in getattr(s, section).model_dump().items():
+            if v is None:
+                continue
+            if hasattr(v, "get_secret_value"):
+                v = v.get_secret_value()
+            if isinstance(v, (list, tuple, dict)):
+                v = json.dumps(v)   # pydantic-settings reads complex values from env as JSON
+            e[f"FLOW_{section.upper()}__{k.upper()}"] = str(v)
+    return e

@@ -1,5 +1,3 @@
-import json
-import os
 import subprocess
 import sys
 import uuid
@@ -13,7 +11,7 @@ from pipeline.envelope import ensure_keypair
 from pipeline.privacy.deployment import ensure_deployment_params
 from pipeline.privacy.release import ensure_noise_key
 from pipeline.ops.topics import admin_client, apply_policy, policy_for_settings
-from pipeline.settings import REPO_ROOT, Settings, load_settings
+from pipeline.settings import REPO_ROOT, Settings, load_settings, settings_as_env
 from pipeline.sink.clickhouse import ServerWarehouse
 from pipeline.sink.migrations import migrate
 from tests.conftest import clickhouse_grants
@@ -93,17 +91,7 @@ def env(stack, tmp_path):
 
 def settings_env(s: Settings) -> dict[str, str]:
     """The same settings as FLOW_* environment variables, for flowctl subprocesses."""
-    e = dict(os.environ)
-    for section in ("kafka", "clickhouse", "store", "keys", "processor", "sink", "edge", "aggregator"):
-        for k, v in getattr(s, section).model_dump().items():
-            if v is None:
-                continue
-            if hasattr(v, "get_secret_value"):
-                v = v.get_secret_value()
-            if isinstance(v, (list, tuple, dict)):
-                v = json.dumps(v)   # pydantic-settings reads complex values from env as JSON
-            e[f"FLOW_{section.upper()}__{k.upper()}"] = str(v)
-    return e
+    return settings_as_env(s)
 
 
 def flowctl(s: Settings, *args: str, timeout: float = 300, check: bool = True) -> subprocess.CompletedProcess:
