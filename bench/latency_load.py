@@ -33,6 +33,7 @@ import tempfile
 import threading
 import time
 import uuid
+from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -46,7 +47,7 @@ from pipeline.envelope import ensure_keypair, load_public_key  # noqa: E402
 from pipeline.framestore import store_from_settings  # noqa: E402
 from pipeline.ops.acls import acl_policy, apply_acls, remove_acls  # noqa: E402
 from pipeline.ops.kafka_clients import client_config  # noqa: E402
-from pipeline.ops.topics import admin_client, apply_policy, policy_for_settings  # noqa: E402
+from pipeline.ops.topics import admin_client, apply_policy, policy_for_settings, wait_for_group  # noqa: E402
 from pipeline.privacy.deployment import ensure_deployment_params  # noqa: E402
 from pipeline.privacy.release import ensure_noise_key  # noqa: E402
 from pipeline.settings import REPO_ROOT, Settings, load_settings, settings_as_env  # noqa: E402
@@ -108,7 +109,9 @@ def wait_for(pred, timeout: float, what: str) -> None:
         time.sleep(1.0)
 
 
-def one_run(args: argparse.Namespace, frames: list, run: int) -> dict[str, float]:
+def one_run(args: argparse.Namespace, frames: list, clip: int, run: int) -> dict[str, float]:
+    """``frames``: the clip (``clip`` frames) repeated, long enough for the backlog and for any
+    camera's start point plus the load phase."""
     tag = uuid.uuid4().hex[:6]
     with tempfile.TemporaryDirectory() as d:
         s = isolated(tag, Path(d))
@@ -125,6 +128,7 @@ def one_run(args: argparse.Namespace, frames: list, run: int) -> dict[str, float
                                  "--max-seconds", str(args.seconds * 4 + 600)], env=settings_as_env(s), cwd=REPO_ROOT,
                                 stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
         try:
+            wait_for_group(admin, s.processor.app_id, 300, alive=lambda: proc.poll() is None)
             pub = load_public_key(s.keys.dir)
             store = store_from_settings(s)
             # 1. capacity: a backlog from one camera, drained by the worker
@@ -140,9 +144,15 @@ def one_run(args: argparse.Namespace, frames: list, run: int) -> dict[str, float
             n = int(args.seconds * s.edge.sample_fps)
             period = 1.0 / s.edge.sample_fps
             edges = [EdgeProducer(s, store, pub, site_id="load", camera_id=f"cam-{i}") for i in range(cams)]
+            for ep in edges:   # connected (TLS + SCRAM, ~1 s) before they go live, as a running edge is
+                ep.producer.list_topics(s.kafka.frame_refs_topic, timeout=30)
             threads = []
             for i, ep in enumerate(edges):
-                th = threading.Thread(target=ep.run, args=(frames[:n],), kwargs={"realtime": True}, daemon=True)
+                # independent cameras see independent scenes: each starts at another point of the
+                # clip (in step, every camera met the clip's crowd at once, a load no site has)
+                own = [replace(f, offset_seconds=k / s.edge.sample_fps)
+                       for k, f in enumerate(frames[i * clip // cams:i * clip // cams + n])]
+                th = threading.Thread(target=ep.run, args=(own,), kwargs={"realtime": True}, daemon=True)
                 threads.append(th)
                 th.start()
                 time.sleep(period / cams)
@@ -159,6 +169,17 @@ def one_run(args: argparse.Namespace, frames: list, run: int) -> dict[str, float
                 f"(SELECT frame_id, min(latency_ms) AS l FROM {db}.deletion_receipts WHERE site_id = 'load' "
                 f"GROUP BY frame_id)")[0]
             ledger = int(wh.rows(f"SELECT uniqExact(frame_id) FROM {db}.frame_ledger WHERE site_id = 'load'")[0][0])
+            # where the slow frames were: per 5 s of capture time, frames and worst latency (a stall
+            # shows as a run of buckets whose worst latency falls by 5 s a bucket)
+            timeline = wh.rows(
+                f"SELECT intDiv(toUInt32(c), 5) * 5 AS b, count(), quantile(0.5)(l), max(l) FROM "
+                f"(SELECT frame_id, any(captured_at) AS c, min(latency_ms) AS l FROM {db}.deletion_receipts "
+                f"WHERE site_id = 'load' GROUP BY frame_id) GROUP BY b ORDER BY b")
+            if args.timeline:
+                b0 = int(timeline[0][0]) if timeline else 0
+                print("  capture s  frames  p50 ms  max ms")
+                for b, n, med, worst in timeline:
+                    print(f"  {int(b) - b0:9d}  {int(n):6d}  {float(med):6.0f}  {float(worst):6.0f}")
             return {"capacity": capacity, "cameras": cams, "offered": cams * s.edge.sample_fps, "sent": sent,
                     "frames": int(frames_n), "ledger": ledger, "p50": float(p50), "p95": float(p95),
                     "p99": float(p99), "max": float(mx)}
@@ -180,6 +201,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seconds", type=float, default=60.0, help="length of the load phase")
     ap.add_argument("--backlog", type=int, default=120, help="frames of the capacity measurement")
     ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--timeline", action="store_true", help="print each run's latency per 5 s of capture time")
     a = ap.parse_args(argv)
     if not (0 < a.load <= 2 and 10 <= a.seconds <= 3600 and 20 <= a.backlog <= 400 and 1 <= a.runs <= 10):
         ap.error("need 0 < --load <= 2, 10 <= --seconds <= 3600, 20 <= --backlog <= 400 (its frames are captured "
@@ -188,10 +210,11 @@ def main(argv: list[str] | None = None) -> int:
     footage = subprocess.run(["bash", str(REPO_ROOT / "infra" / "local" / "footage.sh")], check=True,
                              capture_output=True, text=True).stdout.strip()   # vtest.avi, fetched by the project
     frames = list(open_source(footage, s.edge.sample_fps, s.edge.max_width, s.edge.max_height))
-    frames = (frames * (1 + int(max(a.backlog, a.seconds * s.edge.sample_fps)) // len(frames)))
+    clip = len(frames)
+    frames = frames * (2 + int(max(a.backlog, a.seconds * s.edge.sample_fps)) // clip)
     results = []
     for r in range(a.runs):
-        res = one_run(a, frames, r)
+        res = one_run(a, frames, clip, r)
         results.append(res)
         print(f"run {r}: capacity {res['capacity']:.1f} frames/s; {res['cameras']} cameras at "
               f"{s.edge.sample_fps:g} fps = {res['offered']:.1f} frames/s ({res['offered'] / res['capacity']:.2f} of "

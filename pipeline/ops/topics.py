@@ -142,6 +142,29 @@ def admin_client(settings: Any, role: str = "admin") -> AdminClient:
     return AdminClient(client_config(settings, role, **{"socket.timeout.ms": 10000}))
 
 
+def wait_for_group(admin: AdminClient, group_id: str, timeout: float, alive: Any = None) -> float:
+    """Wait until consumer group ``group_id`` is stable with at least one member; returns the
+    seconds waited. Why: a processor loads its models before it joins its group, so frames sent
+    before then queue for seconds and the latency audit reports the start-up, not the pipeline
+    (the demo's p99 of ~3 s). ``alive``: a callable that is False once the member's process died
+    (then this raises at once instead of waiting out the timeout)."""
+    from confluent_kafka import ConsumerGroupState
+
+    t0 = time.monotonic()
+    while True:
+        try:
+            g = admin.describe_consumer_groups([group_id])[group_id].result(10)
+            if g.state == ConsumerGroupState.STABLE and g.members:
+                return time.monotonic() - t0
+        except KafkaException:
+            pass   # not known yet
+        if alive is not None and not alive():
+            raise RuntimeError(f"the member of consumer group {group_id!r} exited before joining it")
+        if time.monotonic() - t0 > timeout:
+            raise TimeoutError(f"consumer group {group_id!r} had no stable member after {timeout:.0f} s")
+        time.sleep(0.5)
+
+
 def _describe(admin: AdminClient, names: list[str], wait: float = 15.0) -> dict[str, dict[str, str]]:
     """Each topic's configuration. A topic just created may be unknown to the broker that
     answers for a moment (KRaft publishes metadata to each broker asynchronously; on a cluster
