@@ -34,6 +34,7 @@ import tempfile
 import threading
 import time
 import uuid
+import zlib
 from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -102,6 +103,18 @@ def receipts(s: Settings, site: str) -> dict[str, int]:
         c.close()
 
 
+def cameras_per_partition(partitions: int) -> list[str]:
+    """Camera ids whose keys land one in each partition: librdkafka's default partitioner
+    (consistent_random) takes CRC-32 of the key modulo the partition count."""
+    out: dict[int, str] = {}
+    i = 0
+    while len(out) < partitions:
+        cam = f"cam-{i}"
+        out.setdefault(zlib.crc32(cam.encode()) % partitions, cam)
+        i += 1
+    return [out[p] for p in range(partitions)]
+
+
 def wait_for(pred, timeout: float, what: str) -> None:
     deadline = time.monotonic() + timeout
     while not pred():
@@ -125,21 +138,30 @@ def one_run(args: argparse.Namespace, frames: list, clip: int, run: int) -> dict
         apply_acls(admin, grants)
         wh = ServerWarehouse(s.clickhouse, role="admin")
         migrate(wh)
-        proc = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "process", "--idle-timeout", "600",
-                                 "--max-seconds", str(args.seconds * 4 + 600)], env=settings_as_env(s), cwd=REPO_ROOT,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+        procs = [subprocess.Popen([sys.executable, "-m", "pipeline.cli", "process", "--idle-timeout", "600",
+                                   "--max-seconds", str(args.seconds * 4 + 600)], env=settings_as_env(s), cwd=REPO_ROOT,
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT) for _ in range(args.workers)]
         try:
-            wait_for_group(admin, s.processor.app_id, 300, alive=lambda: proc.poll() is None)
+            wait_for_group(admin, s.processor.app_id, 300, alive=lambda: all(p.poll() is None for p in procs),
+                           members=args.workers)
             pub = load_public_key(s.keys.dir)
             store = store_from_settings(s)
-            # 1. capacity: a backlog from one camera, drained by the worker
-            backlog = EdgeProducer(s, store, pub, site_id="cap", camera_id="cam-0")
-            # captured over the last backlog / fps seconds, so all are sent at once (within the TTL)
-            backlog.run(frames[:args.backlog], start=datetime.now(timezone.utc) - timedelta(
-                seconds=args.backlog / s.edge.sample_fps + 1))
-            wait_for(lambda: len(receipts(s, "cap")) >= args.backlog, 600, "the backlog to drain")
+            # 1. capacity: a backlog drained by the worker(s), from one camera per partition of the
+            # frame-reference topic (each its own part of the clip), so every worker gets a share
+            parts = len(admin.list_topics(s.kafka.frame_refs_topic, timeout=10).topics[s.kafka.frame_refs_topic]
+                        .partitions)
+            per = args.backlog // parts
+            for i, cam in enumerate(cameras_per_partition(parts)):
+                # captured over the last per / fps seconds, so all are sent at once (within the TTL)
+                own = [replace(f, offset_seconds=k / s.edge.sample_fps)
+                       for k, f in enumerate(frames[i * clip // parts:i * clip // parts + per])]
+                EdgeProducer(s, store, pub, site_id="cap", camera_id=cam).run(
+                    own, start=datetime.now(timezone.utc) - timedelta(seconds=per / s.edge.sample_fps + 1))
+            wait_for(lambda: len(receipts(s, "cap")) >= per * parts, 600, "the backlog to drain")
             done = sorted(receipts(s, "cap").values())
             capacity = (len(done) - 1) / ((done[-1] - done[0]) / 1000)
+            if args.capacity_only:
+                return {"capacity": capacity, "workers": args.workers}
             # 2. load: live cameras at load x capacity, phases spread over the frame period
             cams = max(1, round(args.load * capacity / s.edge.sample_fps))
             n = int(args.seconds * s.edge.sample_fps)
@@ -185,11 +207,13 @@ def one_run(args: argparse.Namespace, frames: list, clip: int, run: int) -> dict
                     "frames": int(frames_n), "ledger": ledger, "p50": float(p50), "p95": float(p95),
                     "p99": float(p99), "max": float(mx)}
         finally:
-            proc.terminate()
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+            for proc in procs:
+                proc.terminate()
+            for proc in procs:
+                try:
+                    proc.wait(30)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
             wh.execute(f"DROP DATABASE IF EXISTS {s.clickhouse.database}")
             remove_acls(admin, sorted(set(grants) - set(acl_policy(Settings()))))
             admin.delete_topics([t.name for t in policy_for_settings(s).topics
@@ -205,6 +229,8 @@ def main(argv: list[str] | None = None) -> int:
                          "measured on the content the cameras will show)")
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--timeline", action="store_true", help="print each run's latency per 5 s of capture time")
+    ap.add_argument("--workers", type=int, default=1, help="processor workers in the group (default 1)")
+    ap.add_argument("--capacity-only", action="store_true", help="measure capacity only (e.g. for 1, 2, 3 workers)")
     a = ap.parse_args(argv)
     if not (0 < a.load <= 2 and 10 <= a.seconds <= 3600 and (a.backlog == 0 or 20 <= a.backlog <= 400)
             and 1 <= a.runs <= 10):
@@ -218,14 +244,23 @@ def main(argv: list[str] | None = None) -> int:
     a.backlog = a.backlog or min(clip, 400)
     frames = frames * (2 + int(max(a.backlog, a.seconds * s.edge.sample_fps)) // clip)
     results = []
+    if not 1 <= a.workers <= 8:
+        ap.error("--workers must be between 1 and 8")
     for r in range(a.runs):
         res = one_run(a, frames, clip, r)
         results.append(res)
+        if a.capacity_only:
+            print(f"run {r}: {a.workers} worker(s): capacity {res['capacity']:.1f} frames/s", flush=True)
+            continue
         print(f"run {r}: capacity {res['capacity']:.1f} frames/s; {res['cameras']} cameras at "
               f"{s.edge.sample_fps:g} fps = {res['offered']:.1f} frames/s ({res['offered'] / res['capacity']:.2f} of "
               f"capacity); {res['frames']} of {res['ledger']} frames with a receipt; capture-to-deletion p50 "
               f"{res['p50']:.0f} ms, p95 {res['p95']:.0f} ms, p99 {res['p99']:.0f} ms, max {res['max']:.0f} ms",
               flush=True)
+    if a.capacity_only:
+        print(f"median over {a.runs} run(s): {a.workers} worker(s): capacity "
+              f"{statistics.median(r['capacity'] for r in results):.1f} frames/s")
+        return 0
     med = {k: statistics.median(r[k] for r in results) for k in ("capacity", "p50", "p95", "p99", "max")}
     print(f"median over {a.runs} run(s): capacity {med['capacity']:.1f} frames/s; at {a.load:g} of it: p50 "
           f"{med['p50']:.0f} ms, p95 {med['p95']:.0f} ms, p99 {med['p99']:.0f} ms, max {med['max']:.0f} ms")

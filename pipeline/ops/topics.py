@@ -142,8 +142,8 @@ def admin_client(settings: Any, role: str = "admin") -> AdminClient:
     return AdminClient(client_config(settings, role, **{"socket.timeout.ms": 10000}))
 
 
-def wait_for_group(admin: AdminClient, group_id: str, timeout: float, alive: Any = None) -> float:
-    """Wait until consumer group ``group_id`` is stable with at least one member; returns the
+def wait_for_group(admin: AdminClient, group_id: str, timeout: float, alive: Any = None, members: int = 1) -> float:
+    """Wait until consumer group ``group_id`` is stable with ``members`` members; returns the
     seconds waited. Why: a processor loads its models before it joins its group, so frames sent
     before then queue for seconds and the latency audit reports the start-up, not the pipeline
     (the demo's p99 of ~3 s). ``alive``: a callable that is False once the member's process died
@@ -154,7 +154,7 @@ def wait_for_group(admin: AdminClient, group_id: str, timeout: float, alive: Any
     while True:
         try:
             g = admin.describe_consumer_groups([group_id])[group_id].result(10)
-            if g.state == ConsumerGroupState.STABLE and g.members:
+            if g.state == ConsumerGroupState.STABLE and len(g.members) >= members:
                 return time.monotonic() - t0
         except KafkaException:
             pass   # not known yet
