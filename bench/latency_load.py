@@ -123,7 +123,7 @@ def wait_for(pred, timeout: float, what: str) -> None:
         time.sleep(1.0)
 
 
-def one_run(args: argparse.Namespace, frames: list, clip: int, run: int) -> dict[str, float]:
+def one_run(args: argparse.Namespace, frames: list, clip: int) -> dict[str, float]:
     """``frames``: the clip (``clip`` frames) repeated, long enough for the backlog and for any
     camera's start point plus the load phase."""
     tag = uuid.uuid4().hex[:6]
@@ -247,7 +247,7 @@ def main(argv: list[str] | None = None) -> int:
     if not 1 <= a.workers <= 8:
         ap.error("--workers must be between 1 and 8")
     for r in range(a.runs):
-        res = one_run(a, frames, clip, r)
+        res = one_run(a, frames, clip)
         results.append(res)
         if a.capacity_only:
             print(f"run {r}: {a.workers} worker(s): capacity {res['capacity']:.1f} frames/s", flush=True)

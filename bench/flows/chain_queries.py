@@ -14,7 +14,7 @@ cameras with data, the parameter set, then the estimate):
 * the site-level OD of the whole chain for one week and for the month (roll-ups), and the same
   month for one site from the camera rows (what a site-level question costs without roll-ups);
 * the chain total for the month; a site pair's transit over the month (roll-ups);
-* the site-level OD over a year: the month's roll-ups copied to the other eleven months (the
+* the site-level OD over a year: 28 days of the month's roll-ups copied into 12 x 28 consecutive days (the
   camera rows of a year, 2.8 billion, are not generated; a year's roll-ups are what the question
   reads), into a separate database.
 
@@ -130,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
         out.print(f"roll-ups: {r.days} days x {r.sites} sites, {r.camera_pair_hours:,} camera pair-hours -> "
                   f"{r.rows_written:,} site pair-hours in {r.seconds:.0f} s ({r.seconds / r.days:.1f} s per day)")
     mid = first + timedelta(days=14)
-    site, other = sites[0], sites[1]
+    site = sites[0]
     cam_a, cam_b = f"{site}/{cams[0][0]}", f"{site}/{cams[1][0]}"
     questions = [
         ("all camera pairs of one site, 1 day", lambda: ask(wh, version, mid, mid + timedelta(days=1), sites=(site,))),
@@ -154,7 +154,6 @@ def main(argv: list[str] | None = None) -> int:
     ywh = year_of_rollups(settings, a.database, version, len(days))
     ydays = sorted(r[0] for r in ywh.rows(f"SELECT DISTINCT day FROM {ywh.database}.flow_rollup_days"))
     took, res = timed(a.runs, lambda: ask(ywh, version, ydays[0], ydays[-1] + timedelta(days=1), level="site"))
-    del other
     t.add_row(f"site OD of the chain, 1 year ({len(ydays)} days of roll-ups)", f"{len(res):,}", f"{took:.2f}")
     out.print(t)
 

@@ -29,8 +29,6 @@ from pipeline.aggregator.estimate import EstimatorOptions, PairSums, split_far_b
 from pipeline.aggregator.model import NN2_SHIFT
 from pipeline.sink.clickhouse import Warehouse
 
-DAY = 86400
-
 
 class RollupError(ValueError):
     """A roll-up build or read that cannot be done as asked."""

@@ -75,6 +75,11 @@ def _edge(site, footage, camera: str, n: int) -> list[dict]:
     return [serde.decode("FrameRef", m.value()) for m in read_topic(site, site.kafka.frame_refs_topic)]
 
 
+def _bearer(site) -> dict[str, str]:
+    """The processors' credentials for the site's service."""
+    return {"Authorization": f"Bearer {site.store.token_file.read_text().strip()}"}
+
+
 def _stop(proc) -> str:
     proc.terminate()
     return proc.communicate(timeout=20)[0]
@@ -100,8 +105,7 @@ def test_edge_and_processor_share_no_directory(env, footage, tmp_path):
         assert not [p for p in _files(site_dir) if p.suffix == ".bin"]         # nothing left at the site
         assert not _files(centre_dir)                                          # and nothing ever at the centre
 
-        metrics = http.request("GET", f"{base}/metrics", headers={
-            "Authorization": f"Bearer {site.store.token_file.read_text().strip()}"}).data.decode()
+        metrics = http.request("GET", f"{base}/metrics", headers=_bearer(site)).data.decode()
         assert 'flowpipe_blobservice_requests_total{method="GET",outcome="served"} 24.0' in metrics
         assert 'flowpipe_blobservice_requests_total{method="DELETE",outcome="deleted"} 24.0' in metrics
         assert "net" not in metrics and not any(r["frame_id"] in metrics for r in refs)   # no ids in metrics
@@ -120,9 +124,8 @@ def test_frames_no_processor_fetches_expire_at_the_site_with_receipts(env, foota
         # the edge process has exited: its own sweeper is gone, the service's sweeps (TTL + interval)
         oldest = []
         deadline = time.monotonic() + 30
-        token = {"Authorization": f"Bearer {site.store.token_file.read_text().strip()}"}
         while True:
-            st = http.request("GET", f"{base}/v1/stats", headers=token).json()
+            st = http.request("GET", f"{base}/v1/stats", headers=_bearer(site)).json()
             oldest.append(st["oldest_age_seconds"])
             if st["blobs"] == 0 or time.monotonic() > deadline:
                 break
@@ -149,7 +152,7 @@ def test_the_service_refuses_strangers_and_serves_only_frame_ids(env, tmp_path):
             for method in ("GET", "DELETE"):
                 assert http.request(method, f"{base}{BLOB_PATH}{fid}", headers=headers).status == 401
             assert http.request("GET", f"{base}/v1/stats", headers=headers).status == 401
-        auth = {"Authorization": f"Bearer {token}"}
+        auth = _bearer(site)
         for bad in ("notes.txt", "..%2Fsecurity%2Fca.crt", "x" * 36, fid.upper()):
             assert http.request("GET", f"{base}{BLOB_PATH}{bad}", headers=auth).status in (400, 404)
         assert http.request("GET", f"{base}{BLOB_PATH}{fid}", headers=auth).data == b"ciphertext"
