@@ -266,6 +266,9 @@ class AggregatorSettings(_Section):
     # whose retention is changelog_seconds, always holds a recent one).
     snapshot_interval_seconds: float = Field(10.0, gt=0, le=300)
     snapshot_max_seconds: float = Field(120.0, gt=0, le=3600)
+    # A worker that dies without leaving its group (kill -9, a lost host) holds its partitions,
+    # and their hours, until this session timeout; another worker then restores their snapshots.
+    session_timeout_seconds: float = Field(30.0, ge=6, le=300)
     # With no input for this long, the clock moves with wall time (minus the processor's delay),
     # so state still expires and hours still close at night or during an outage.
     idle_advance_seconds: float = Field(60.0, gt=0, le=3600)

@@ -32,6 +32,8 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import socket
 import time
 import uuid
 import zlib
@@ -182,9 +184,12 @@ class _StageRunner:
         self.assigned_at = 0.0
         k = worker.s.kafka
         self.consumer = Consumer({
-            **client_config(k, "aggregator"), "client.id": f"{k.client_id}-aggregator-{name}",
+            # One client id per process: the group's description tells which worker owns what.
+            **client_config(k, "aggregator"), "client.id": f"{k.client_id}-aggregator-{name}-{socket.gethostname()}-{os.getpid()}",
             "group.id": group_id, "enable.auto.commit": False, "auto.offset.reset": "earliest",
-            "session.timeout.ms": 30000, "max.poll.interval.ms": 600000,
+            "session.timeout.ms": int(worker.s.aggregator.session_timeout_seconds * 1000),
+            "heartbeat.interval.ms": int(worker.s.aggregator.session_timeout_seconds * 250),
+            "max.poll.interval.ms": 600000,
         })
 
     # -- assignment ------------------------------------------------------------------------------

@@ -11,6 +11,7 @@ import asyncio
 import logging
 import os
 import signal
+import socket
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -121,6 +122,9 @@ def build_app(settings: Settings, *, max_frames: int | None = None, idle_timeout
     app = faust.App(
         ps.app_id,
         broker=f"kafka://{k.bootstrap}",
+        # One id per process: the group's description then tells which worker owns which
+        # partitions (operators, and the worker fault test, read it).
+        broker_client_id=f"{k.client_id}-processor-{socket.gethostname()}-{os.getpid()}",
         broker_credentials=faust_credentials(settings, "processor"),
         value_serializer="raw",
         key_serializer="raw",
@@ -206,6 +210,51 @@ def build_app(settings: Settings, *, max_frames: int | None = None, idle_timeout
             if c.crossings:
                 line_windows.add(site, cam, c.ts_ms, (), demographics=c.crossings)
 
+    # Which input partition each camera's frames came from, and which partitions this worker
+    # owns: a camera is handed over when its partition moves to another worker.
+    camera_partition: dict[tuple[str, str], int] = {}
+    owned: set[int] = set()
+    pass_idle_s = max(ps.pass_max_seconds, ps.idle_flush_seconds)
+
+    async def hand_over(cams: list[tuple[str, str]], why: str) -> None:
+        """Count and publish every open pass and window of ``cams`` now.
+
+        Why not changelog-backed state: a camera's open passes hold running sums of re-id
+        embeddings, personal data that by design never leaves this worker's memory (a changelog
+        topic would keep it for its retention, and replicate it). What moves with a partition
+        is therefore nothing: the old owner ends the camera's passes and closes its windows as
+        fragments, the new owner starts a fresh tracker and opens new fragments of the same
+        windows, and the aggregator sums fragments. No window is lost or counted twice; a person
+        in view at the hand-over is two passes, one on each side. A crash cannot hand over: the
+        dead worker's open windows and passes are lost (docs/SCALING.md, tests/integration/
+        test_workers.py measure and bound it)."""
+        if not cams:
+            return
+        loop = asyncio.get_running_loop()
+        n = 0
+        for site, cam, c in passes.flush(cams):
+            await count(loop, site, cam, [c])
+            n += 1
+        await emit_windows(windows.flush_cameras(cams), demo_windows.flush_cameras(cams),
+                           line_windows.flush_cameras(cams))
+        for cam in cams:
+            camera_partition.pop(cam, None)
+        log.info("handed over %d camera(s) (%s): %d pass contribution(s) counted", len(cams), why, n)
+
+    @app.on_partitions_assigned.connect
+    async def _assigned(app: faust.App, assigned: set, **kwargs: object) -> None:  # noqa: ARG001
+        # Decided on assignment, not on revocation: faust's rebalances revoke every partition
+        # and then assign the new set, in which a worker mostly gets its own partitions back
+        # (faust's assignor is sticky); handing those over would split every pass in view.
+        topic = frames_topic.get_topic_name()
+        owned.clear()
+        owned.update(tp.partition for tp in assigned if tp.topic == topic)
+        gone = [cam for cam, p in camera_partition.items() if p not in owned]
+        if gone:
+            await hand_over(gone, "partitions moved to another worker")
+            await app.producer.flush()
+        log.info("assigned partitions %s of %s", sorted(owned), topic)
+
     @app.agent(frames_topic)
     async def process_frames(stream):  # noqa: ANN001 - faust's stream type
         loop = asyncio.get_running_loop()
@@ -249,6 +298,11 @@ def build_app(settings: Settings, *, max_frames: int | None = None, idle_timeout
                 ended = passes.update(res.site_id, res.camera_id, res.captured_at_ms, res.scored_boxes,
                                       res.descriptors, res.labels, res.quality, res.frame_size)
                 await count(loop, res.site_id, res.camera_id, ended)
+                camera_partition[(res.site_id, res.camera_id)] = m.partition
+                if m.partition not in owned:
+                    # Moved away while this frame was in flight (faust does not wait for it):
+                    # the camera's state is handed over behind it, not left behind.
+                    await hand_over([(res.site_id, res.camera_id)], "frame finished after revocation")
                 stats.persons += res.persons
                 m_.FRAMES.labels("processed").inc()
                 m_.PERSONS.inc(res.persons)
@@ -262,6 +316,9 @@ def build_app(settings: Settings, *, max_frames: int | None = None, idle_timeout
 
     @app.timer(interval=1.0)
     async def housekeeping() -> None:
+        # A camera with no frame for a while (its edge stopped, or another worker owns it now)
+        # must not keep descriptor sums in open passes until the process ends.
+        await hand_over(passes.idle_cameras(pass_idle_s), "idle")
         await emit_windows(windows.flush_ready(), demo_windows.flush_ready(), line_windows.flush_ready())
         now = time.monotonic()
         done = (max_frames is not None and stats.frames >= max_frames) or \

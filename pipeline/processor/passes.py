@@ -33,9 +33,10 @@ one agent); an older frame is counted on its own rather than corrupting the open
 """
 from __future__ import annotations
 
+import time
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any, Iterable, Sequence
 
 import numpy as np
 
@@ -94,6 +95,7 @@ class PassCounter:
         self._trackers: dict[tuple[str, str], Tracker] = {}
         self._passes: dict[tuple[str, str], dict[int, _Pass]] = {}
         self._last_ms: dict[tuple[str, str], int] = {}
+        self._seen: dict[tuple[str, str], float] = {}   # monotonic time of the camera's last frame
 
     @property
     def open_passes(self) -> int:
@@ -151,6 +153,7 @@ class PassCounter:
             # Out of order: its persons are passes of their own; the open passes are left alone.
             return [Contribution(ts_ms, [d.copy() for d in descriptors], Counter(labels))] if n else []
         self._last_ms[cam] = ts_ms
+        self._seen[cam] = time.monotonic()
         tracker = self._trackers.setdefault(cam, Tracker(self.cfg))
         passes = self._passes.setdefault(cam, {})
         rows = [(*box_xywh(b), _score(b)) for b in boxes]
@@ -192,11 +195,26 @@ class PassCounter:
             out.append(now)
         return out
 
-    def flush(self) -> list[tuple[str, str, Contribution]]:
-        """End every open pass (end of a bounded run or shutdown)."""
+    def flush(self, cameras: Iterable[tuple[str, str]] | None = None) -> list[tuple[str, str, Contribution]]:
+        """End every open pass of ``cameras`` (all by default: the end of a bounded run or a
+        shutdown) and forget their trackers, so a camera that comes back starts afresh.
+
+        Per camera because a worker hands a camera over when its partition moves to another
+        worker (pipeline/processor/app.py): the open passes are counted where they were seen,
+        and the descriptor sums go with the tracker instead of waiting for frames that now
+        reach another worker."""
+        cams = list(self._trackers) if cameras is None else [c for c in cameras if c in self._trackers]
         out = []
-        for cam, tracker in self._trackers.items():
-            for c in self._end(cam, tracker.flush()):
+        for cam in cams:
+            for c in self._end(cam, self._trackers.pop(cam).flush()):
                 out.append((cam[0], cam[1], c))
-        self._passes.clear()
+            for d in (self._passes, self._last_ms, self._seen):
+                d.pop(cam, None)
         return out
+
+    def idle_cameras(self, idle_seconds: float, now: float | None = None) -> list[tuple[str, str]]:
+        """Cameras with open state and no frame for ``idle_seconds`` of wall time: an edge that
+        stopped, or a camera now owned by another worker. Their passes would otherwise hold
+        descriptor sums until the process ends."""
+        now = time.monotonic() if now is None else now
+        return [cam for cam, t in self._seen.items() if now - t >= idle_seconds and cam in self._trackers]

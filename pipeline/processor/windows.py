@@ -73,6 +73,15 @@ class WindowAggregator:
                 out.append(self._open.pop(key).window)
         return out
 
+    def flush_cameras(self, cameras: Iterable[tuple[str, str]]) -> list[ClosedWindow]:
+        """Close every open window of ``cameras`` now (a camera handed to another worker). The
+        other worker opens new fragments of the same windows; downstream sums fragments."""
+        cams = set(cameras)
+        out = [self._open.pop(k).window for k in [k for k in self._open if k[:2] in cams]]
+        for cam in cams:
+            self._watermark.pop(cam, None)
+        return out
+
     def flush_all(self) -> list[ClosedWindow]:
         out = [o.window for o in self._open.values()]
         self._open.clear()

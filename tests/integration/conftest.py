@@ -1,3 +1,4 @@
+import contextlib
 import subprocess
 import sys
 import uuid
@@ -36,6 +37,15 @@ def _isolated_topics(s: Settings) -> None:
 @pytest.fixture()
 def env(stack, tmp_path):
     """Settings isolated per test: fresh topics, ClickHouse database, keys and frame store."""
+    with isolated_settings(tmp_path) as s:
+        yield s
+
+
+@contextlib.contextmanager
+def isolated_settings(tmp_path, keys_dir=None):
+    """A test's own topics, ClickHouse database, frame store and (unless ``keys_dir`` is given:
+    a second deployment sharing the first one's keys, noise key and privacy parameters, for
+    comparing two runs exactly) keys; everything is removed at exit."""
     tag = uuid.uuid4().hex[:8]
     base = load_settings()
     s = base.model_copy(update={
@@ -59,8 +69,8 @@ def env(stack, tmp_path):
         }),
         "aggregator": base.aggregator.model_copy(update={"app_id": f"agg-{tag}", "window_seconds": 10}),
         "clickhouse": base.clickhouse.model_copy(update={"database": f"test_{tag}"}),
-        "store": base.store.model_copy(update={"url": (tmp_path / "frames").as_uri()}),
-        "keys": base.keys.model_copy(update={"dir": tmp_path / "keys"}),
+        "store": base.store.model_copy(update={"url": (tmp_path / f"frames-{tag}").as_uri()}),
+        "keys": base.keys.model_copy(update={"dir": keys_dir or tmp_path / "keys"}),
         "processor": base.processor.model_copy(update={"app_id": f"proc-{tag}", "window_seconds": 10,
                                                         "idle_flush_seconds": 2.0}),
         "sink": base.sink.model_copy(update={"group_id": f"sink-{tag}", "batch_max_seconds": 0.5}),

@@ -1,5 +1,6 @@
 """Pass counting: one occurrence per person pass from the pass's mean descriptor, demographics
 once per pass, bounded memory."""
+import time
 from collections import Counter
 
 import numpy as np
@@ -139,3 +140,29 @@ def test_crossings_of_a_cameras_counting_line_are_counted_once_per_crossing_by_d
     assert sum((c.crossings for c in out), Counter()) == Counter({("door", "in"): 1})
     other = PassCounter(lines={("s", "c"): line})  # another camera has no line; no frame size: nothing
     assert all(not c.crossings for c in other.update("s", "x", 0, [up[0]], vec(0, 1)[None], None, frame_size=(800, 600)))
+
+
+def test_handing_a_camera_over_counts_its_open_passes_and_leaves_the_others_alone():
+    a, b = walk(0, 30, 4), walk(0, 30, 4)
+    pc = PassCounter(appearance=False)
+    run(pc, [[(a[i], vec(1, 0), UNKNOWN_CELL)] for i in range(4)], cam=("s", "moved"))
+    run(pc, [[(b[i], vec(0, 1), UNKNOWN_CELL)] for i in range(4)], cam=("s", "kept"))
+    handed = pc.flush([("s", "moved"), ("s", "never-seen")])
+    assert [(site, cam) for site, cam, _ in handed] == [("s", "moved")]
+    assert [tuple(d) for _, _, c in handed for d in c.descriptors] == [(1.0, 0.0)]
+    assert pc.open_passes == 1                      # the kept camera's pass is still open
+    # The moved camera comes back (or another worker gives it back): a fresh tracker, a new pass.
+    out = run(pc, [[(a[i], vec(1, 0), UNKNOWN_CELL)] for i in range(4)], cam=("s", "moved"), t0=10_000)
+    assert ended(out) == [] and pc.open_passes == 2
+    assert sorted(cam for _, cam, _ in pc.flush()) == ["kept", "moved"] and pc.open_passes == 0
+
+
+def test_a_camera_without_frames_for_a_while_is_idle_and_only_it():
+    pc = PassCounter(appearance=False)
+    run(pc, [[(walk(0, 30, 1)[0], vec(1), UNKNOWN_CELL)]], cam=("s", "quiet"))
+    now = time.monotonic()
+    assert pc.idle_cameras(30.0, now=now) == []
+    run(pc, [[(walk(0, 30, 1)[0], vec(1), UNKNOWN_CELL)]], cam=("s", "busy"))
+    assert pc.idle_cameras(30.0, now=now + 31) == [("s", "quiet"), ("s", "busy")]
+    pc.flush([("s", "quiet")])
+    assert pc.idle_cameras(30.0, now=now + 31) == [("s", "busy")]   # handed over: no longer tracked

@@ -39,6 +39,23 @@ def test_late_frame_opens_a_new_fragment():
     assert len(frag) == 1 and dict(frag[0].counts) == {3: 1}
 
 
+def test_a_camera_handed_over_closes_its_windows_as_fragments_and_the_new_owner_adds_to_them():
+    old, new = WindowAggregator(60, 5, idle_flush_seconds=1e9), WindowAggregator(60, 5, idle_flush_seconds=1e9)
+    old.add("s", "moved", 1_000, [1, 2], now=0)
+    old.add("s", "moved", W + 1_000, [3], now=0)        # two windows open (the first within grace)
+    old.add("s", "kept", 1_000, [4], now=0)
+    handed = old.flush_cameras([("s", "moved")])
+    assert sorted((w.window_start_ms, dict(w.counts)) for w in handed) == [(0, {1: 1, 2: 1}), (W, {3: 1})]
+    assert old.open_windows == 1                        # the kept camera's window stays open
+    new.add("s", "moved", W + 2_000, [3], now=0)        # the new owner: a fragment of the same window
+    frags = handed + new.flush_all()
+    total = {}
+    for w in frags:
+        for g, c in w.counts.items():
+            total[(w.window_start_ms, g)] = total.get((w.window_start_ms, g), 0) + c
+    assert total == {(0, 1): 1, (0, 2): 1, (W, 3): 2}   # summed downstream: nothing lost or doubled
+
+
 def test_processor_sends_a_marker_for_a_window_without_cells():
     from pipeline.privacy import PrivacyParams
     from pipeline.privacy import WINDOW_MARKER_GROUP
