@@ -42,6 +42,45 @@ mkdir -p "$SEC/roles/clickhouse-server"
 clickhouse_users_xml "$SEC/clickhouse" merge > "$SEC/roles/clickhouse-server/flowpipe-users.xml"
 chown -R "$CH_UID:$CH_UID" "$SEC/roles/clickhouse-server"; chmod 700 "$SEC/roles/clickhouse-server"
 chmod 600 "$SEC/roles/clickhouse-server"/*
+# The replicated layout (infra/compose/clickhouse-cluster.yml): the servers' cluster secret (the
+# replicas authenticate distributed queries and DDL to each other with it), interserver
+# credentials for fetching parts, and the digest identity under which ClickHouse creates its
+# Keeper nodes (creator-only ACLs). Made always; only the cluster layout mounts them.
+ensure_password "$SEC/clickhouse-cluster" secret
+ensure_password "$SEC/clickhouse-cluster" interserver
+ensure_password "$SEC/clickhouse-cluster" keeper
+mkdir -p "$SEC/roles/clickhouse-cluster"
+_pw() { tr -d '\n' < "$SEC/clickhouse-cluster/$1.password"; }
+# Mounted as the replicas' whole config.d (a directory is what a volume subpath mounts), so it
+# also says what the image's own config.d did (listen on the compose network) and which replica
+# the server is (FLOW_CH_REPLICA of its container).
+cat > "$SEC/roles/clickhouse-cluster/flowpipe-cluster.xml" <<XML
+<?xml version="1.0"?>
+<clickhouse>
+  <listen_host>0.0.0.0</listen_host>
+  <macros><shard>01</shard><replica from_env="FLOW_CH_REPLICA"/></macros>
+  <zookeeper>
+    <node><host>keeper-1</host><port>9181</port></node>
+    <node><host>keeper-2</host><port>9181</port></node>
+    <node><host>keeper-3</host><port>9181</port></node>
+    <identity>clickhouse:$(_pw keeper)</identity>
+  </zookeeper>
+  <distributed_ddl><path>/clickhouse/task_queue/ddl</path></distributed_ddl>
+  <interserver_http_credentials><user>interserver</user><password>$(_pw interserver)</password></interserver_http_credentials>
+  <remote_servers>
+    <flow>
+      <secret>$(_pw secret)</secret>
+      <shard>
+        <internal_replication>true</internal_replication>
+        <replica><host>clickhouse</host><port>9000</port></replica>
+        <replica><host>clickhouse-2</host><port>9000</port></replica>
+      </shard>
+    </flow>
+  </remote_servers>
+</clickhouse>
+XML
+chown -R "$CH_UID:$CH_UID" "$SEC/roles/clickhouse-cluster"; chmod 700 "$SEC/roles/clickhouse-cluster"
+chmod 600 "$SEC/roles/clickhouse-cluster"/*
 role_dir grafana "$GRAFANA_UID" "$SEC/clickhouse/analyst.password" "$SEC/grafana-admin.password"
 chmod 755 "$SEC/roles"
 log "security material ready in $SEC (one directory per role under roles/)"

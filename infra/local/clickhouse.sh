@@ -4,7 +4,7 @@
 # Usage: clickhouse.sh up|down|status|reset
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 source "$(dirname "${BASH_SOURCE[0]}")/security.sh"
-CVAR="$VAR/clickhouse"
+CVAR="${FLOW_CLICKHOUSE_DIR:-$VAR/clickhouse}"   # one instance's directory (chcluster.sh runs several)
 PIDF="$CVAR/clickhouse.pid"
 LOGF="$CVAR/log/server.log"
 BIN="${FLOW_CLICKHOUSE_BIN:-}"

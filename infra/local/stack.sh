@@ -7,6 +7,7 @@ case "${1:-}" in
   down) "$HERE/kafka.sh" down; "$HERE/clickhouse.sh" down ;;
   status) rc=0; "$HERE/kafka.sh" status || rc=$?; "$HERE/clickhouse.sh" status || rc=$?; exit $rc ;;
   reset) "$HERE/kafka.sh" reset; "$HERE/clickhouse.sh" reset ;;
-  install) "$HERE/kafka.sh" install; "$HERE/clickhouse.sh" install ;;
+  # the replicated ClickHouse's ZooKeeper too (chcluster.sh: the replication tests start it)
+  install) "$HERE/kafka.sh" install; "$HERE/clickhouse.sh" install; "$HERE/chcluster.sh" install ;;
   *) die "usage: $0 up|down|status|reset|install" ;;
 esac

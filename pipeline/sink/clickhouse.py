@@ -53,7 +53,9 @@ class WarehouseError(RuntimeError):
 
 # ClickHouse error codes (src/Common/ErrorCodes.cpp) that no row causes.
 _FATAL_CODES = frozenset({16, 47, 60, 81, 164, 192, 193, 194, 195, 291, 497, 516})
-_TRANSIENT_CODES = frozenset({159, 202, 203, 209, 210, 236, 241, 242, 252, 394, 425, 999})
+# 285/286: fewer live replicas than insert_quorum, or an earlier quorum insert not yet
+# satisfied (a replica is down: wait for it, the records stay in Kafka).
+_TRANSIENT_CODES = frozenset({159, 202, 203, 209, 210, 236, 241, 242, 252, 285, 286, 394, 425, 999})
 _AMBIGUOUS_CODES = frozenset({319})   # UNKNOWN_STATUS_OF_INSERT
 
 
@@ -92,12 +94,16 @@ class ServerWarehouse:
         enforces what it may do (read-only analysts, no DDL for the sink)."""
         self.database = database or cfg.database
         self.role = role
-        self.client = Client(host=cfg.host, port=cfg.port, user=role,
+        self.cluster = cfg.cluster
+        # Replicas to fail over to: the driver tries the hosts in turn whenever it (re)connects.
+        extra = {"alt_hosts": cfg.alt_hosts} if cfg.alt_hosts else {}
+        self.client = Client(host=cfg.host, port=cfg.port, user=role, **extra,
                              password=role_password(cfg, role), connect_timeout=5,
                              send_receive_timeout=cfg.send_receive_timeout_seconds,
                              settings={"use_numpy": False,
-                                       "max_memory_usage": int(cfg.max_query_memory_gb * 2**30)})
-        self._where = f"{cfg.host}:{cfg.port}"
+                                       "max_memory_usage": int(cfg.max_query_memory_gb * 2**30),
+                                       **({"insert_quorum": cfg.insert_quorum} if cfg.insert_quorum else {})})
+        self._where = f"{cfg.host}:{cfg.port}" + (f" (or {cfg.alt_hosts})" if cfg.alt_hosts else "")
 
     def execute(self, sql: str, params: dict[str, Any] | None = None) -> None:
         self.rows(sql, params)

@@ -117,3 +117,45 @@ def test_the_broker_in_compose_is_configured_like_the_local_one():
         assert prop in local and str(k["KAFKA_" + key.upper().replace(".", "_")]) == value, prop
     assert _mounts("kafka")["/etc/kafka/flowpipe"][1] == "roles/kafka-broker"
     assert k["KAFKA_SSL_KEYSTORE_LOCATION"].startswith("/etc/kafka/flowpipe/")
+
+
+CLUSTER = yaml.safe_load((REPO_ROOT / "infra/compose/clickhouse-cluster.yml").read_text())
+
+
+def test_the_cluster_layout_gives_its_clients_settings_the_model_accepts(monkeypatch):
+    svc = CLUSTER["services"]
+    for name in ("init", "sink"):
+        env = svc[name]["environment"]
+        for k in list(__import__("os").environ):
+            if k.startswith("FLOW_"):
+                monkeypatch.delenv(k)
+        for k, v in {**_env(name), **env}.items():
+            if k.startswith("FLOW_") and "__" in k:
+                monkeypatch.setenv(k, str(v))
+        s = load_settings()
+        assert s.clickhouse.cluster == "flow" and s.clickhouse.host == "clickhouse"
+        assert s.clickhouse.insert_quorum == (2 if name == "sink" else 0)   # the sink's acks need both replicas
+        alt_host = s.clickhouse.alt_hosts.split(":")[0]
+        assert alt_host in svc and svc[alt_host]["environment"]["FLOW_CH_REPLICA"] == "r2"
+    assert svc["clickhouse"]["environment"]["FLOW_CH_REPLICA"] == "r1"
+
+
+def test_the_cluster_secrets_reach_only_the_clickhouse_servers_and_name_their_services():
+    script = (REPO_ROOT / "infra/compose/init-security.sh").read_text()
+    assert 'mkdir -p "$SEC/roles/clickhouse-cluster"' in script
+    for name, s in {**SVC, **CLUSTER["services"]}.items():
+        subs = {(v.get("volume") or {}).get("subpath") for v in s.get("volumes", []) if isinstance(v, dict)}
+        if "roles/clickhouse-cluster" in subs:
+            assert name in ("clickhouse", "clickhouse-2"), name
+    for name in ("clickhouse", "clickhouse-2"):
+        (cfg,) = [v for v in CLUSTER["services"][name]["volumes"] if isinstance(v, dict)
+                  and (v.get("volume") or {}).get("subpath") == "roles/clickhouse-cluster"]
+        assert cfg["read_only"] and cfg["target"] == "/etc/clickhouse-server/config.d"
+    # remote_servers names the two replica services; Keeper nodes are the three keeper services
+    assert re.findall(r"<replica><host>([a-z0-9-]+)</host>", script) == ["clickhouse", "clickhouse-2"]
+    keepers = re.findall(r"<node><host>(keeper-\d)</host><port>9181</port></node>", script)
+    assert keepers == ["keeper-1", "keeper-2", "keeper-3"] and set(keepers) <= set(CLUSTER["services"])
+    raft = (REPO_ROOT / "infra/compose/clickhouse/keeper.xml").read_text()
+    ids = {int(CLUSTER["services"][k]["environment"]["KEEPER_SERVER_ID"]): k for k in keepers}
+    assert re.findall(r"<id>(\d)</id><hostname>(keeper-\d)</hostname>", raft) == [(str(i), ids[i]) for i in sorted(ids)]
+    assert "<identity>clickhouse:" in script and "<secret>" in script   # no anonymous Keeper nodes or cluster
