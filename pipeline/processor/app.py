@@ -216,30 +216,38 @@ def build_app(settings: Settings, *, max_frames: int | None = None, idle_timeout
     owned: set[int] = set()
     pass_idle_s = max(ps.pass_max_seconds, ps.idle_flush_seconds)
 
-    async def hand_over(cams: list[tuple[str, str]], why: str) -> None:
-        """Count and publish every open pass and window of ``cams`` now.
+    async def hand_over(cams: list[tuple[str, str]], why: str, *, moved: bool = False) -> None:
+        """Close every open window of ``cams`` now; end their passes, counting them unless the
+        camera ``moved`` to another worker.
 
         Why not changelog-backed state: a camera's open passes hold running sums of re-id
         embeddings, personal data that by design never leaves this worker's memory (a changelog
         topic would keep it for its retention, and replicate it). What moves with a partition
-        is therefore nothing: the old owner ends the camera's passes and closes its windows as
-        fragments, the new owner starts a fresh tracker and opens new fragments of the same
-        windows, and the aggregator sums fragments. No window is lost or counted twice; a person
-        in view at the hand-over is two passes, one on each side. A crash cannot hand over: the
-        dead worker's open windows and passes are lost (docs/SCALING.md, tests/integration/
-        test_workers.py measure and bound it)."""
+        is therefore nothing: the old owner closes the camera's windows as fragments and drops
+        its open passes, the new owner starts a fresh tracker, opens new fragments of the same
+        windows (the aggregator sums fragments) and counts the persons still in view when their
+        passes end. Counting the dropped passes here as well counted each person in view twice
+        (measured: 46 passes against 33 for three cameras handed over once,
+        tests/integration/test_workers.py); dropping them loses only a person who leaves before
+        the new owner has seen them pass_min_hits times. An idle camera (no new owner) has its
+        passes counted. A crash cannot hand over: the dead worker's open windows and passes are
+        lost (docs/SCALING.md §7)."""
         if not cams:
             return
         loop = asyncio.get_running_loop()
         n = 0
-        for site, cam, c in passes.flush(cams):
-            await count(loop, site, cam, [c])
-            n += 1
+        if moved:
+            n = passes.drop(cams)
+        else:
+            for site, cam, c in passes.flush(cams):
+                await count(loop, site, cam, [c])
+                n += 1
         await emit_windows(windows.flush_cameras(cams), demo_windows.flush_cameras(cams),
                            line_windows.flush_cameras(cams))
         for cam in cams:
             camera_partition.pop(cam, None)
-        log.info("handed over %d camera(s) (%s): %d pass contribution(s) counted", len(cams), why, n)
+        log.info("handed over %d camera(s) (%s): %d open pass(es) %s", len(cams), why, n,
+                 "left to the new owner" if moved else "counted")
 
     @app.on_partitions_assigned.connect
     async def _assigned(app: faust.App, assigned: set, **kwargs: object) -> None:  # noqa: ARG001
@@ -251,7 +259,7 @@ def build_app(settings: Settings, *, max_frames: int | None = None, idle_timeout
         owned.update(tp.partition for tp in assigned if tp.topic == topic)
         gone = [cam for cam, p in camera_partition.items() if p not in owned]
         if gone:
-            await hand_over(gone, "partitions moved to another worker")
+            await hand_over(gone, "partitions moved to another worker", moved=True)
             await app.producer.flush()
         log.info("assigned partitions %s of %s", sorted(owned), topic)
 
@@ -302,7 +310,7 @@ def build_app(settings: Settings, *, max_frames: int | None = None, idle_timeout
                 if m.partition not in owned:
                     # Moved away while this frame was in flight (faust does not wait for it):
                     # the camera's state is handed over behind it, not left behind.
-                    await hand_over([(res.site_id, res.camera_id)], "frame finished after revocation")
+                    await hand_over([(res.site_id, res.camera_id)], "frame finished after revocation", moved=True)
                 stats.persons += res.persons
                 m_.FRAMES.labels("processed").inc()
                 m_.PERSONS.inc(res.persons)

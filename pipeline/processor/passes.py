@@ -212,6 +212,23 @@ class PassCounter:
                 d.pop(cam, None)
         return out
 
+    def drop(self, cameras: Iterable[tuple[str, str]]) -> int:
+        """Forget ``cameras``' trackers and open passes without counting them; returns how many
+        confirmed passes were dropped. For a camera whose frames now go to another worker: that
+        worker's fresh tracker finds the persons still in view and counts their passes when they
+        end, so counting them here too would count each of them twice."""
+        dropped = 0
+        for cam in [c for c in cameras if c in self._trackers]:
+            counter = self._lines.get(cam)
+            for tr in self._trackers.pop(cam).flush():
+                if counter is not None:
+                    counter.forget(tr.track_id)
+            passes = self._passes.pop(cam, {})
+            dropped += sum(1 for p in passes.values() if p.confirmed and p.total is not None)
+            for d in (self._last_ms, self._seen):
+                d.pop(cam, None)
+        return dropped
+
     def idle_cameras(self, idle_seconds: float, now: float | None = None) -> list[tuple[str, str]]:
         """Cameras with open state and no frame for ``idle_seconds`` of wall time: an edge that
         stopped, or a camera now owned by another worker. Their passes would otherwise hold

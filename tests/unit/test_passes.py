@@ -166,3 +166,13 @@ def test_a_camera_without_frames_for_a_while_is_idle_and_only_it():
     assert pc.idle_cameras(30.0, now=now + 31) == [("s", "quiet"), ("s", "busy")]
     pc.flush([("s", "quiet")])
     assert pc.idle_cameras(30.0, now=now + 31) == [("s", "busy")]   # handed over: no longer tracked
+
+
+def test_a_camera_moved_to_another_worker_drops_its_open_passes_uncounted():
+    a = walk(0, 30, 4)
+    pc = PassCounter(appearance=False)
+    run(pc, [[(a[i], vec(1, 0), UNKNOWN_CELL)] for i in range(4)], cam=("s", "moved"))
+    run(pc, [[(a[i], vec(0, 1), UNKNOWN_CELL)] for i in range(4)], cam=("s", "kept"))
+    assert pc.drop([("s", "moved"), ("s", "never-seen")]) == 1   # one confirmed pass left to the new owner
+    assert pc.open_passes == 1 and pc.idle_cameras(0.0) == [("s", "kept")]
+    assert [cam for _, cam, _ in pc.flush()] == ["kept"]
