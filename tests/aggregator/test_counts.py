@@ -57,10 +57,14 @@ def test_noise_is_keyed_calibrated_and_replays_identically():
     assert {r.noise_var_milli for r in a} == {round(var * 1000)}
     # Not clamped: the noise over all cells (most of them zero) is centred and has the stated
     # spread, so sums over empty cells stay unbiased.
-    diffs = np.array([r.count - exact[r.key] for r in a])
-    assert len(diffs) > 200 and (diffs < 0).any()
+    # Pooled over eight fixed keys (1,920 cells): the sample variance of heavy-tailed
+    # (discrete Laplace) noise over one key's 240 cells has a relative spread of about 14%, so a
+    # +-30% band on one random key failed a few runs in a hundred (CI, 2026-11-29).
+    diffs = np.array([r.count - exact[r.key] for k in range(8)
+                      for r in publish_hourly_counts(cells, DEMO, noise_key=bytes([k]) * 32)])
+    assert len(diffs) > 1500 and (diffs < 0).any()
     assert abs(diffs.mean()) < 4 * np.sqrt(var / len(diffs))
-    assert 0.7 * var < diffs.var() < 1.3 * var
+    assert 0.85 * var < diffs.var() < 1.15 * var
 
 
 def test_an_hour_closes_after_lateness_and_late_cells_are_counted_not_merged():
