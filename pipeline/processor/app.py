@@ -310,7 +310,7 @@ def build_app(settings: Settings, *, max_frames: int | None = None, idle_timeout
                 if m.partition not in owned:
                     # Moved away while this frame was in flight (faust does not wait for it):
                     # the camera's state is handed over behind it, not left behind.
-                    await hand_over([(res.site_id, res.camera_id)], "frame finished after revocation", moved=True)
+                    await hand_over([(res.site_id, res.camera_id)], "frame finished after its partition moved", moved=True)
                 stats.persons += res.persons
                 m_.FRAMES.labels("processed").inc()
                 m_.PERSONS.inc(res.persons)

@@ -204,13 +204,7 @@ class PassCounter:
         and the descriptor sums go with the tracker instead of waiting for frames that now
         reach another worker."""
         cams = list(self._trackers) if cameras is None else [c for c in cameras if c in self._trackers]
-        out = []
-        for cam in cams:
-            for c in self._end(cam, self._trackers.pop(cam).flush()):
-                out.append((cam[0], cam[1], c))
-            for d in (self._passes, self._last_ms, self._seen):
-                d.pop(cam, None)
-        return out
+        return [(cam[0], cam[1], c) for cam in cams for c in self._retire(cam)]
 
     def drop(self, cameras: Iterable[tuple[str, str]]) -> int:
         """Forget ``cameras``' trackers and open passes without counting them; returns how many
@@ -219,19 +213,20 @@ class PassCounter:
         end, so counting them here too would count each of them twice."""
         dropped = 0
         for cam in [c for c in cameras if c in self._trackers]:
-            counter = self._lines.get(cam)
-            for tr in self._trackers.pop(cam).flush():
-                if counter is not None:
-                    counter.forget(tr.track_id)
-            passes = self._passes.pop(cam, {})
-            dropped += sum(1 for p in passes.values() if p.confirmed and p.total is not None)
-            for d in (self._last_ms, self._seen):
-                d.pop(cam, None)
+            dropped += sum(1 for p in self._passes.get(cam, {}).values() if p.confirmed and p.total is not None)
+            self._retire(cam)   # its contributions are discarded, never counted
         return dropped
+
+    def _retire(self, cam: tuple[str, str]) -> list[Contribution]:
+        """End every track of ``cam`` and forget the camera; what its passes would count."""
+        out = self._end(cam, self._trackers.pop(cam).flush())
+        for d in (self._passes, self._last_ms, self._seen):
+            d.pop(cam, None)
+        return out
 
     def idle_cameras(self, idle_seconds: float, now: float | None = None) -> list[tuple[str, str]]:
         """Cameras with open state and no frame for ``idle_seconds`` of wall time: an edge that
         stopped, or a camera now owned by another worker. Their passes would otherwise hold
         descriptor sums until the process ends."""
         now = time.monotonic() if now is None else now
-        return [cam for cam, t in self._seen.items() if now - t >= idle_seconds and cam in self._trackers]
+        return [cam for cam, t in self._seen.items() if now - t >= idle_seconds]

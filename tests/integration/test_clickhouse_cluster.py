@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from pipeline.settings import REPO_ROOT
+from pipeline.settings import REPO_ROOT, VAR_DIR
 from pipeline.sink.clickhouse import ServerWarehouse
 from pipeline.sink.consumer import ClickHouseSink
 from pipeline.sink.migrations import discover, migrate
@@ -88,7 +88,7 @@ def test_a_replica_killed_while_the_sink_inserts_loses_and_duplicates_nothing(cl
     t.start()
     try:
         _wait(lambda: landed(0)[0] > 0, 60, "the sink's first insert")
-        pid = (REPO_ROOT / ".var" / "chcluster" / "r1" / "clickhouse.pid").read_text().strip()
+        pid = (VAR_DIR / "chcluster" / "r1" / "clickhouse.pid").read_text().strip()
         subprocess.run(["kill", "-9", pid], check=True)
         killed_at = landed(1)[0]
         assert killed_at < m, "the sink finished before the kill; the test proves nothing"

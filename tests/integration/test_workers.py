@@ -105,6 +105,19 @@ def _kill_left(procs) -> None:
             q.kill()
 
 
+def _assert_every_frame_ends_once(run) -> None:
+    """Every frame has a receipt, none was deleted (decrypted, counted) twice, no blob is left."""
+    receipts = _receipts(run)
+    assert len({r["frame_id"] for r in receipts}) == len(CAMERAS) * FRAMES
+    assert max(Counter((r["frame_id"], r["outcome"]) for r in receipts).values()) == 1
+    assert open_store(run.store.url, run.store.ttl_seconds).stats().blobs == 0
+
+
+def _of(occurrences: Counter, cam: str) -> dict:
+    """One camera's occurrences per window."""
+    return {k: v for k, v in occurrences.items() if k[0] == cam}
+
+
 def _ms(t) -> int:
     return int(t.timestamp() * 1000)
 
@@ -213,16 +226,11 @@ def test_three_processor_workers_with_one_killed_lose_only_the_dead_workers_open
         assert kept, "every surviving camera moved: nothing is compared exactly"
 
         # 1. Every frame ends with one receipt; none is decrypted (and counted) twice; no blob left.
-        receipts = _receipts(run)
-        outcome = Counter((r["frame_id"], r["outcome"]) for r in receipts)
-        frames_seen = {r["frame_id"] for r in receipts}
-        assert len(frames_seen) == len(CAMERAS) * FRAMES
-        assert max(outcome.values()) == 1                                 # no frame deleted twice
-        assert open_store(run.store.url, run.store.ttl_seconds).stats().blobs == 0
+        _assert_every_frame_ends_once(run)
 
         # 2. Cameras that stayed with a surviving worker: every window identical.
         for cam in kept:
-            assert {k: v for k, v in got.items() if k[0] == cam} == {k: v for k, v in want.items() if k[0] == cam}, cam
+            assert _of(got, cam) == _of(want, cam), cam
 
         # 3. The victim's cameras: windows it closed well before the kill are identical; the rest
         #    hold at most what the no-fault run counted, apart from passes the crash split.
@@ -240,7 +248,9 @@ def test_three_processor_workers_with_one_killed_lose_only_the_dead_workers_open
                            and k[1] + window_ms + grace_ms > wm[k[0]] - 2_000)
         assert lost <= open_windows
         # A person in view when the new owner took over is one pass there, and the first part of
-        # their pass died with the victim: split passes cannot outnumber the passes lost.
+        # their pass died with the victim; windows gain only where the fresh tracker cuts passes
+        # differently. Not a theorem: measured 0, 4 and 10 extra against 5, 8 and 12 lost, so
+        # this bound has little margin and is the first thing to revisit if it fails.
         assert split <= lost
         print(f"\n3 workers, 1 killed: {len(victim_cams)} of {len(CAMERAS)} cameras on the victim; "
               f"{sum(want.values())} occurrences without the fault, {sum(got.values())} with it; lost {lost} of "
@@ -398,15 +408,12 @@ def test_a_worker_joining_mid_stream_takes_cameras_over_and_no_frame_is_lost(sta
         assert any(after[part_of[c]] == joiner.pid for c in moved), (before, after)   # a hand-over happened
         assert kept, "every camera moved: nothing is compared exactly"
 
-        receipts = _receipts(run)
-        assert len({r["frame_id"] for r in receipts}) == len(CAMERAS) * FRAMES
-        assert max(Counter((r["frame_id"], r["outcome"]) for r in receipts).values()) == 1
-        assert open_store(run.store.url, run.store.ttl_seconds).stats().blobs == 0
+        _assert_every_frame_ends_once(run)
         letters = {serde.decode("DeadLetter", m.value())["reason"] for m in read_topic(run, run.kafka.dead_letter_topic)}
         assert letters <= {"missing_blob"}, letters   # only references in flight at the hand-over
 
         for cam in kept:
-            assert {k: v for k, v in got.items() if k[0] == cam} == {k: v for k, v in want.items() if k[0] == cam}, cam
+            assert _of(got, cam) == _of(want, cam), cam
         moved_want = sum(v for k, v in want.items() if k[0] in moved)
         moved_got = sum(v for k, v in got.items() if k[0] in moved)
         print(f"\n1 worker + 1 joining: {len(moved)} of {len(CAMERAS)} cameras handed over; their occurrences "
