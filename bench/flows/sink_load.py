@@ -13,7 +13,10 @@ components topics, runs the real sink on a throwaway database until it has consu
 checks that ClickHouse holds exactly what was produced (every row once: raw row count and FINAL
 sums per table; nothing lost, nothing doubled, nothing dead-lettered), and times the flow and
 demographics queries on the landed week. Prints records/s for producing and sinking (median
-over runs).
+over runs), and the client CPU each costs per record (every thread of this process: for the
+sink its consumer, batch decoding and insert thread; for the bound the driver's inserts): the
+figure that says what the sink would reach where it did not share two cores with the broker
+and the server.
 """
 from __future__ import annotations
 
@@ -62,28 +65,72 @@ def _check(wh, db: str, run: int, table: str, rows: int, sums: dict[str, int]) -
                          f"FINAL sums {final}, produced {sums}")
 
 
-def driver_bound(settings, db: str, flow, foot, dem) -> float:
-    """Records/s of clickhouse-driver alone inserting the same rows the sink builds (the sink's
-    own row functions, batches of sink.batch_max_rows, types checked as the sink does), into a
-    fresh copy of the schema: the bound the sink is held to (issue 14: >= 0.8 of it)."""
-    from pipeline.sink.consumer import DEMOGRAPHIC_COMPONENTS, FLOW_COMPONENTS, FOOTFALL_COMPONENTS
+def driver_bound(settings, db: str, flow, foot, dem) -> tuple[float, float]:
+    """Records/s of clickhouse-driver alone inserting the same columns the sink builds (decoded
+    and checked beforehand, untimed, by the sink's own batch path; batches of
+    sink.batch_max_rows; the sink's insert call, types checked), into a fresh copy of the
+    schema: the bound the sink is held to (issue 14: >= 0.8 of it). Returns records/s and this
+    process's CPU seconds for the inserts."""
+    from pipeline import serde
+    from pipeline.sink.batch import BatchDecoder
+    from pipeline.sink.consumer import DEMOGRAPHIC_COMPONENTS, FLOW_COMPONENTS, FOOTFALL_COMPONENTS, batch_rows
 
     wh = ServerWarehouse(settings.clickhouse, database=f"{db}_bound", role="admin")
     try:
         migrate(wh)
-        prepared = [(spec, [spec.row(r.to_record()) for r in recs])
-                    for spec, recs in ((FLOW_COMPONENTS, flow), (FOOTFALL_COMPONENTS, foot), (DEMOGRAPHIC_COMPONENTS, dem))]
         batch = settings.sink.batch_max_rows
-        t = time.monotonic()
-        for spec, rows in prepared:
-            for i in range(0, len(rows), batch):
-                wh.insert(spec.table, list(spec.columns), [list(c) for c in zip(*rows[i:i + batch])])
-        return sum(len(rows) for _, rows in prepared) / (time.monotonic() - t)
+        prepared = []
+        for spec, recs in ((FLOW_COMPONENTS, flow), (FOOTFALL_COMPONENTS, foot), (DEMOGRAPHIC_COMPONENTS, dem)):
+            values = [serde.encode(spec.record, r.to_record()) for r in recs]
+            decoder = BatchDecoder(spec.record)
+            for i in range(0, len(values), batch):
+                cols, good, refer = batch_rows(spec, decoder.decode(values[i:i + batch]))
+                if len(refer):
+                    raise SystemExit(f"{len(refer)} {spec.record} records fail the sink's checks")
+                prepared.append((spec, cols))
+        t, cpu = time.monotonic(), time.process_time()
+        for spec, cols in prepared:
+            wh.insert(spec.table, list(spec.columns), cols)
+        return sum(len(cols[0]) for _, cols in prepared) / (time.monotonic() - t), time.process_time() - cpu
     finally:
         wh.execute(f"DROP DATABASE IF EXISTS {db}_bound")
 
 
-def one_run(scenario: str, run: int) -> dict[str, float]:
+def sink_processes(settings, wh, db: str, n: int, total: int) -> tuple[float, float]:
+    """Seconds from launch to the last record landed, and from the first to the last, with ``n``
+    ``flowctl sink`` processes in one consumer group (each its own interpreter, so their
+    decoding and inserting do not share a GIL). Progress is ClickHouse's own count of rows."""
+    import subprocess
+
+    from pipeline.settings import settings_as_env
+
+    env = settings_as_env(settings)
+    tables = ("flow_components", "footfall_components", "demographic_components")
+    count_sql = " + ".join(f"(SELECT count() FROM {db}.{t})" for t in tables)
+    t0 = time.monotonic()
+    procs = [subprocess.Popen([sys.executable, "-m", "pipeline.cli", "sink", "--idle-timeout", "5"], env=env, cwd=ROOT,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE) for _ in range(n)]
+    first = None
+    try:
+        while True:
+            landed = int(wh.rows(f"SELECT {count_sql}")[0][0])
+            now = time.monotonic()
+            if landed and first is None:
+                first = now
+            if landed >= total:
+                return now - t0, now - first
+            if now - t0 > 600 or all(p.poll() is not None for p in procs):
+                err = b"".join(p.stderr.read() or b"" for p in procs if p.poll() is not None).decode()[-2000:]
+                raise SystemExit(f"{n} sink processes landed {landed} of {total} records\n{err}")
+            time.sleep(0.05)
+    finally:
+        for p in procs:
+            p.terminate()
+        for p in procs:
+            p.wait(30)
+
+
+def one_run(scenario: str, run: int, processes: int = 1) -> dict[str, float]:
     tag = secrets.token_hex(3)
     base = load_settings()
     topics = {name: f"load.{tag}.{name.removesuffix('_topic')}" for name in SINK_TOPICS}
@@ -93,7 +140,8 @@ def one_run(scenario: str, run: int) -> dict[str, float]:
         "sink": base.sink.model_copy(update={"group_id": f"load-{tag}"}),
         "clickhouse": base.clickhouse.model_copy(update={"database": db})})
     admin = AdminClient({**client_config(base, "admin")})
-    for f in admin.create_topics([NewTopic(t, 3, 1) for t in topics.values()]).values():
+    # Four partitions: one or two sink processes get equal shares of the flow topic.
+    for f in admin.create_topics([NewTopic(t, 4, 1) for t in topics.values()]).values():
         f.result(30)
     grants = acl_policy(settings) if settings.kafka.security_protocol == "SASL_SSL" else []
     apply_acls(admin, grants)   # the aggregator may write, the sink read, the run's own topics
@@ -115,19 +163,24 @@ def one_run(scenario: str, run: int) -> dict[str, float]:
         t = time.monotonic()
         produce_components(settings, flow, foot, dem)
         t_produce = time.monotonic() - t
-        t = time.monotonic()
-        stats = ClickHouseSink(settings, wh).run(max_records=total, idle_timeout=20)
-        t_sink = time.monotonic() - t
-        if stats.consumed != total or stats.dead_letters:
-            raise SystemExit(f"run {run}: consumed {stats.consumed} of {total} records, "
-                             f"{stats.dead_letters} dead letters")
+        if processes > 1:
+            t_sink, t_steady = sink_processes(settings, wh, db, processes, total)
+            join_s, cpu_sink = t_sink - t_steady, float("nan")
+        else:
+            t, cpu = time.monotonic(), time.process_time()
+            stats = ClickHouseSink(settings, wh).run(max_records=total, idle_timeout=20)
+            t_sink, cpu_sink = time.monotonic() - t, time.process_time() - cpu
+            if stats.consumed != total or stats.dead_letters:
+                raise SystemExit(f"run {run}: consumed {stats.consumed} of {total} records, "
+                                 f"{stats.dead_letters} dead letters")
+            join_s = stats.first_record_s or 0.0
         _check(wh, db, run, "flow_components", len(flow), {"s": sum(r.s for r in flow), "nn": sum(r.nn for r in flow)})
         _check(wh, db, run, "footfall_components", len(foot), {"occurrences": sum(r.occurrences for r in foot),
                                                                "windows": sum(r.windows for r in foot)})
         _check(wh, db, run, "demographic_components", len(dem),
                {"persons": sum(r.count for r in dem), "noise_var_milli": sum(r.noise_var_milli for r in dem)})
 
-        bound_rps = driver_bound(settings, db, flow, foot, dem)
+        bound_rps, cpu_bound = driver_bound(settings, db, flow, foot, dem)
 
         start = datetime.fromtimestamp(pub.start_epoch, timezone.utc)
         end = start + timedelta(days=sc.days)
@@ -141,8 +194,9 @@ def one_run(scenario: str, run: int) -> dict[str, float]:
         return {"records": total, "flow": len(flow), "footfall": len(foot), "demographics": len(dem),
                 "aggregate_s": t_aggregate, "produce_s": t_produce, "sink_s": t_sink,
                 "produce_rps": total / t_produce, "sink_rps": total / t_sink, "bound_rps": bound_rps,
-                "sink_join_s": stats.first_record_s or 0.0,
-                "sink_steady_rps": total / max(1e-9, t_sink - (stats.first_record_s or 0.0)),
+                "sink_cpu_us": cpu_sink / total * 1e6, "bound_cpu_us": cpu_bound / total * 1e6,
+                "sink_join_s": join_s,
+                "sink_steady_rps": total / max(1e-9, t_sink - join_s),
                 "flows_query_s": t_flows,
                 "demographics_query_s": t_demo}
     finally:
@@ -155,19 +209,25 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--scenario", default="reference")
     ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--sink-processes", type=int, default=1,
+                    help="flowctl sink processes in one group (above 1: timed by ClickHouse's row count, "
+                         "from launch and from the first row landed; no client CPU figure)")
     args = ap.parse_args()
     if args.runs < 1:
         ap.error("--runs must be at least 1")
+    if not 1 <= args.sink_processes <= 4:
+        ap.error("--sink-processes must be 1 to 4 (the topics have 4 partitions)")
     results = []
     for r in range(args.runs):
-        res = one_run(args.scenario, r)
+        res = one_run(args.scenario, r, args.sink_processes)
         results.append(res)
         print(f"run {r}: {res['records']:,} component records ({res['flow']:,} flow, {res['footfall']:,} footfall, "
               f"{res['demographics']:,} demographic; aggregated in-process in {res['aggregate_s']:.1f} s); "
               f"produce {res['produce_s']:.1f} s ({res['produce_rps']:,.0f}/s), "
               f"sink {res['sink_s']:.1f} s ({res['sink_rps']:,.0f}/s; clickhouse-driver alone {res['bound_rps']:,.0f}/s, "
               f"ratio {res['sink_rps'] / res['bound_rps']:.2f}; after its first record, {res['sink_join_s']:.1f} s in: "
-              f"{res['sink_steady_rps']:,.0f}/s, ratio {res['sink_steady_rps'] / res['bound_rps']:.2f}); "
+              f"{res['sink_steady_rps']:,.0f}/s, ratio {res['sink_steady_rps'] / res['bound_rps']:.2f}; "
+              f"client CPU per record: sink {res['sink_cpu_us']:.1f} us, driver alone {res['bound_cpu_us']:.1f} us); "
               f"ClickHouse holds exactly what was produced; "
               f"flow query {res['flows_query_s']:.2f} s, demographics query {res['demographics_query_s']:.2f} s",
               flush=True)
@@ -175,8 +235,9 @@ def main() -> int:
           f"sink {statistics.median(r['sink_rps'] for r in results):,.0f} records/s, driver bound "
           f"{statistics.median(r['bound_rps'] for r in results):,.0f} records/s, sink/bound "
           f"{statistics.median(r['sink_rps'] / r['bound_rps'] for r in results):.2f} (after the first record "
-          f"{statistics.median(r['sink_steady_rps'] / r['bound_rps'] for r in results):.2f}) (2 cores shared with Kafka and "
-          f"ClickHouse)")
+          f"{statistics.median(r['sink_steady_rps'] / r['bound_rps'] for r in results):.2f}); client CPU per record: "
+          f"driver alone / sink {statistics.median(r['bound_cpu_us'] / r['sink_cpu_us'] for r in results):.2f} "
+          f"(2 cores shared with Kafka and ClickHouse)")
     return 0
 
 

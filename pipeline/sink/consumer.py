@@ -14,11 +14,14 @@ from __future__ import annotations
 import logging
 import time
 import uuid
+from concurrent.futures import Future, ThreadPoolExecutor
 from functools import lru_cache
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Callable
 
+import numpy as np
+import polars as pl
 from confluent_kafka import OFFSET_INVALID, Consumer, KafkaError, Message, Producer, TopicPartition
 
 from pipeline import serde
@@ -28,6 +31,7 @@ from pipeline.aggregator.model import (FLOW_COMPONENT_COLUMNS, FOOTFALL_COMPONEN
 from pipeline.serde import epoch_ms
 from pipeline.processor.frames import dead_letter
 from pipeline.settings import Settings
+from pipeline.sink.batch import BatchDecoder
 from pipeline.sink.clickhouse import ServerWarehouse, WarehouseError
 
 log = logging.getLogger(__name__)
@@ -51,6 +55,12 @@ _INT64 = 1 << 63
 # a negative or post-2106 time would wrap into a wrong date instead of failing.
 _TIME_FIELDS = ("captured_at", "deleted_at", "expires_at", "hour", "hour_start", "window_start")
 _DATETIME_MS = (1 << 32) * 1000
+
+
+# Below this many records a batch costs more to set up than to decode one by one; above the
+# cap a poll would hold records back from their flush.
+_MIN_BATCH = 16
+_MAX_CONSUME = 10_000
 
 
 class InvalidRecord(ValueError):
@@ -93,6 +103,31 @@ def check_record(kind: str, rec: dict) -> None:
             raise InvalidRecord(f"{kind}.{key}={rec[key]} is outside the column's range [0, {limit})")
 
 
+_IDENTIFIER_ANCHORED = f"^(?:{serde._IDENTIFIER.pattern})$"
+
+
+@lru_cache(maxsize=64)
+def _screen(kind: str, keys: frozenset) -> tuple[pl.Expr, ...]:
+    """``check_record``'s checks as column expressions: a row they pass, check_record passes.
+    (Avro ints and longs always fit the signed 64-bit columns, so the signed check has no
+    counterpart.)"""
+    ids, times, _signed, uints = _checks_for(kind, keys)
+    site_pair = (pl.col("origin_camera") == "") & (pl.col("dest_camera") == "") if kind == "FlowComponent" else None
+    out = []
+    for key in ids:
+        ok = pl.col(key).str.contains(_IDENTIFIER_ANCHORED)
+        out.append(ok | site_pair if site_pair is not None and key in ("origin_camera", "dest_camera") else ok)
+    out += [pl.col(key).is_between(0, _DATETIME_MS - 1) for key in times]
+    out += [(pl.col(key) >= 0) & (pl.col(key) < limit) if limit < _INT64 else pl.col(key) >= 0
+            for key, limit in uints]
+    return tuple(out)
+
+
+def _seconds(field: str) -> pl.Expr:
+    """A timestamp-millis field (a long in a batch) as DateTime seconds, as ``_dt`` truncates."""
+    return pl.col(field) // 1000
+
+
 def _flow_row(r: dict[str, Any]) -> list[Any]:
     """A decoded FlowComponent as a flow_components row (FLOW_COMPONENT_COLUMNS order), built
     straight from the record: going through FlowComponent and flow_component_columns cost the
@@ -118,10 +153,27 @@ class TableSpec:
     columns: tuple[str, ...]
     row: Callable[[dict[str, Any]], list[Any]]
     offsets: bool = True
+    # The same row as column expressions over a batch-decoded frame (pipeline/sink/batch.py),
+    # and conditions beyond check_record's under which ``row`` builds exactly these columns;
+    # a row that fails one goes through check_record and ``row`` alone.
+    batch_columns: tuple[pl.Expr, ...] | None = None
+    batch_when: tuple[pl.Expr, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.batch_columns is not None and len(self.batch_columns) != len(self.columns):
+            raise ValueError(f"{self.table}: {len(self.batch_columns)} batch columns for {len(self.columns)} columns")
 
 
 def _single_row(columnar: list[list[Any]]) -> list[Any]:
     return [col[0] for col in columnar]
+
+
+def _count_spec(kind: str, table: str, columns: tuple[str, ...]) -> "TableSpec":
+    return TableSpec("CountComponent", table, columns, _count_row(kind), offsets=False,
+                     batch_columns=(pl.col("params_version"), pl.col("site_id"), pl.col("camera_id"),
+                                    _seconds("hour_start"), pl.col("key1"), pl.col("key2"), pl.col("count"),
+                                    pl.col("noise_var_milli"), pl.col("version")),
+                     batch_when=(pl.col("kind").cast(pl.String) == kind,))
 
 
 def _count_row(kind: str) -> Callable[[dict[str, Any]], list[Any]]:
@@ -136,26 +188,47 @@ def _count_row(kind: str) -> Callable[[dict[str, Any]], list[Any]]:
 
 
 # Published, protected camera-hour cells: ReplacingMergeTree (a replayed hour replaces its rows).
-DEMOGRAPHIC_COMPONENTS = TableSpec("CountComponent", "demographic_components",
-    ("params_version", "site_id", "camera_id", "hour", "age_band", "gender", "persons", "noise_var_milli", "version"),
-    _count_row("demographics"), offsets=False)
-CROSSING_COMPONENTS = TableSpec("CountComponent", "crossing_components",
-    ("params_version", "site_id", "camera_id", "hour", "line", "direction", "crossings", "noise_var_milli", "version"),
-    _count_row("crossings"), offsets=False)
+DEMOGRAPHIC_COMPONENTS = _count_spec("demographics", "demographic_components",
+    ("params_version", "site_id", "camera_id", "hour", "age_band", "gender", "persons", "noise_var_milli", "version"))
+CROSSING_COMPONENTS = _count_spec("crossings", "crossing_components",
+    ("params_version", "site_id", "camera_id", "hour", "line", "direction", "crossings", "noise_var_milli", "version"))
 RECEIPTS = TableSpec("DeletionReceipt", "deletion_receipts",
     ("frame_id", "site_id", "camera_id", "captured_at", "captured_at_ms", "deleted_at_ms", "latency_ms",
      "outcome", "deleted_by"),
     lambda r: [r["frame_id"], r["site_id"], r["camera_id"], _dt(r["captured_at"]), epoch_ms(r["captured_at"]),
-               epoch_ms(r["deleted_at"]), epoch_ms(r["deleted_at"]) - epoch_ms(r["captured_at"]), r["outcome"], r["deleted_by"]])
+               epoch_ms(r["deleted_at"]), epoch_ms(r["deleted_at"]) - epoch_ms(r["captured_at"]), r["outcome"], r["deleted_by"]],
+    batch_columns=(pl.col("frame_id"), pl.col("site_id"), pl.col("camera_id"), _seconds("captured_at"),
+                   pl.col("captured_at"), pl.col("deleted_at"), pl.col("deleted_at") - pl.col("captured_at"),
+                   pl.col("outcome").cast(pl.String), pl.col("deleted_by")))
 
-FLOW_COMPONENTS = TableSpec("FlowComponent", "flow_components", FLOW_COMPONENT_COLUMNS, _flow_row, offsets=False)
+FLOW_COMPONENTS = TableSpec("FlowComponent", "flow_components", FLOW_COMPONENT_COLUMNS, _flow_row, offsets=False,
+    batch_columns=tuple(_seconds(c) if c == "hour" else pl.col(c) for c in FLOW_COMPONENT_COLUMNS),
+    # nn2 as the aggregator splits it: a low part outside 32 bits is re-split by _flow_row.
+    batch_when=(pl.col("nn2_lo").is_between(0, NN2_LOW_MASK),))
 FOOTFALL_COMPONENTS = TableSpec("FootfallComponent", "footfall_components", FOOTFALL_COMPONENT_COLUMNS,
-    lambda r: _single_row(footfall_component_columns([FootfallComponent.from_record(r)])), offsets=False)
+    lambda r: _single_row(footfall_component_columns([FootfallComponent.from_record(r)])), offsets=False,
+    batch_columns=tuple(_seconds(c) if c == "hour" else pl.col(c) for c in FOOTFALL_COMPONENT_COLUMNS))
 
 LEDGER = TableSpec("FrameIssued", "frame_ledger",
     ("frame_id", "site_id", "camera_id", "captured_at", "captured_at_ms", "expires_at_ms"),
     lambda r: [r["frame_id"], r["site_id"], r["camera_id"], _dt(r["captured_at"]), epoch_ms(r["captured_at"]),
-               epoch_ms(r["expires_at"])])
+               epoch_ms(r["expires_at"])],
+    batch_columns=(pl.col("frame_id"), pl.col("site_id"), pl.col("camera_id"), _seconds("captured_at"),
+                   pl.col("captured_at"), pl.col("expires_at")))
+
+
+def batch_rows(spec: TableSpec, df: pl.DataFrame) -> tuple[list[list[Any]], np.ndarray, np.ndarray]:
+    """A batch-decoded frame of ``spec``'s records as the table's columns, for the rows that
+    pass check_record's checks and the spec's conditions (their indices: ``good``); the indices
+    of the others (``refer``) go through the exact one-record path, which refuses them with a
+    reason or, for a condition only that path handles, builds their row itself."""
+    conditions = _screen(spec.record, frozenset(df.columns)) + spec.batch_when
+    ok = (df.select(pl.all_horizontal(conditions)).to_series().to_numpy() if conditions
+          else np.ones(df.height, dtype=bool))
+    good = np.flatnonzero(ok)
+    exprs = [e.alias(c) for e, c in zip(spec.batch_columns, spec.columns)]
+    frame = (df if len(good) == df.height else df.filter(ok)).select(exprs)
+    return [s.to_list() for s in frame.get_columns()], good, np.flatnonzero(~ok)
 
 
 @dataclass(frozen=True)
@@ -167,10 +240,57 @@ class _Source:
     value: bytes | None
 
 
+class _Rows:
+    """Rows buffered for one table, kept as columns (the driver inserts columns, and a batch
+    decoded as columns is appended without ever becoming rows), with each row's source."""
+
+    def __init__(self, width: int) -> None:
+        self.cols: list[list[Any]] = [[] for _ in range(width)]
+        self.parts: list[int] = []
+        self.offs: list[int] = []
+        self.values: list[bytes | None] = []
+
+    def __len__(self) -> int:
+        return len(self.parts)
+
+    def append(self, row: list[Any], msg: Message) -> None:
+        for col, v in zip(self.cols, row):
+            col.append(v)
+        self.parts.append(msg.partition())
+        self.offs.append(msg.offset())
+        self.values.append(msg.value())
+
+    def extend(self, cols: list[list[Any]], msgs: list[Message]) -> None:
+        for col, vs in zip(self.cols, cols):
+            col.extend(vs)
+        self.parts.extend(m.partition() for m in msgs)
+        self.offs.extend(m.offset() for m in msgs)
+        self.values.extend(m.value() for m in msgs)
+
+    def source(self, i: int) -> _Source:
+        return _Source(self.parts[i], self.offs[i], self.values[i])
+
+    def halves(self) -> tuple["_Rows", "_Rows"]:
+        mid = len(self) // 2
+        out = []
+        for lo, hi in ((0, mid), (mid, len(self))):
+            r = _Rows(0)
+            r.cols = [c[lo:hi] for c in self.cols]
+            r.parts, r.offs, r.values = self.parts[lo:hi], self.offs[lo:hi], self.values[lo:hi]
+            out.append(r)
+        return out[0], out[1]
+
+    def columnar(self, offsets: bool) -> list[list[Any]]:
+        """The insert's columns; tables that resume from the warehouse get each row's source."""
+        return self.cols + ([self.parts, self.offs] if offsets else [])
+
+
 @dataclass
-class _Pending:
-    row: list[Any]
-    source: _Source
+class _Job:
+    """One flush: the rows to insert per topic, and the offsets to commit once they landed."""
+
+    rows: dict[str, _Rows]
+    offsets: dict[tuple[str, int], int]
 
 
 class _Rejected(ValueError):
@@ -193,6 +313,7 @@ class SinkStats:
     resumed_from_warehouse: dict[str, int] = field(default_factory=dict)
     ambiguous_landed: int = 0   # inserts that failed on the client but were found applied
     first_record_s: float | None = None   # from the start of run() to the first record (group join, resume)
+    batch_decoded: int = 0   # records decoded and checked as part of a batch (the rest: one by one)
 
 
 class ClickHouseSink:
@@ -218,7 +339,12 @@ class ClickHouseSink:
         })
         self.dlq = Producer(client_config(settings, "sink", **{"enable.idempotence": True, "acks": "all"}))
         self.stats = SinkStats()
-        self._buf: dict[str, list[_Pending]] = {}
+        reg = serde.registry()
+        self._decoders = {spec.record: BatchDecoder(spec.record, reg) for spec in self.specs.values()
+                          if spec.batch_columns is not None}
+        self._buf: dict[str, _Rows] = {}
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sink-insert")
+        self._inflight: tuple[_Job, Future] | None = None
         self._next: dict[tuple[str, int], int] = {}  # offsets to commit after the next insert
         self._buffered = 0
         self._since = time.monotonic()
@@ -233,6 +359,7 @@ class ClickHouseSink:
         return {int(p): int(o) for p, o in rows}
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self._settle()   # the warehouse connection is the insert thread's until then
         committed = {(tp.topic, tp.partition): tp.offset for tp in consumer.committed(partitions, timeout=30)}
         stored: dict[str, dict[int, int]] = {}
         for tp in partitions:
@@ -259,23 +386,50 @@ class ClickHouseSink:
         self._assigned_at = time.monotonic()
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        self.flush()
+        self.flush()   # lands and commits everything, the insert in flight included
 
     # -- batching ---------------------------------------------------------------------------
+    def _rows(self, topic: str) -> _Rows:
+        rows = self._buf.get(topic)
+        if rows is None:
+            rows = self._buf[topic] = _Rows(len(self.specs[topic].columns))
+        return rows
+
     def _handle(self, msg: Message) -> None:
-        topic, part, off = msg.topic(), msg.partition(), msg.offset()
+        """One record, decoded and checked on its own: the exact path, which names the reason
+        of every record it refuses."""
+        topic = msg.topic()
         spec = self.specs[topic]
         try:
             rec = serde.decode(spec.record, msg.value())
             check_record(spec.record, rec)
-            row = spec.row(rec) + ([part, off] if spec.offsets else [])
+            row = spec.row(rec)
         except (serde.SerdeError, KeyError, TypeError, ValueError, ArithmeticError) as e:
-            self._dead_letter(e, _Source(part, off, msg.value()), topic)
-            row = None
-        if row is not None:
-            self._buf.setdefault(topic, []).append(_Pending(row, _Source(part, off, msg.value())))
-            self._buffered += 1
-        self._next[(topic, part)] = off + 1
+            self._dead_letter(e, _Source(msg.partition(), msg.offset(), msg.value()), topic)
+            return
+        self._rows(topic).append(row, msg)
+        self._buffered += 1
+
+    def _handle_batch(self, topic: str, msgs: list[Message]) -> None:
+        """Records of one topic decoded, checked and turned into columns at once
+        (pipeline/sink/batch.py); the records a batch cannot vouch for, and every record of a
+        batch it cannot decode, take the exact path of ``_handle``."""
+        spec = self.specs[topic]
+        decoder = self._decoders.get(spec.record)
+        values = [m.value() for m in msgs]
+        df = (decoder.decode(values) if decoder is not None and len(msgs) >= _MIN_BATCH
+              and all(v is not None for v in values) else None)
+        if df is None:
+            for m in msgs:
+                self._handle(m)
+            return
+        cols, good, refer = batch_rows(spec, df)
+        if len(good):
+            self._rows(topic).extend(cols, msgs if len(good) == len(msgs) else [msgs[i] for i in good])
+            self._buffered += len(good)
+            self.stats.batch_decoded += len(good)
+        for i in refer:
+            self._handle(msgs[i])
 
     def _dead_letter(self, e: BaseException, src: "_Source", topic: str) -> None:
         self.stats.dead_letters += 1
@@ -284,41 +438,69 @@ class ClickHouseSink:
         self.dlq.produce(self.s.kafka.dead_letter_topic, value=serde.encode("DeadLetter", dl))
         self.dlq.poll(0)
 
-    def flush(self) -> None:
+    def flush(self, *, wait: bool = True) -> None:
         """Insert the buffered rows, then commit their offsets.
 
-        Inserting in a second thread while the next batch is decoded was measured and gave
-        nothing on two cores (sink/driver-bound ratio 0.28 vs 0.27, median of 3 runs each,
-        bench/flows/sink_load.py): decoding and the driver's encoding both hold the GIL."""
-        if not self._next:
+        With ``wait=False`` (the main loop) the insert runs in the sink's insert thread while the
+        loop polls and decodes the next batch, and its offsets are committed at the next flush,
+        once the insert is confirmed. Decoding is mostly Rust now (pipeline/sink/batch.py) and
+        leaves the GIL to the driver's encoding; with one-by-one fastavro decoding the same
+        thread gave nothing (sink/driver-bound 0.28 against 0.27). ``wait=True`` (revocation,
+        the end of a run) lands and commits everything before it returns."""
+        self._settle()
+        if self._next:
+            job = self._take()
+            if wait:
+                self._finish(job, self._insert_all(job.rows))
+            else:
+                self._inflight = (job, self._pool.submit(self._insert_all, job.rows))
+        self._since = time.monotonic()
+
+    def _take(self) -> "_Job":
+        job = _Job({t: r for t, r in self._buf.items() if len(r)}, dict(self._next))
+        self._buf, self._next, self._buffered = {}, {}, 0
+        return job
+
+    def _settle(self) -> None:
+        """Wait for the insert in flight, if any, and commit what it landed. An insert that
+        failed raises here: the sink stops with those offsets uncommitted, and a restart
+        resumes after what ClickHouse holds."""
+        if self._inflight is None:
             return
-        for topic, pending in self._buf.items():
-            if not pending:
-                continue
+        job, fut = self._inflight
+        self._inflight = None
+        self._finish(job, fut.result())
+
+    def _insert_all(self, rows: dict[str, _Rows]) -> tuple[dict[str, int], list[tuple[str, _Source, "_Rejected"]]]:
+        landed: dict[str, int] = {}
+        rejected: list[tuple[str, _Source, _Rejected]] = []
+        for topic, pending in rows.items():
             spec = self.specs[topic]
-            landed = self._land(topic, spec, pending)
-            self.stats.inserted[spec.table] = self.stats.inserted.get(spec.table, 0) + landed
-            # Inserted: never insert these rows again, even if the commit below fails (a later
-            # flush retries only the commit; a restart resumes from the offsets in ClickHouse).
-            self._buf[topic] = []
+            landed[spec.table] = landed.get(spec.table, 0) + self._land(topic, spec, pending, rejected)
+        return landed, rejected
+
+    def _finish(self, job: "_Job", result: tuple[dict[str, int], list]) -> None:
+        landed, rejected = result
+        for table, n in landed.items():
+            self.stats.inserted[table] = self.stats.inserted.get(table, 0) + n
+        for topic, src, err in rejected:
+            self._dead_letter(err, src, topic)
         # Dead letters must be durable before the offsets that skip their records are committed.
         if self.dlq.flush(30) > 0:
             raise RuntimeError("dead letters not acknowledged by Kafka in 30 s; offsets not committed")
-        self._commit([TopicPartition(t, p, o) for (t, p), o in self._next.items()])
+        self._commit([TopicPartition(t, p, o) for (t, p), o in job.offsets.items()])
         self.stats.batches += 1
-        self._buf.clear()
-        self._next.clear()
-        self._buffered = 0
-        self._since = time.monotonic()
 
     def _commit(self, offsets: list[TopicPartition]) -> None:
+        # Synchronous: it is one round trip per batch, paid while the next insert runs, and a
+        # failed commit stops the sink here instead of leaving it to a callback.
         self.consumer.commit(offsets=offsets, asynchronous=False)
 
-    def _land(self, topic: str, spec: TableSpec, pending: list["_Pending"]) -> int:
+    def _land(self, topic: str, spec: TableSpec, pending: _Rows, rejected: list) -> int:
         """Insert ``pending`` into its table; returns rows landed. Rows the warehouse rejects are
-        found by halving the batch and go to the dead-letter topic one by one, so one bad row
-        neither blocks the sink for good (it would fail again after every restart) nor takes
-        good rows with it."""
+        found by halving the batch and collected in ``rejected`` (the caller dead-letters them
+        one by one), so one bad row neither blocks the sink for good (it would fail again after
+        every restart) nor takes good rows with it."""
         try:
             self._insert_with_retry(spec, pending)
             return len(pending)
@@ -326,12 +508,12 @@ class ClickHouseSink:
             if e.kind != "rejected":
                 raise
             if len(pending) == 1:
-                self._dead_letter(_Rejected(str(e)), pending[0].source, topic)
+                rejected.append((topic, pending.source(0), _Rejected(str(e))))
                 return 0
-            mid = len(pending) // 2
-            return self._land(topic, spec, pending[:mid]) + self._land(topic, spec, pending[mid:])
+            first, second = pending.halves()
+            return self._land(topic, spec, first, rejected) + self._land(topic, spec, second, rejected)
 
-    def _insert_with_retry(self, spec: TableSpec, pending: list["_Pending"]) -> None:
+    def _insert_with_retry(self, spec: TableSpec, pending: _Rows) -> None:
         """One insert, retried on transient and ambiguous failures until it is known to have
         landed exactly once (``sink.retry_seconds``, then the error is raised and the sink
         stops with its offsets uncommitted; a restart resumes after what ClickHouse holds).
@@ -343,7 +525,7 @@ class ClickHouseSink:
         without offsets are the published components, ReplacingMergeTree read with FINAL: a
         second copy of a row replaces the first."""
         cols = list(spec.columns) + (["kafka_partition", "kafka_offset"] if spec.offsets else [])
-        columnar = [list(c) for c in zip(*(p.row for p in pending))]
+        columnar = pending.columnar(spec.offsets)
         deadline = time.monotonic() + self.s.sink.retry_seconds
         delay = 0.5
         while True:
@@ -365,7 +547,7 @@ class ClickHouseSink:
                 time.sleep(delay)
                 delay = min(delay * 2, 10.0)
 
-    def _landed(self, spec: TableSpec, pending: list["_Pending"], query_id: str, deadline: float) -> bool:
+    def _landed(self, spec: TableSpec, pending: _Rows, query_id: str, deadline: float) -> bool:
         """Whether an insert whose outcome the client did not see is in the table. False when
         the server cannot be asked yet (then the caller retries, and asks again next time)."""
         try:
@@ -374,8 +556,8 @@ class ClickHouseSink:
                     return False
                 time.sleep(0.2)
             by_part: dict[int, list[int]] = {}
-            for p in pending:
-                by_part.setdefault(p.source.partition, []).append(p.source.offset)
+            for part, off in zip(pending.parts, pending.offs):
+                by_part.setdefault(part, []).append(off)
             found = 0
             for part, offs in by_part.items():
                 found += int(self.wh.rows(
@@ -397,22 +579,29 @@ class ClickHouseSink:
         self._assigned_at = None
         try:
             while True:
-                msgs = self.consumer.consume(num_messages=500, timeout=0.5)
+                msgs = self.consumer.consume(num_messages=min(self.s.sink.batch_max_rows, _MAX_CONSUME), timeout=0.5)
                 now = time.monotonic()
                 if self._assigned_at is not None:
                     last = max(last, self._assigned_at)
+                by_topic: dict[str, list[Message]] = {}
                 for m in msgs:
                     if m.error():
                         if m.error().code() != KafkaError._PARTITION_EOF:
                             log.error("consumer error: %s", m.error().str())
                         continue
-                    self._handle(m)
+                    by_topic.setdefault(m.topic(), []).append(m)
+                for topic, batch in by_topic.items():
+                    self._handle_batch(topic, batch)
+                    for m in batch:   # in offset order within a partition: the last one wins
+                        self._next[(topic, m.partition())] = m.offset() + 1
                     if self.stats.first_record_s is None:
                         self.stats.first_record_s = time.monotonic() - started
-                    self.stats.consumed += 1
+                    self.stats.consumed += len(batch)
                     last = now
+                if self._inflight is not None and self._inflight[1].done():
+                    self._settle()   # commit promptly, even if no further batch comes
                 if self._buffered >= self.s.sink.batch_max_rows or (self._next and now - self._since >= self.s.sink.batch_max_seconds):
-                    self.flush()
+                    self.flush(wait=False)
                     if on_progress:
                         on_progress(self.stats)
                 if max_records is not None and self.stats.consumed >= max_records:
@@ -423,6 +612,12 @@ class ClickHouseSink:
                     break
             self.flush()
         finally:
-            self.consumer.close()
-            self.dlq.flush(10)
+            try:
+                if self._inflight is not None:   # an error left an insert running: let it end, commit nothing
+                    self._inflight[1].exception()
+                    self._inflight = None
+            finally:
+                self._pool.shutdown(wait=True)
+                self.consumer.close()
+                self.dlq.flush(10)
         return self.stats

@@ -167,10 +167,13 @@ def test_a_broker_stop_and_start_during_production_loses_nothing(env, footage):
     proc = _start(s, "process", "--max-frames", str(n), "--max-seconds", "240")
     out = proc.communicate(timeout=300)[0]
     assert proc.returncode == 0, out[-2000:]
-    ClickHouseSink(s, ServerWarehouse(s.clickhouse, role="sink")).run(idle_timeout=3, max_seconds=120)
+    sunk = ClickHouseSink(s, ServerWarehouse(s.clickhouse, role="sink")).run(idle_timeout=3, max_seconds=120)
     wh, db = ServerWarehouse(s.clickhouse, role="admin"), s.clickhouse.database
     assert wh.rows(f"SELECT uniqExact(frame_id) FROM {db}.frame_ledger")[0][0] == n
-    assert dict(wh.rows(f"SELECT outcome, uniqExact(frame_id) FROM {db}.deletion_receipts GROUP BY outcome")) == {"DELETED": n}
+    # Once (CI, 2026-11-30) 29 of 40 receipts landed and it passed on every rerun: the message
+    # tells a sink that stopped early (sink stats) from receipts missing in Kafka (topic count).
+    assert dict(wh.rows(f"SELECT outcome, uniqExact(frame_id) FROM {db}.deletion_receipts GROUP BY outcome")) == \
+        {"DELETED": n}, (sunk, len(read_topic(s, s.kafka.receipts_topic)))
     assert read_topic(s, s.kafka.dead_letter_topic) == []
     print(f"\nbroker stop/start: {n} frames sent, {st.delivered} delivered, {n} processed, 0 dead letters")
 

@@ -67,6 +67,39 @@ def test_malformed_records_are_dead_lettered_not_inserted(env):
     assert reasons == ["malformed_record", "wrong_record_type"]
 
 
+def test_bad_records_inside_a_batch_are_dead_lettered_one_by_one_and_the_rest_land_from_the_batch(env):
+    """The sink decodes a poll's records of one topic as one batch (pipeline/sink/batch.py). A
+    record with a trailing byte (which would shift every record after it if the batch were
+    trusted), one with an id the warehouse must not show and one of the wrong type, among 300
+    good receipts: the batch is refused or screened, exactly those three are dead-lettered with
+    their reasons, every good receipt lands once, and the good ones of a clean batch come
+    through the batch path."""
+    s = env
+    p = Producer({**client_config(s, "admin"), "enable.idempotence": True})
+    bad = {50: lambda v: v + b"\x00", 120: None, 200: "wrong_type"}
+    for i in range(303):
+        t = 1_790_000_000_000 + 500 * i
+        rec = dict(frame_id=f"{i:032x}", site_id="snk", camera_id="c\u202e1" if i == 120 else f"c{i % 3}",
+                   captured_at=t, deleted_at=t + 40, outcome="DELETED", deleted_by="processor")
+        value = serde.encode("DeletionReceipt", rec)
+        if bad.get(i) == "wrong_type":
+            value = serde.encode("FrameIssued", dict(frame_id=rec["frame_id"], site_id="snk", camera_id="c0",
+                                                     captured_at=t, expires_at=t + 30_000))
+        elif callable(bad.get(i)):
+            value = bad[i](value)
+        p.produce(s.kafka.receipts_topic, key=b"c", value=value)   # one partition: one batch
+    p.flush(10)
+    st = ClickHouseSink(s, ServerWarehouse(s.clickhouse, role="sink")).run(idle_timeout=3, max_seconds=60)
+    assert total(s) == (300, 300) and st.dead_letters == 3
+    letters = sorted((serde.decode("DeadLetter", m.value()) for m in read_all(s, s.kafka.dead_letter_topic)),
+                     key=lambda d: d["source_offset"])
+    assert [d["reason"] for d in letters] == ["malformed_record", "invalid_value", "wrong_record_type"]
+    assert "\u202e" not in str(letters)
+    # The batch with the trailing byte was decoded one by one; other polls came as batches.
+    produce_counts(s, 400, start=1000)
+    st2 = ClickHouseSink(s, ServerWarehouse(s.clickhouse, role="sink")).run(idle_timeout=3, max_seconds=60)
+    assert total(s) == (700, 700) and st2.dead_letters == 0 and st2.batch_decoded >= 300
+
 
 def test_published_components_redelivered_count_once(env):
     """Component tables have no offsets: a redelivered row (an aggregator replay, or the sink
