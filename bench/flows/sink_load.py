@@ -104,9 +104,13 @@ def sink_processes(settings, wh, db: str, n: int, total: int) -> tuple[float, fl
 
     from pipeline.settings import settings_as_env
 
+    from pipeline.ops.local_grants import clickhouse_grants
+
     env = settings_as_env(settings)
     tables = ("flow_components", "footfall_components", "demographic_components")
     count_sql = " + ".join(f"(SELECT count() FROM {db}.{t})" for t in tables)
+    grant = clickhouse_grants(db)   # the run's database, for the sink user the processes log in as
+    grant.__enter__()
     t0 = time.monotonic()
     procs = [subprocess.Popen([sys.executable, "-m", "pipeline.cli", "sink", "--idle-timeout", "5"], env=env, cwd=ROOT,
                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE) for _ in range(n)]
@@ -128,9 +132,10 @@ def sink_processes(settings, wh, db: str, n: int, total: int) -> tuple[float, fl
             p.terminate()
         for p in procs:
             p.wait(30)
+        grant.__exit__(None, None, None)
 
 
-def one_run(scenario: str, run: int, processes: int = 1) -> dict[str, float]:
+def one_run(scenario: str, run: int, processes: int = 0) -> dict[str, float]:
     tag = secrets.token_hex(3)
     base = load_settings()
     topics = {name: f"load.{tag}.{name.removesuffix('_topic')}" for name in SINK_TOPICS}
@@ -163,7 +168,7 @@ def one_run(scenario: str, run: int, processes: int = 1) -> dict[str, float]:
         t = time.monotonic()
         produce_components(settings, flow, foot, dem)
         t_produce = time.monotonic() - t
-        if processes > 1:
+        if processes:
             t_sink, t_steady = sink_processes(settings, wh, db, processes, total)
             join_s, cpu_sink = t_sink - t_steady, float("nan")
         else:
@@ -209,14 +214,15 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--scenario", default="reference")
     ap.add_argument("--runs", type=int, default=3)
-    ap.add_argument("--sink-processes", type=int, default=1,
-                    help="flowctl sink processes in one group (above 1: timed by ClickHouse's row count, "
-                         "from launch and from the first row landed; no client CPU figure)")
+    ap.add_argument("--sink-processes", type=int, default=0,
+                    help="run the sink as this many flowctl sink processes in one group, timed by ClickHouse's "
+                         "row count from launch and from the first row landed (no client CPU figure); "
+                         "default 0: one sink in this process")
     args = ap.parse_args()
     if args.runs < 1:
         ap.error("--runs must be at least 1")
-    if not 1 <= args.sink_processes <= 4:
-        ap.error("--sink-processes must be 1 to 4 (the topics have 4 partitions)")
+    if not 0 <= args.sink_processes <= 4:
+        ap.error("--sink-processes must be 0 to 4 (the topics have 4 partitions)")
     results = []
     for r in range(args.runs):
         res = one_run(args.scenario, r, args.sink_processes)

@@ -14,7 +14,7 @@ import sys
 
 import pytest
 
-from tests.conftest import clickhouse_grants
+from pipeline.ops.local_grants import clickhouse_grants
 
 from pipeline.analytics.report import format_number
 from pipeline.settings import REPO_ROOT, load_settings

@@ -15,7 +15,7 @@ from pipeline.ops.topics import admin_client, apply_policy, policy_for_settings
 from pipeline.settings import REPO_ROOT, Settings, load_settings, settings_as_env
 from pipeline.sink.clickhouse import ServerWarehouse
 from pipeline.sink.migrations import migrate
-from tests.conftest import clickhouse_grants
+from pipeline.ops.local_grants import clickhouse_grants
 from tests.sample_data import footage_path
 from pipeline.ops.acls import acl_policy, apply_acls, remove_acls
 from pipeline.ops.kafka_clients import client_config
