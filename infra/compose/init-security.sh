@@ -16,6 +16,9 @@ ensure_ca
 ensure_server_cert "$SEC/kafka" broker "DNS:kafka,DNS:localhost,IP:127.0.0.1"
 for r in $KAFKA_ROLES; do ensure_password "$SEC/kafka" "$r"; done
 ensure_clickhouse_security
+# A site's blob service (infra/compose/site-store.yml): certificate for the "blobstore" service
+# name and the processors' bearer token. Made always; only that layout mounts them.
+ensure_blobstore_security "DNS:blobstore,DNS:localhost,IP:127.0.0.1"
 [ -s "$SEC/grafana-admin.password" ] || { _private_file "$SEC/grafana-admin.password"; openssl rand -hex 24 > "$SEC/grafana-admin.password"; }
 
 APP_UID=10001      # the flowpipe image's user (Dockerfile)
@@ -38,6 +41,8 @@ role_dir kafka-admin "$APP_UID" "$SEC/kafka/admin.password"
 role_dir kafka-provision "$APP_UID" "$SEC/kafka/broker.pem" "$SEC"/kafka/*.password
 role_dir kafka-broker "$KAFKA_UID" "$SEC/kafka/broker.pem" "$SEC/ca.crt"
 for r in admin sink analyst; do role_dir "clickhouse-$r" "$APP_UID" "$SEC/clickhouse/$r.password"; done
+role_dir blobstore "$APP_UID" "$SEC/blobstore/server.pem" "$SEC/blobstore/processor.token"
+role_dir blobstore-client "$APP_UID" "$SEC/blobstore/processor.token"
 mkdir -p "$SEC/roles/clickhouse-server"
 clickhouse_users_xml "$SEC/clickhouse" merge > "$SEC/roles/clickhouse-server/flowpipe-users.xml"
 chown -R "$CH_UID:$CH_UID" "$SEC/roles/clickhouse-server"; chmod 700 "$SEC/roles/clickhouse-server"

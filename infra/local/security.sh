@@ -62,8 +62,8 @@ ensure_kafka_security() {
   local r; for r in $KAFKA_ROLES; do ensure_password "$SEC/kafka" "$r"; done
 }
 
-ensure_blobstore_security() {  # a site's blob service: server certificate and the processors' bearer token
-  ensure_server_cert "$SEC/blobstore" server "IP:127.0.0.1,DNS:localhost"
+ensure_blobstore_security() {  # [SANS] a site's blob service: server certificate and the processors' bearer token
+  ensure_server_cert "$SEC/blobstore" server "${1:-IP:127.0.0.1,DNS:localhost}"
   local f="$SEC/blobstore/processor.token"
   [ -s "$f" ] && return 0
   _private_file "$f"

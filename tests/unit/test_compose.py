@@ -159,3 +159,81 @@ def test_the_cluster_secrets_reach_only_the_clickhouse_servers_and_name_their_se
     ids = {int(CLUSTER["services"][k]["environment"]["KEEPER_SERVER_ID"]): k for k in keepers}
     assert re.findall(r"<id>(\d)</id><hostname>(keeper-\d)</hostname>", raft) == [(str(i), ids[i]) for i in sorted(ids)]
     assert "<identity>clickhouse:" in script and "<secret>" in script   # no anonymous Keeper nodes or cluster
+
+
+class _ComposeLoader(yaml.SafeLoader):
+    """Compose's merge tags (!override, !reset) read as the plain value they carry."""
+
+
+_ComposeLoader.add_constructor("!override", lambda loader, node: (
+    loader.construct_sequence(node, deep=True) if isinstance(node, yaml.SequenceNode)
+    else loader.construct_mapping(node, deep=True) if isinstance(node, yaml.MappingNode) else loader.construct_scalar(node)))
+_ComposeLoader.add_constructor("!reset", lambda loader, node: None)
+
+SITE = yaml.load((REPO_ROOT / "infra/compose/site-store.yml").read_text(), Loader=_ComposeLoader)
+
+
+def _site_settings(name, monkeypatch):
+    """Settings of service ``name`` with the site layout over the main file (environments merge)."""
+    for k in list(__import__("os").environ):
+        if k.startswith("FLOW_"):
+            monkeypatch.delenv(k)
+    base = _env(name) if name in SVC else {}
+    for k, v in {**base, **(SITE["services"][name].get("environment") or {})}.items():
+        if k.startswith("FLOW_") and "__" in k:
+            monkeypatch.setenv(k, str(v))
+    return load_settings()
+
+
+def _site_mounts(name):
+    """A service's mounts in the site layout: its override's volumes replace the main file's
+    (``!override``) where it gives them."""
+    svc = SITE["services"][name]
+    if "volumes" not in svc:
+        return _mounts(name)
+    saved = SVC.get(name)
+    SVC[name] = svc
+    try:
+        return _mounts(name)
+    finally:
+        if saved is None:
+            del SVC[name]
+        else:
+            SVC[name] = saved
+
+
+def test_the_site_layout_gives_edge_blob_service_and_processors_settings_the_model_accepts(monkeypatch):
+    """Edges at the sites, processors at the centre: the edge publishes the blob service's
+    origin, processors fetch from exactly that origin with the deployment's CA and their token,
+    and the blob service serves on the port the origin names with a certificate for its name."""
+    svc = _site_settings("blobstore", monkeypatch)
+    edge = _site_settings("edge", monkeypatch)
+    proc = _site_settings("processor", monkeypatch)
+    origin = edge.store.public_url
+    assert proc.store.remote_origins == [origin] and origin == "https://blobstore:19443"
+    assert origin.rsplit(":", 1)[1] == str(svc.store.serve_port)
+    assert svc.store.url == "file:///frames" and SITE["services"]["blobstore"]["command"][1:3] == ["store", "serve"]
+    assert '"DNS:blobstore,' in (REPO_ROOT / "infra/compose/init-security.sh").read_text()   # the name processors dial
+    assert proc.store.url.startswith("file:///tmp/")   # nothing is shared: its local store stays empty
+    assert SITE["services"]["sweeper"]["profiles"] == ["shared-store"]   # the blob service sweeps
+
+
+def test_the_site_layout_shares_no_frame_volume_and_each_side_gets_only_its_secret(monkeypatch):
+    created = _created_role_dirs()
+    proc, blob = _site_mounts("processor"), _site_mounts("blobstore")
+    assert not any(src == "frames" for src, _s, _ro in proc.values())            # no shared directory
+    assert blob["/frames"][0] == "frames" and _mounts("edge")["/frames"][0] == "frames"
+    proc_settings = _site_settings("processor", monkeypatch)
+    assert proc[str(proc_settings.store.token_file.parent)][1] == "roles/blobstore-client"
+    assert proc[str(proc_settings.store.ca_file.parent)][1] == "roles/ca"
+    blob_settings = _site_settings("blobstore", monkeypatch)
+    assert blob[str(blob_settings.store.server_cert_file.parent)][1] == "roles/blobstore"
+    assert blob[str(blob_settings.kafka.credentials_dir)][1] == "roles/kafka-edge"
+    for mounts in (proc, blob):
+        for target, (src, sub, ro) in mounts.items():
+            if src == "security":
+                assert sub in created and ro, (target, sub)
+    # the server key reaches only the blob service; the processors keep their private key
+    holders = {n for n in SITE["services"] if any(sub == "roles/blobstore" for _src, sub, _ro in _site_mounts(n).values())}
+    assert holders == {"blobstore"} and proc["/keys"] == ("keys", None, True)
+    assert SITE["services"]["blobstore"]["user"] == "10001:10001" and "ports" not in SITE["services"]["blobstore"]
