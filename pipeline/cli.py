@@ -365,11 +365,13 @@ def store_serve(ctx: click.Context, host: str | None, port: int | None) -> None:
         raise click.ClickException(f"blob service token {s.store.token_file} not found; `flowctl stack up` creates it "
                                    f"on the local stack (or set store.token_file)")
     store = LocalDirFrameStore(Path(u.path), s.store.ttl_seconds)
+    # Optional: without it only the processors' token reads the stats and metrics.
+    monitor = [s.store.monitor_token_file.read_text().strip()] if s.store.monitor_token_file.is_file() else []
     producer = kafka_producer(s)
     try:
         serve(store, [s.store.token_file.read_text().strip()], s.store.max_blob_bytes, host or s.store.serve_host,
               port or s.store.serve_port, s.store.server_cert_file, s.store.sweep_interval_seconds,
-              on_swept=lambda ids: _swept_receipts(s, producer, ids))
+              on_swept=lambda ids: _swept_receipts(s, producer, ids), monitor_tokens=monitor)
     except (FileNotFoundError, ValueError, OSError) as e:
         raise click.ClickException(str(e)) from e
 

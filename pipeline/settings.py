@@ -148,6 +148,9 @@ class StoreSettings(_Section):
     remote_origins: list[str] = Field(default_factory=list)
     ca_file: Path = SECURITY_DIR / "ca.crt"
     token_file: Path = SECURITY_DIR / "blobstore" / "processor.token"
+    # A blob service also accepts this token on /v1/stats and /metrics only (never a frame):
+    # the centre's exporter sets it as its token_file to watch the sites' ages.
+    monitor_token_file: Path = SECURITY_DIR / "blobstore" / "monitor.token"
     server_cert_file: Path = SECURITY_DIR / "blobstore" / "server.pem"
     request_timeout_seconds: float = Field(2.0, gt=0, le=30)
     serve_host: str = "127.0.0.1"

@@ -41,8 +41,9 @@ role_dir kafka-admin "$APP_UID" "$SEC/kafka/admin.password"
 role_dir kafka-provision "$APP_UID" "$SEC/kafka/broker.pem" "$SEC"/kafka/*.password
 role_dir kafka-broker "$KAFKA_UID" "$SEC/kafka/broker.pem" "$SEC/ca.crt"
 for r in admin sink analyst; do role_dir "clickhouse-$r" "$APP_UID" "$SEC/clickhouse/$r.password"; done
-role_dir blobstore "$APP_UID" "$SEC/blobstore/server.pem" "$SEC/blobstore/processor.token"
+role_dir blobstore "$APP_UID" "$SEC/blobstore/server.pem" "$SEC/blobstore/processor.token" "$SEC/blobstore/monitor.token"
 role_dir blobstore-client "$APP_UID" "$SEC/blobstore/processor.token"
+role_dir blobstore-monitor "$APP_UID" "$SEC/blobstore/monitor.token"
 mkdir -p "$SEC/roles/clickhouse-server"
 clickhouse_users_xml "$SEC/clickhouse" merge > "$SEC/roles/clickhouse-server/flowpipe-users.xml"
 chown -R "$CH_UID:$CH_UID" "$SEC/roles/clickhouse-server"; chmod 700 "$SEC/roles/clickhouse-server"

@@ -10,6 +10,7 @@
 #   clickhouse/<role>.password  password of each ClickHouse user
 #   blobstore/server.pem        a site blob service's key + certificate chain (flowctl store serve)
 #   blobstore/processor.token   the bearer token processors present to blob services
+#   blobstore/monitor.token     a token for blob services' stats and metrics only (the exporter's)
 SEC="$VAR/security"
 KAFKA_ROLES="admin edge processor aggregator sink exporter simulator"
 CLICKHOUSE_ROLES="admin sink analyst"
@@ -64,10 +65,11 @@ ensure_kafka_security() {
 
 ensure_blobstore_security() {  # [SANS] a site's blob service: server certificate and the processors' bearer token
   ensure_server_cert "$SEC/blobstore" server "${1:-IP:127.0.0.1,DNS:localhost}"
-  local f="$SEC/blobstore/processor.token"
-  [ -s "$f" ] && return 0
-  _private_file "$f"
-  openssl rand -hex 32 > "$f"
+  local f; for f in "$SEC/blobstore/processor.token" "$SEC/blobstore/monitor.token"; do
+    [ -s "$f" ] && continue
+    _private_file "$f"
+    openssl rand -hex 32 > "$f"
+  done
 }
 
 ensure_clickhouse_security() {

@@ -7,12 +7,14 @@ them until a lifecycle rule runs (S3 expiry is daily at best: far over the 30-s 
 S3-compatible server is installable here from the reachable registries. The service adds
 nothing to the data path but a GET and a DELETE per frame over a pooled TLS connection.
 
-What it serves (every route but /healthz needs ``Authorization: Bearer <processor token>``):
+What it serves (every route but /healthz needs ``Authorization: Bearer <processor token>``; the
+two read-only routes marked * also take the monitoring token, which can never read or delete a
+frame: what the centre's exporter holds to watch every site's ages):
 
     GET    /v1/blobs/<frame id>   the ciphertext (404 when processed, swept or never stored)
     DELETE /v1/blobs/<frame id>   204 when it existed, 404 when not
-    GET    /v1/stats              {"blobs", "oldest_age_seconds", "ttl_seconds"}: what audits read
-    GET    /metrics               Prometheus: blob count, oldest age against the TTL, swept and
+    GET    /v1/stats            * {"blobs", "oldest_age_seconds", "ttl_seconds"}: what audits read
+    GET    /metrics             * Prometheus: blob count, oldest age against the TTL, swept and
                                   served counts, refused requests (no frame id in any label)
     GET    /healthz               "ok"
 
@@ -38,13 +40,21 @@ from pipeline.framestore import BLOB_PATH, BlobNotFound, BlobRejected, LocalDirF
 log = logging.getLogger("flowpipe.blobservice")
 
 
+# Routes the monitoring token may call: counts and ages, never a frame.
+MONITOR_ROUTES = frozenset({("GET", "/v1/stats"), ("GET", "/metrics")})
+
+
 class BlobService:
-    def __init__(self, store: LocalDirFrameStore, tokens: list[str], max_bytes: int) -> None:
-        if not tokens or any(len(t) < 32 for t in tokens):
-            raise ValueError("the blob service needs at least one token of 32 characters or more")
+    def __init__(self, store: LocalDirFrameStore, tokens: list[str], max_bytes: int,
+                 monitor_tokens: list[str] | tuple[str, ...] = ()) -> None:
+        if not tokens or any(len(t) < 32 for t in [*tokens, *monitor_tokens]):
+            raise ValueError("the blob service needs at least one token, and every token of 32 characters or more")
+        if set(tokens) & set(monitor_tokens):
+            raise ValueError("a monitoring token must differ from the processors' (it would read and delete frames)")
         self.store = store
         self.max_bytes = max_bytes
         self._digests = [hashlib.sha256(t.encode()).digest() for t in tokens]
+        self._monitor_digests = [hashlib.sha256(t.encode()).digest() for t in monitor_tokens]
         self.registry = CollectorRegistry()
         self.served = Counter("flowpipe_blobservice_requests", "Requests by method and outcome",
                               ["method", "outcome"], registry=self.registry)
@@ -59,19 +69,28 @@ class BlobService:
         blobs.set_function(lambda: store.stats().blobs)
         oldest.set_function(lambda: store.stats().oldest_age_seconds)
 
-    def _authorised(self, request: web.Request) -> bool:
+    def _scope(self, request: web.Request) -> str | None:
+        """"processor", "monitor" or None, from the bearer token (compared by digest, in constant
+        time against every known token)."""
         header = request.headers.get("Authorization", "")
         scheme, _, token = header.partition(" ")
         if scheme != "Bearer" or not token:
-            return False
+            return None
         d = hashlib.sha256(token.encode()).digest()
-        return any(hmac.compare_digest(d, x) for x in self._digests)
+        processor = any([hmac.compare_digest(d, x) for x in self._digests])
+        monitor = any([hmac.compare_digest(d, x) for x in self._monitor_digests])
+        return "processor" if processor else "monitor" if monitor else None
 
     @web.middleware
     async def _auth(self, request: web.Request, handler):
-        if request.path != "/healthz" and not self._authorised(request):
-            self.served.labels(request.method, "refused").inc()
-            raise web.HTTPUnauthorized(headers={"WWW-Authenticate": "Bearer"})
+        if request.path != "/healthz":
+            scope = self._scope(request)
+            if scope is None:
+                self.served.labels(request.method, "refused").inc()
+                raise web.HTTPUnauthorized(headers={"WWW-Authenticate": "Bearer"})
+            if scope == "monitor" and (request.method, request.path) not in MONITOR_ROUTES:
+                self.served.labels(request.method, "forbidden").inc()
+                raise web.HTTPForbidden()
         return await handler(request)
 
     def _path(self, request: web.Request) -> Path:
@@ -133,9 +152,10 @@ def tls_context(cert_file: Path) -> ssl.SSLContext:
 
 
 def serve(store: LocalDirFrameStore, tokens: list[str], max_bytes: int, host: str, port: int, cert_file: Path,
-          sweep_interval: float, on_swept: Callable[[list[str]], None] | None = None) -> None:
+          sweep_interval: float, on_swept: Callable[[list[str]], None] | None = None,
+          monitor_tokens: list[str] | tuple[str, ...] = ()) -> None:
     """Run until interrupted, with the TTL sweeper beside it (``on_swept``: e.g. receipts)."""
-    svc = BlobService(store, tokens, max_bytes)
+    svc = BlobService(store, tokens, max_bytes, monitor_tokens)
     ctx = tls_context(cert_file)
 
     def swept(ids: list[str]) -> None:

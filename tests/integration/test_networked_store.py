@@ -162,5 +162,20 @@ def test_the_service_refuses_strangers_and_serves_only_frame_ids(env, tmp_path):
         with pytest.raises(urllib3.exceptions.HTTPError):
             urllib3.PoolManager().request("GET", base.replace("https", "http") + "/healthz", retries=False)
         assert (site_dir / f"{fid}.bin").exists() and (site_dir / "notes.txt").exists()
+        # The monitoring token (the centre's exporter sets it as its token_file): the site's
+        # counts and ages, never a frame, over the same client the exporter uses.
+        from pipeline.framestore import BlobRejected, RemoteFrameStore, open_store
+
+        watcher = RemoteFrameStore([base], site.store.monitor_token_file.read_text().strip(),
+                                   str(site.store.ca_file), 60.0)
+        assert watcher.stats().blobs == 1
+        uri = f"{base}{BLOB_PATH}{fid}"
+        for call in (lambda: watcher.get(uri, fid, 1 << 20), lambda: watcher.delete(uri, fid)):
+            with pytest.raises(BlobRejected) as e:
+                call()
+            assert e.value.reason == "blob_store_refused" and "403" in str(e.value)
+        exporter = open_store(f"file://{tmp_path / 'centre-empty'}", 60.0, remote_origins=[base],
+                              token_file=site.store.monitor_token_file, ca_file=site.store.ca_file)
+        assert exporter.stats().blobs == 1 and (site_dir / f"{fid}.bin").exists()
     finally:
         _stop(svc)

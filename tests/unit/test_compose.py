@@ -236,4 +236,12 @@ def test_the_site_layout_shares_no_frame_volume_and_each_side_gets_only_its_secr
     # the server key reaches only the blob service; the processors keep their private key
     holders = {n for n in SITE["services"] if any(sub == "roles/blobstore" for _src, sub, _ro in _site_mounts(n).values())}
     assert holders == {"blobstore"} and proc["/keys"] == ("keys", None, True)
+    assert blob_settings.store.monitor_token_file.parent == blob_settings.store.server_cert_file.parent
+    # the exporter watches the site with the monitoring token only, and no frame volume either
+    exp, exp_settings = _site_mounts("exporter"), _site_settings("exporter", monkeypatch)
+    assert exp_settings.store.remote_origins == proc_settings.store.remote_origins
+    assert exp[str(exp_settings.store.token_file.parent)][1] == "roles/blobstore-monitor"
+    assert exp_settings.store.token_file.name == "monitor.token"
+    assert not any(src == "frames" for src, _s, _ro in exp.values())
+    assert {sub for _src, sub, _ro in exp.values()} <= created | {None}
     assert SITE["services"]["blobstore"]["user"] == "10001:10001" and "ports" not in SITE["services"]["blobstore"]
