@@ -262,12 +262,12 @@ class _Rows:
         self.offs.append(msg.offset())
         self.values.append(msg.value())
 
-    def extend(self, cols: list[list[Any]], msgs: list[Message]) -> None:
+    def extend(self, cols: list[list[Any]], msgs: list[Message], values: list[bytes]) -> None:
         for col, vs in zip(self.cols, cols):
             col.extend(vs)
         self.parts.extend(m.partition() for m in msgs)
         self.offs.extend(m.offset() for m in msgs)
-        self.values.extend(m.value() for m in msgs)
+        self.values.extend(values)
 
     def source(self, i: int) -> _Source:
         return _Source(self.parts[i], self.offs[i], self.values[i])
@@ -427,7 +427,9 @@ class ClickHouseSink:
             return
         cols, good, refer = batch_rows(spec, df)
         if len(good):
-            self._rows(topic).extend(cols, msgs if len(good) == len(msgs) else [msgs[i] for i in good])
+            whole = len(good) == len(msgs)
+            self._rows(topic).extend(cols, msgs if whole else [msgs[i] for i in good],
+                                     values if whole else [values[i] for i in good])
             self._buffered += len(good)
             self.stats.batch_decoded += len(good)
         for i in refer:
