@@ -101,38 +101,39 @@ def sink_processes(settings, wh, db: str, n: int, total: int) -> tuple[float, fl
     ``flowctl sink`` processes in one consumer group (each its own interpreter, so their
     decoding and inserting do not share a GIL). Progress is ClickHouse's own count of rows."""
     import subprocess
-
-    from pipeline.settings import settings_as_env
+    import tempfile
 
     from pipeline.ops.local_grants import clickhouse_grants
+    from pipeline.settings import settings_as_env
 
     env = settings_as_env(settings)
     tables = ("flow_components", "footfall_components", "demographic_components")
     count_sql = " + ".join(f"(SELECT count() FROM {db}.{t})" for t in tables)
-    grant = clickhouse_grants(db)   # the run's database, for the sink user the processes log in as
-    grant.__enter__()
-    t0 = time.monotonic()
-    procs = [subprocess.Popen([sys.executable, "-m", "pipeline.cli", "sink", "--idle-timeout", "5"], env=env, cwd=ROOT,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE) for _ in range(n)]
-    first = None
-    try:
-        while True:
-            landed = int(wh.rows(f"SELECT {count_sql}")[0][0])
-            now = time.monotonic()
-            if landed and first is None:
-                first = now
-            if landed >= total:
-                return now - t0, now - first
-            if now - t0 > 600 or all(p.poll() is not None for p in procs):
-                err = b"".join(p.stderr.read() or b"" for p in procs if p.poll() is not None).decode()[-2000:]
-                raise SystemExit(f"{n} sink processes landed {landed} of {total} records\n{err}")
-            time.sleep(0.05)
-    finally:
-        for p in procs:
-            p.terminate()
-        for p in procs:
-            p.wait(30)
-        grant.__exit__(None, None, None)
+    # The run's database, for the sink user the processes log in as; their output goes to a file
+    # (a pipe nobody reads while they run could fill and stall them).
+    with clickhouse_grants(db), tempfile.TemporaryFile() as log:
+        t0 = time.monotonic()
+        procs = [subprocess.Popen([sys.executable, "-m", "pipeline.cli", "sink", "--idle-timeout", "5"], env=env,
+                                  cwd=ROOT, stdout=subprocess.DEVNULL, stderr=log) for _ in range(n)]
+        first = None
+        try:
+            while True:
+                landed = int(wh.rows(f"SELECT {count_sql}")[0][0])
+                now = time.monotonic()
+                if landed and first is None:
+                    first = now
+                if landed >= total:
+                    return now - t0, now - first
+                if now - t0 > 600 or all(p.poll() is not None for p in procs):
+                    log.seek(0)
+                    raise SystemExit(f"{n} sink processes landed {landed} of {total} records\n"
+                                     f"{log.read().decode(errors='replace')[-2000:]}")
+                time.sleep(0.05)
+        finally:
+            for p in procs:
+                p.terminate()
+            for p in procs:
+                p.wait(30)
 
 
 def one_run(scenario: str, run: int, processes: int = 0) -> dict[str, float]:

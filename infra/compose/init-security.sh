@@ -17,7 +17,8 @@ ensure_server_cert "$SEC/kafka" broker "DNS:kafka,DNS:localhost,IP:127.0.0.1"
 for r in $KAFKA_ROLES; do ensure_password "$SEC/kafka" "$r"; done
 ensure_clickhouse_security
 # A site's blob service (infra/compose/site-store.yml): certificate for the "blobstore" service
-# name and the processors' bearer token. Made always; only that layout mounts them.
+# name, the processors' bearer token and the monitoring token. Made always; only that layout
+# mounts them.
 ensure_blobstore_security "DNS:blobstore,DNS:localhost,IP:127.0.0.1"
 [ -s "$SEC/grafana-admin.password" ] || { _private_file "$SEC/grafana-admin.password"; openssl rand -hex 24 > "$SEC/grafana-admin.password"; }
 

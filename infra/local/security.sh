@@ -63,7 +63,7 @@ ensure_kafka_security() {
   local r; for r in $KAFKA_ROLES; do ensure_password "$SEC/kafka" "$r"; done
 }
 
-ensure_blobstore_security() {  # [SANS] a site's blob service: server certificate and the processors' bearer token
+ensure_blobstore_security() {  # [SANS] a site's blob service: server certificate, processors' and monitoring tokens
   ensure_server_cert "$SEC/blobstore" server "${1:-IP:127.0.0.1,DNS:localhost}"
   local f; for f in "$SEC/blobstore/processor.token" "$SEC/blobstore/monitor.token"; do
     [ -s "$f" ] && continue

@@ -73,7 +73,6 @@ class BatchDecoder:
     def __init__(self, name: str, registry: serde.Registry | None = None) -> None:
         reg = registry or serde.registry()
         schema = reg.current[name]
-        self.name = name
         self.prefix = serde.MAGIC + schema.fp
         # The parsing canonical form drops doc, default and logicalType (polars refuses field
         # defaults; timestamps stay longs of milliseconds, which is what the sink's checks and
@@ -84,10 +83,6 @@ class BatchDecoder:
         fastavro.writer(head, fastavro.parse_schema(canonical), [])
         self._header = head.getvalue()
         self._sync = self._header[-16:]
-
-    @property
-    def supported(self) -> bool:
-        return self.fields is not None
 
     def decode(self, values: list[bytes]) -> pl.DataFrame | None:
         """The records of ``values`` as columns (one row per value, in order), or ``None`` when

@@ -461,7 +461,7 @@ class ClickHouseSink:
         self._since = time.monotonic()
 
     def _take(self) -> "_Job":
-        job = _Job({t: r for t, r in self._buf.items() if len(r)}, dict(self._next))
+        job = _Job({t: r for t, r in self._buf.items() if len(r)}, self._next)
         self._buf, self._next, self._buffered = {}, {}, 0
         return job
 
@@ -496,8 +496,8 @@ class ClickHouseSink:
         self.stats.batches += 1
 
     def _commit(self, offsets: list[TopicPartition]) -> None:
-        # Synchronous: it is one round trip per batch, paid while the next insert runs, and a
-        # failed commit stops the sink here instead of leaving it to a callback.
+        # Synchronous: one round trip per batch, after its insert is confirmed, and a failed
+        # commit stops the sink here instead of surfacing later in a callback.
         self.consumer.commit(offsets=offsets, asynchronous=False)
 
     def _land(self, topic: str, spec: TableSpec, pending: _Rows, rejected: list) -> int:

@@ -26,10 +26,10 @@ def _env(name):
     return {k: re.sub(r"\$\{[A-Z_]+:-([^}]*)\}", r"\1", str(v)) for k, v in (SVC[name].get("environment") or {}).items()}
 
 
-def _mounts(name):
+def _mounts(name, services=None):
     """target -> (source, subpath, read_only) of a service's volumes, long or short syntax."""
     out = {}
-    for v in SVC[name].get("volumes", []):
+    for v in (services or SVC)[name].get("volumes", []):
         if isinstance(v, str):
             parts = v.split(":")
             out[parts[1]] = (parts[0], None, len(parts) > 2 and parts[2] == "ro")
@@ -188,18 +188,7 @@ def _site_settings(name, monkeypatch):
 def _site_mounts(name):
     """A service's mounts in the site layout: its override's volumes replace the main file's
     (``!override``) where it gives them."""
-    svc = SITE["services"][name]
-    if "volumes" not in svc:
-        return _mounts(name)
-    saved = SVC.get(name)
-    SVC[name] = svc
-    try:
-        return _mounts(name)
-    finally:
-        if saved is None:
-            del SVC[name]
-        else:
-            SVC[name] = saved
+    return _mounts(name, SITE["services"] if "volumes" in SITE["services"][name] else SVC)
 
 
 def test_the_site_layout_gives_edge_blob_service_and_processors_settings_the_model_accepts(monkeypatch):
