@@ -323,7 +323,8 @@ def sink(ctx: click.Context, max_records: int | None, idle_timeout: float | None
         task = prog.add_task("sink", total=max_records)
         stats = snk.run(max_records=max_records, idle_timeout=idle_timeout, max_seconds=max_seconds,
                         on_progress=lambda st: prog.update(task, completed=st.consumed))
-    console.print(f"sink: {stats.consumed} records, inserted {stats.inserted or 'nothing'}, {stats.dead_letters} dead letters")
+    console.print(f"sink: {stats.consumed} messages ({stats.rows} rows), inserted {stats.inserted or 'nothing'}, "
+                  f"{stats.dead_letters} dead letters")
 
 
 @cli.group()

@@ -26,6 +26,12 @@ MAGIC = b"\xc3\x01"
 HEADER_LEN = 10
 
 RECORD_NAMES = ("FrameRef", "GroupOccurrence", "DemographicCount", "DeletionReceipt", "DeadLetter", "FrameIssued")
+# Published components travel many rows to a message (``encode_batch``): one Kafka message per
+# record cost the sink more CPU in the Kafka client than ClickHouse's insert of the same rows
+# (docs/SCALING.md). A batch's schema is derived from its row schema, for the current row schema
+# and every historical one, so a row schema change versions its batches with it.
+BATCHED = ("FlowComponent", "FootfallComponent", "CountComponent")
+BATCH_SUFFIX = "Batch"
 
 
 class SerdeError(ValueError):
@@ -41,13 +47,34 @@ class _Schema:
     name: str
     parsed: Any
     fp: bytes
+    plain: Any = None   # the same schema without logical types: timestamps stay longs
+
+
+def _without_logical_types(raw: Any) -> Any:
+    if isinstance(raw, dict):
+        return {k: _without_logical_types(v) for k, v in raw.items() if k != "logicalType"}
+    if isinstance(raw, list):
+        return [_without_logical_types(v) for v in raw]
+    return raw
 
 
 def _load(path: Path) -> _Schema:
-    raw = json.loads(path.read_text())
+    return _from_raw(json.loads(path.read_text()))
+
+
+def _from_raw(raw: dict) -> _Schema:
     parsed = parse_schema(raw, _write_hint=False)
     fp = bytes.fromhex(fingerprint(to_parsing_canonical_form(parsed), "CRC-64-AVRO"))
-    return _Schema(raw["name"], parse_schema(raw), fp)
+    return _Schema(raw["name"], parse_schema(raw), fp, parse_schema(_without_logical_types(raw)))
+
+
+def batch_schema(row_schema: dict) -> dict:
+    """The schema of a message of many ``row_schema`` rows: a record with one array field, so its
+    body is the Avro array encoding of the rows (count, rows, 0; pipeline/sink/batch.py relies
+    on that layout)."""
+    return {"type": "record", "name": row_schema["name"] + BATCH_SUFFIX, "namespace": row_schema.get("namespace"),
+            "doc": f"Many {row_schema['name']} rows in one message (pipeline.serde.BATCHED).",
+            "fields": [{"name": "rows", "type": {"type": "array", "items": row_schema}}]}
 
 
 class Registry:
@@ -57,24 +84,36 @@ class Registry:
         self.current: dict[str, _Schema] = {}
         self.writers: dict[bytes, _Schema] = {}
         for p in sorted(schema_dir.glob("*.avsc")):
-            s = _load(p)
+            raw = json.loads(p.read_text())
+            s = _from_raw(raw)
             self.current[s.name] = s
             self.writers[s.fp] = s
+            if s.name in BATCHED:
+                b = _from_raw(batch_schema(raw))
+                self.current[b.name] = b
+                self.writers[b.fp] = b
         hist = schema_dir / "history"
         if hist.is_dir():
             for p in sorted(hist.glob("*.avsc")):
-                s = _load(p)
+                raw = json.loads(p.read_text())
+                s = _from_raw(raw)
                 self.writers.setdefault(s.fp, s)
+                if s.name in BATCHED:
+                    b = _from_raw(batch_schema(raw))
+                    self.writers.setdefault(b.fp, b)
         missing = [n for n in RECORD_NAMES if n not in self.current]
         if missing:
             raise SerdeError("schema_missing", f"schemas {missing} not found in {schema_dir}")
 
     def add_writer(self, raw_schema: dict) -> bytes:
-        """Register an extra writer schema (e.g. from an older producer); returns its fingerprint."""
-        parsed = parse_schema(raw_schema, _write_hint=False)
-        fp = bytes.fromhex(fingerprint(to_parsing_canonical_form(parsed), "CRC-64-AVRO"))
-        self.writers[fp] = _Schema(raw_schema["name"], parse_schema(raw_schema), fp)
-        return fp
+        """Register an extra writer schema (e.g. from an older producer), and its batch schema
+        for a batched record; returns its fingerprint."""
+        s = _from_raw(raw_schema)
+        self.writers[s.fp] = s
+        if s.name in BATCHED:
+            b = _from_raw(batch_schema(raw_schema))
+            self.writers[b.fp] = b
+        return s.fp
 
     def encode(self, name: str, record: dict[str, Any], *, schema: _Schema | None = None) -> bytes:
         s = schema or self.current.get(name)
@@ -89,7 +128,9 @@ class Registry:
             raise SerdeError("invalid_record", f"{name}: {_field_error(e)}") from None
         return buf.getvalue()
 
-    def decode(self, name: str, data: bytes | None) -> dict[str, Any]:
+    def decode(self, name: str, data: bytes | None, *, plain: bool = False) -> dict[str, Any]:
+        """``plain``: timestamps as the longs they are on the wire (a time outside Python's
+        datetime range is then a value the caller can refuse, not an undecodable record)."""
         reader = self.current.get(name)
         if reader is None:
             raise SerdeError("unknown_schema", f"no schema named {name!r}")
@@ -106,12 +147,31 @@ class Registry:
         try:
             # Same schema on both sides (the usual case): no resolution step, which costs about
             # as much as the decoding itself.
-            rec = fastavro.schemaless_reader(buf, writer.parsed, None if writer is reader else reader.parsed)
+            if plain:
+                rec = fastavro.schemaless_reader(buf, writer.plain, None if writer is reader else reader.plain)
+            else:
+                rec = fastavro.schemaless_reader(buf, writer.parsed, None if writer is reader else reader.parsed)
         except Exception as e:  # fastavro raises many types on truncated/corrupt input
             raise SerdeError("malformed_record", f"{name}: cannot decode body ({type(e).__name__})") from None
         if buf.tell() != len(data) - HEADER_LEN:
             raise SerdeError("malformed_record", f"{name}: {len(data) - HEADER_LEN - buf.tell()} trailing bytes")
         return rec
+
+    def encode_batch(self, name: str, records: list[dict[str, Any]]) -> bytes:
+        """Many ``name`` records (one of ``BATCHED``) as one message."""
+        if name not in BATCHED:
+            raise SerdeError("unknown_schema", f"{name} records are not sent in batches")
+        if not records:
+            raise SerdeError("invalid_record", f"{name}: an empty batch")
+        return self.encode(name + BATCH_SUFFIX, {"rows": records})
+
+    def decode_rows(self, name: str, data: bytes | None, *, plain: bool = False) -> list[dict[str, Any]]:
+        """The ``name`` rows of a message: one for a single record, all of a batch's. ``plain``:
+        as for :meth:`decode` (one row's odd timestamp must not make its batch undecodable)."""
+        writer = self.writers.get(data[2:HEADER_LEN]) if data and len(data) >= HEADER_LEN else None
+        if name in BATCHED and writer is not None and writer.name == name + BATCH_SUFFIX:
+            return self.decode(name + BATCH_SUFFIX, data, plain=plain)["rows"]
+        return [self.decode(name, data, plain=plain)]
 
 
 def _field_error(e: Exception) -> str:
@@ -141,7 +201,16 @@ def decode(name: str, data: bytes | None) -> dict[str, Any]:
     return registry().decode(name, data)
 
 
-__all__ = ["SerdeError", "Registry", "registry", "encode", "decode", "RECORD_NAMES", "epoch_ms"]
+def encode_batch(name: str, records: list[dict[str, Any]]) -> bytes:
+    return registry().encode_batch(name, records)
+
+
+def decode_rows(name: str, data: bytes | None, *, plain: bool = False) -> list[dict[str, Any]]:
+    return registry().decode_rows(name, data, plain=plain)
+
+
+__all__ = ["SerdeError", "Registry", "registry", "encode", "decode", "encode_batch", "decode_rows", "RECORD_NAMES",
+           "BATCHED", "epoch_ms"]
 
 
 _IDENTIFIER = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,63}")

@@ -308,6 +308,10 @@ class AggregatorSettings(_Section):
     future_tolerance_seconds: int = Field(300, ge=0, le=86400)
     metrics_port: int = Field(0, ge=0, le=65535)   # 0: no metrics endpoint
     metrics_addr: str = "127.0.0.1"
+    # Published rows of one camera (one message key) go out up to this many to a Kafka message
+    # (pipeline/aggregator/messages.py): per-message costs dominated the sink. 2,000 rows stay
+    # well under Kafka's 1 MB message limit even with 64-character identifiers.
+    publish_batch_rows: int = Field(500, ge=1, le=2000)
     # Published-tier protection (docs/PRIVACY.md). Footfall: epsilon-DP per person-day for people
     # with at most footfall_passes_per_person_day passes (all cameras), discrete Laplace of scale
     # 2 x bound / epsilon on both values of every camera-hour (see footfall_noise_scale). Flows: discrete Laplace of scale flow_noise_scale on

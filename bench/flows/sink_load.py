@@ -84,7 +84,7 @@ def driver_bound(settings, db: str, flow, foot, dem) -> tuple[float, float]:
             values = [serde.encode(spec.record, r.to_record()) for r in recs]
             decoder = BatchDecoder(spec.record)
             for i in range(0, len(values), batch):
-                cols, good, refer = batch_rows(spec, decoder.decode(values[i:i + batch]))
+                cols, good, refer = batch_rows(spec, decoder.decode(values[i:i + batch]).frame)
                 if len(refer):
                     raise SystemExit(f"{len(refer)} {spec.record} records fail the sink's checks")
                 prepared.append((spec, cols))
@@ -167,18 +167,18 @@ def one_run(scenario: str, run: int, processes: int = 0) -> dict[str, float]:
         total = len(flow) + len(foot) + len(dem)
 
         t = time.monotonic()
-        produce_components(settings, flow, foot, dem)
+        messages = produce_components(settings, flow, foot, dem).messages
         t_produce = time.monotonic() - t
         if processes:
             t_sink, t_steady = sink_processes(settings, wh, db, processes, total)
             join_s, cpu_sink = t_sink - t_steady, float("nan")
         else:
             t, cpu = time.monotonic(), time.process_time()
-            stats = ClickHouseSink(settings, wh).run(max_records=total, idle_timeout=20)
+            stats = ClickHouseSink(settings, wh).run(max_records=messages, idle_timeout=20)
             t_sink, cpu_sink = time.monotonic() - t, time.process_time() - cpu
-            if stats.consumed != total or stats.dead_letters:
-                raise SystemExit(f"run {run}: consumed {stats.consumed} of {total} records, "
-                                 f"{stats.dead_letters} dead letters")
+            if stats.consumed != messages or stats.rows != total or stats.dead_letters:
+                raise SystemExit(f"run {run}: consumed {stats.consumed} of {messages} messages ({stats.rows} of "
+                                 f"{total} rows), {stats.dead_letters} dead letters")
             join_s = stats.first_record_s or 0.0
         _check(wh, db, run, "flow_components", len(flow), {"s": sum(r.s for r in flow), "nn": sum(r.nn for r in flow)})
         _check(wh, db, run, "footfall_components", len(foot), {"occurrences": sum(r.occurrences for r in foot),

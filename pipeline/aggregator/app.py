@@ -46,9 +46,9 @@ from pipeline import serde
 from pipeline.ops.kafka_clients import client_config
 from pipeline.aggregator.combiner import Combiner
 from pipeline.aggregator.components import GroupPartitionAggregator
-from pipeline.aggregator.counts import CountCell, CountComponent, HourlyCounts
-from pipeline.aggregator.model import (AggregatorSpec, FlowComponent, FootfallComponent, OccurrenceCell, Partial,
-                                       SpecError)
+from pipeline.aggregator.counts import CountCell, HourlyCounts
+from pipeline.aggregator.messages import component_messages
+from pipeline.aggregator.model import AggregatorSpec, OccurrenceCell, Partial, SpecError
 from pipeline.ops import metrics as m_
 from pipeline.processor.frames import dead_letter
 from pipeline.settings import Settings
@@ -77,6 +77,7 @@ class AggregatorStats:
     flow_rows_out: int = 0
     footfall_rows_out: int = 0
     count_rows_out: int = 0
+    component_messages_out: int = 0   # messages carrying the rows above (many rows each)
     snapshots: int = 0
     restored: list[str] = field(default_factory=list)      # "stage[partition]@offset"
     cold_starts: list[str] = field(default_factory=list)
@@ -466,21 +467,16 @@ class AggregatorWorker:
         self.stats.partials_out += len(partials)
 
     def _emit_rows(self, rows: list[Any]) -> None:
-        k = self.s.kafka
-        for r in rows:
-            if isinstance(r, FlowComponent):
-                self.producer.produce(k.flow_components_topic, key=f"{r.origin_site}/{r.origin_camera}".encode(),
-                                      value=serde.encode("FlowComponent", r.to_record()))
-                self.stats.flow_rows_out += 1
-            elif isinstance(r, FootfallComponent):
-                self.producer.produce(k.footfall_components_topic, key=f"{r.site_id}/{r.camera_id}".encode(),
-                                      value=serde.encode("FootfallComponent", r.to_record()))
-                self.stats.footfall_rows_out += 1
-            elif isinstance(r, CountComponent):
-                topic = k.demographic_components_topic if r.kind == "demographics" else k.crossing_components_topic
-                self.producer.produce(topic, key=f"{r.site_id}/{r.camera_id}".encode(),
-                                      value=serde.encode("CountComponent", r.to_record()))
-                self.stats.count_rows_out += 1
+        """Published rows, many to a message per camera (pipeline/aggregator/messages.py)."""
+        for m in component_messages(rows, self.s.kafka, self.s.aggregator.publish_batch_rows):
+            self.producer.produce(m.topic, key=m.key, value=m.value)
+            if m.record == "FlowComponent":
+                self.stats.flow_rows_out += m.rows
+            elif m.record == "FootfallComponent":
+                self.stats.footfall_rows_out += m.rows
+            else:
+                self.stats.count_rows_out += m.rows
+            self.stats.component_messages_out += 1
             self.producer.poll(0)
         if rows:
             m_.AGG_ROWS.inc(len(rows))

@@ -36,13 +36,14 @@ from __future__ import annotations
 import datetime as dt
 import secrets
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from pipeline.ops.kafka_clients import client_config
+from pipeline.aggregator.messages import component_messages
 from pipeline.aggregator.counts import CountCell, CountComponent, CountsSpec, demographic_grid, publish_hourly_counts
 from pipeline.aggregator.model import (FLOW_COMPONENT_COLUMNS, FOOTFALL_COMPONENT_COLUMNS, AggregatorSpec,
                                        FlowComponent, FootfallComponent, OccurrenceCell, flow_component_columns,
@@ -458,6 +459,7 @@ def write_cells(pub: Published, wh: Any, *, first_offset: int = 0, batch_rows: i
 @dataclass
 class KafkaLoadStats:
     records: dict[str, int] = field(default_factory=dict)
+    messages: int = 0
     failed: int = 0
     seconds: float = 0.0
 
@@ -477,25 +479,40 @@ def produce_waiting(producer: Any, topic: str, value: bytes, key: bytes, on_deli
             producer.poll(0.05)
 
 
-def _produce(settings: Settings, streams: Sequence[tuple[str, str, Iterator[tuple[bytes, dict[str, Any]]]]], *,
-             progress: Callable[[str, int], None] | None, flush_timeout: float,
-             role: str = "simulator") -> KafkaLoadStats:
-    """Encode (pipeline.serde) and produce ``(record name, topic, (key, record)...)`` streams with
-    one idempotent producer, authenticated as ``role`` (the simulator stands in for processors;
-    a published tier is written as the aggregator writes it); every topic must exist."""
+def _open_producer(settings: Settings, role: str, topics: Iterable[str]) -> Any:
+    """One idempotent producer authenticated as ``role``; every topic must exist."""
     from confluent_kafka import Producer
-
-    from pipeline import serde
 
     k = settings.kafka
     producer = Producer({**client_config(settings, role), "client.id": f"{k.client_id}-simulator",
                          "enable.idempotence": True, "acks": "all", "linger.ms": 20,
                          "compression.type": "lz4", "queue.buffering.max.messages": 500_000,
                          "queue.buffering.max.kbytes": 512 * 1024})
-    topics = producer.list_topics(timeout=10).topics
-    for _, t, _ in streams:
-        if t not in topics:
+    known = producer.list_topics(timeout=10).topics
+    for t in topics:
+        if t not in known:
             raise SimulatorError(f"topic {t!r} does not exist on {k.bootstrap}; run `flowctl topics apply` first")
+    return producer
+
+
+def _finish(producer: Any, stats: KafkaLoadStats, t0: float, flush_timeout: float) -> KafkaLoadStats:
+    left = producer.flush(flush_timeout)
+    stats.seconds = time.monotonic() - t0
+    if left:
+        raise SimulatorError(f"{left} messages still unsent after {flush_timeout:.0f} s")
+    if stats.failed:
+        raise SimulatorError(f"{stats.failed} messages failed delivery")
+    return stats
+
+
+def _produce(settings: Settings, streams: Sequence[tuple[str, str, Iterator[tuple[bytes, dict[str, Any]]]]], *,
+             progress: Callable[[str, int], None] | None, flush_timeout: float,
+             role: str = "simulator") -> KafkaLoadStats:
+    """Encode (pipeline.serde) and produce ``(record name, topic, (key, record)...)`` streams with
+    one idempotent producer, authenticated as ``role`` (the simulator stands in for processors)."""
+    from pipeline import serde
+
+    producer = _open_producer(settings, role, (t for _, t, _ in streams))
     stats = KafkaLoadStats()
 
     def on_delivery(err: Any, _msg: Any) -> None:
@@ -515,13 +532,8 @@ def _produce(settings: Settings, streams: Sequence[tuple[str, str, Iterator[tupl
         if progress and n % 5000:
             progress(name, n % 5000)
         stats.records[name] = stats.records.get(name, 0) + n
-    left = producer.flush(flush_timeout)
-    stats.seconds = time.monotonic() - t0
-    if left:
-        raise SimulatorError(f"{left} records still unsent after {flush_timeout:.0f} s")
-    if stats.failed:
-        raise SimulatorError(f"{stats.failed} records failed delivery")
-    return stats
+        stats.messages += n
+    return _finish(producer, stats, t0, flush_timeout)
 
 
 def produce_kafka(pub: Published, settings: Settings, *, progress: Callable[[str, int], None] | None = None,
@@ -540,22 +552,34 @@ def produce_kafka(pub: Published, settings: Settings, *, progress: Callable[[str
 def produce_components(settings: Settings, flow: Sequence[FlowComponent], foot: Sequence[FootfallComponent],
                        counts: Sequence[CountComponent] = (), *, progress: Callable[[str, int], None] | None = None,
                        flush_timeout: float = 120.0) -> KafkaLoadStats:
-    """Produce a published tier (as the aggregator does) to the components topics the sink lands:
-    flow, footfall and count components (demographic or crossing cells, by kind), keyed by camera
-    as the aggregator keys them. ``records`` in the returned stats is per record name."""
+    """Produce a published tier as the aggregator does, to the components topics the sink lands:
+    authenticated as the aggregator, each hour's rows as the aggregator emits an hour (many rows
+    of one camera to a message, pipeline/aggregator/messages.py). ``records`` in the returned
+    stats counts rows per record name, ``messages`` the Kafka messages that carried them."""
     k = settings.kafka
-    topic_of = {"demographics": k.demographic_components_topic, "crossings": k.crossing_components_topic}
-    streams: list[tuple[str, str, Iterator[tuple[bytes, dict[str, Any]]]]] = [
-        ("FlowComponent", k.flow_components_topic,
-         ((f"{r.origin_site}/{r.origin_camera}".encode(), r.to_record()) for r in flow)),
-        ("FootfallComponent", k.footfall_components_topic,
-         ((f"{r.site_id}/{r.camera_id}".encode(), r.to_record()) for r in foot))]
-    for kind, topic in topic_of.items():
-        mine = [r for r in counts if r.kind == kind]
-        if mine:
-            streams.append(("CountComponent", topic, ((f"{r.site_id}/{r.camera_id}".encode(), r.to_record())
-                                                      for r in mine)))
-    return _produce(settings, streams, progress=progress, flush_timeout=flush_timeout, role="aggregator")
+    topics = [k.flow_components_topic, k.footfall_components_topic]
+    topics += [t for kind, t in (("demographics", k.demographic_components_topic),
+                                 ("crossings", k.crossing_components_topic)) if any(r.kind == kind for r in counts)]
+    producer = _open_producer(settings, "aggregator", topics)
+    stats = KafkaLoadStats()
+
+    def on_delivery(err: Any, _msg: Any) -> None:
+        if err is not None:
+            stats.failed += 1
+
+    by_hour: dict[int, list[Any]] = {}
+    for r in (*flow, *foot, *counts):
+        by_hour.setdefault(r.hour_ms, []).append(r)
+    t0 = time.monotonic()
+    for hour in sorted(by_hour):
+        for m in component_messages(by_hour[hour], k, settings.aggregator.publish_batch_rows):
+            produce_waiting(producer, m.topic, m.value, m.key, on_delivery)
+            stats.records[m.record] = stats.records.get(m.record, 0) + m.rows
+            stats.messages += 1
+            if progress:
+                progress(m.record, m.rows)
+        producer.poll(0)
+    return _finish(producer, stats, t0, flush_timeout)
 
 
 def register_dimensions(wh: Any, sc: Scenario, params: PrivacyParams) -> None:

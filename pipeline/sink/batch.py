@@ -1,4 +1,4 @@
-"""Decode a consumed batch of one record type at once, in Rust, and prove it decoded each record alone.
+"""Decode a consumed batch of one record type at once, in Rust, and prove it decoded each message alone.
 
 Why: decoding records one by one with fastavro cost the sink more than ClickHouse's insert of
 the same rows (about 8 µs a record against 7.5 µs a row, docs/SCALING.md), and a sink on two
@@ -16,6 +16,16 @@ decoded from exactly its own message's bytes (by induction from the first). Any 
 decode error, a writer schema other than the current one or a field type this module does not
 measure: the caller decodes that batch one record at a time, as before, and dead-letters
 exactly the records that path refuses.
+
+Published components arrive many rows to a message (pipeline.serde.BATCHED): a message's body is
+then the Avro array encoding of its rows, one block (row count, rows, a 0), which the aggregator
+and fastavro always write. The block's rows join the container block as they are, and the check
+becomes per message: its rows' recomputed lengths must add up to its rows' bytes. Why that
+suffices: polars never reads past a block (a block too short for its rows fails), so the bytes
+all rows consumed are at most the block's size, which is the sum of the messages' row bytes;
+each row consumed at least its recomputed length (a minimal varint is the shortest); the sums
+being equal, every row consumed exactly its recomputed length, so message i's rows end where
+its bytes end, by induction from the first.
 """
 from __future__ import annotations
 
@@ -60,6 +70,26 @@ def _long_bytes(values: np.ndarray) -> np.ndarray:
 
 
 @dataclass(frozen=True)
+class Decoded:
+    """A batch's rows as columns, in message order, and how many rows each message gave."""
+
+    frame: pl.DataFrame
+    rows: np.ndarray   # rows per message, >= 1 each
+
+
+def _varint(data: bytes, pos: int) -> tuple[int, int] | None:
+    """Avro's zig-zag long at ``pos``: (value, position after it), None if it runs off the end."""
+    z = shift = 0
+    for i in range(pos, min(len(data), pos + 10)):
+        b = data[i]
+        z |= (b & 0x7F) << shift
+        if not b & 0x80:
+            return (z >> 1) ^ -(z & 1), i + 1
+        shift += 7
+    return None
+
+
+@dataclass(frozen=True)
 class _Field:
     name: str
     kind: str                        # "varint", "string", "enum" or a _FIXED_SIZE key
@@ -74,6 +104,8 @@ class BatchDecoder:
         reg = registry or serde.registry()
         schema = reg.current[name]
         self.prefix = serde.MAGIC + schema.fp
+        batch = reg.current.get(name + serde.BATCH_SUFFIX)
+        self.batch_prefix = serde.MAGIC + batch.fp if batch is not None else None
         # The parsing canonical form drops doc, default and logicalType (polars refuses field
         # defaults; timestamps stay longs of milliseconds, which is what the sink's checks and
         # columns want) and keeps everything that decides the bytes.
@@ -84,27 +116,55 @@ class BatchDecoder:
         self._header = head.getvalue()
         self._sync = self._header[-16:]
 
-    def decode(self, values: list[bytes]) -> pl.DataFrame | None:
-        """The records of ``values`` as columns (one row per value, in order), or ``None`` when
-        any value is not provably a current-schema record of this type (see the module doc)."""
+    def decode(self, values: list[bytes], *, min_rows: int = 1) -> Decoded | None:
+        """The rows of ``values`` as columns (in order), or ``None`` when any value is not
+        provably a current-schema message of this type (every value one record, or every value
+        one batch; see the module doc), or when they hold fewer than ``min_rows`` rows."""
         if self.fields is None or not values:
             return None
-        n = len(self.prefix)
-        prefix = self.prefix
-        if any(v[:n] != prefix for v in values):
+        split = self._bodies(values)
+        if split is None:
             return None
-        body = b"".join(v[n:] for v in values)
-        container = b"".join((self._header, _zz(len(values)), _zz(len(body)), body, self._sync))
+        bodies, rows = split
+        total = int(rows.sum())
+        if total < min_rows:
+            return None
+        body = b"".join(bodies)
+        container = b"".join((self._header, _zz(total), _zz(len(body)), body, self._sync))
         try:
             df = pl.read_avro(io.BytesIO(container))
-        except Exception:   # polars reports corrupt input as several error types
+        except (Exception, pl.exceptions.PanicException):   # corrupt input: several error types, or a panic
             return None
-        if df.height != len(values):
+        if df.height != total:
             return None
-        lengths = np.fromiter((len(v) - n for v in values), dtype=np.int64, count=len(values))
-        if not np.array_equal(self._encoded_lengths(df), lengths):
+        lengths = self._encoded_lengths(df)
+        if len(rows) != total:
+            lengths = np.add.reduceat(lengths, np.concatenate(([0], np.cumsum(rows[:-1]))))
+        if not np.array_equal(lengths, np.fromiter(map(len, bodies), dtype=np.int64, count=len(bodies))):
             return None
-        return df
+        return Decoded(df, rows)
+
+    def _bodies(self, values: list[bytes]) -> tuple[list[bytes], np.ndarray] | None:
+        """Each value's row bytes and row count; None unless all are single records or all are
+        one-block batches."""
+        n = len(self.prefix)
+        head = values[0][:n]
+        if head == self.prefix:
+            if any(v[:n] != head for v in values):
+                return None
+            return [v[n:] for v in values], np.ones(len(values), dtype=np.int64)
+        if head != self.batch_prefix or any(v[:n] != head for v in values):
+            return None
+        bodies, rows = [], []
+        for v in values:
+            block = _varint(v, n)
+            # One block of at least one row (every field takes a byte at least), then the
+            # array's terminating 0.
+            if block is None or block[0] < 1 or v[-1] != 0 or block[0] * len(self.fields) > len(v) - 1 - block[1]:
+                return None
+            bodies.append(v[block[1]:-1])
+            rows.append(block[0])
+        return bodies, np.array(rows, dtype=np.int64)
 
     def _encoded_lengths(self, df: pl.DataFrame) -> np.ndarray:
         total = np.zeros(df.height, dtype=np.int64)

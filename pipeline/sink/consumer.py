@@ -57,12 +57,22 @@ _TIME_FIELDS = ("captured_at", "deleted_at", "expires_at", "hour", "hour_start",
 _DATETIME_MS = (1 << 32) * 1000
 
 
-# Below this many records a batch costs more to set up than to decode one by one (a batch call
+# Below this many rows a batch costs more to set up than to decode one by one (a batch call
 # has a fixed cost of about 2.5 ms: 64 flow records took 35 us each as a batch against 25 us one
 # by one, 128 took 24 against 25-36); above the cap a poll would hold records back from their
 # flush.
 _MIN_BATCH = 100
 _MAX_CONSUME = 10_000
+# A poll returns when it has the messages it asked for or after this long with what there is:
+# short, because a topic holding fewer than a batch's worth of messages (a few hundred messages of
+# published components can be a whole hour) would otherwise hold its rows for the full wait
+# (0.5 s cost the reference week's load bench a sixth of its time).
+_POLL_SECONDS = 0.1
+# Until a poll has shown how many rows a message carries, assume a batch message's worth (a
+# first poll of single records is then small, not a first poll of batches huge: 5,000 messages
+# of published components were a whole week of one topic, decoded and inserted with nothing to
+# overlap).
+_FIRST_ROWS_PER_MESSAGE = 50.0
 
 
 class InvalidRecord(ValueError):
@@ -219,18 +229,28 @@ LEDGER = TableSpec("FrameIssued", "frame_ledger",
                    pl.col("captured_at"), pl.col("expires_at")))
 
 
+def batch_screen(spec: TableSpec, df: pl.DataFrame) -> np.ndarray:
+    """Which rows of a batch-decoded frame of ``spec``'s records pass check_record's checks and
+    the spec's conditions: those the batch path may land as they are."""
+    conditions = _screen(spec.record, frozenset(df.columns)) + spec.batch_when
+    return (df.select(pl.all_horizontal(conditions)).to_series().to_numpy() if conditions
+            else np.ones(df.height, dtype=bool))
+
+
+def batch_columns(spec: TableSpec, df: pl.DataFrame, keep: np.ndarray) -> list[list[Any]]:
+    """The table's columns for the rows of ``df`` that ``keep`` marks."""
+    exprs = [e.alias(c) for e, c in zip(spec.batch_columns, spec.columns)]
+    frame = (df if keep.all() else df.filter(keep)).select(exprs)
+    return [s.to_list() for s in frame.get_columns()]
+
+
 def batch_rows(spec: TableSpec, df: pl.DataFrame) -> tuple[list[list[Any]], np.ndarray, np.ndarray]:
     """A batch-decoded frame of ``spec``'s records as the table's columns, for the rows that
     pass check_record's checks and the spec's conditions (their indices: ``good``); the indices
     of the others (``refer``) go through the exact one-record path, which refuses them with a
     reason or, for a condition only that path handles, builds their row itself."""
-    conditions = _screen(spec.record, frozenset(df.columns)) + spec.batch_when
-    ok = (df.select(pl.all_horizontal(conditions)).to_series().to_numpy() if conditions
-          else np.ones(df.height, dtype=bool))
-    good = np.flatnonzero(ok)
-    exprs = [e.alias(c) for e, c in zip(spec.batch_columns, spec.columns)]
-    frame = (df if len(good) == df.height else df.filter(ok)).select(exprs)
-    return [s.to_list() for s in frame.get_columns()], good, np.flatnonzero(~ok)
+    ok = batch_screen(spec, df)
+    return batch_columns(spec, df, ok), np.flatnonzero(ok), np.flatnonzero(~ok)
 
 
 @dataclass(frozen=True)
@@ -255,18 +275,19 @@ class _Rows:
     def __len__(self) -> int:
         return len(self.parts)
 
-    def append(self, row: list[Any], msg: Message) -> None:
+    def append(self, row: list[Any], src: "_Source") -> None:
         for col, v in zip(self.cols, row):
             col.append(v)
-        self.parts.append(msg.partition())
-        self.offs.append(msg.offset())
-        self.values.append(msg.value())
+        self.parts.append(src.partition)
+        self.offs.append(src.offset)
+        self.values.append(src.value)
 
-    def extend(self, cols: list[list[Any]], msgs: list[Message], values: list[bytes]) -> None:
+    def extend(self, cols: list[list[Any]], parts: list[int], offs: list[int], values: list[bytes]) -> None:
+        """Rows as columns, with each row's source (rows of one message share it)."""
         for col, vs in zip(self.cols, cols):
             col.extend(vs)
-        self.parts.extend(m.partition() for m in msgs)
-        self.offs.extend(m.offset() for m in msgs)
+        self.parts.extend(parts)
+        self.offs.extend(offs)
         self.values.extend(values)
 
     def source(self, i: int) -> _Source:
@@ -308,20 +329,22 @@ class _Rejected(ValueError):
 
 @dataclass
 class SinkStats:
-    consumed: int = 0
+    consumed: int = 0   # Kafka messages
     inserted: dict[str, int] = field(default_factory=dict)
     dead_letters: int = 0
     batches: int = 0
     resumed_from_warehouse: dict[str, int] = field(default_factory=dict)
     ambiguous_landed: int = 0   # inserts that failed on the client but were found applied
     first_record_s: float | None = None   # from the start of run() to the first record (group join, resume)
-    batch_decoded: int = 0   # records decoded and checked as part of a batch (the rest: one by one)
+    batch_decoded: int = 0   # rows decoded and checked as part of a batch (the rest: one by one)
+    rows: int = 0   # rows the consumed messages carried (published components: many to a message)
 
 
 class ClickHouseSink:
     def __init__(self, settings: Settings, warehouse: ServerWarehouse, *, group_id: str | None = None) -> None:
         self.s = settings
         self._assigned_at: float | None = None
+        self._rows_per_message = _FIRST_ROWS_PER_MESSAGE   # seen so far: sizes the next poll (see ``run``)
         self.wh = warehouse
         k = settings.kafka
         # Restricted data (per-window group cells, exact per-window demographics and crossings)
@@ -338,6 +361,11 @@ class ClickHouseSink:
             "auto.offset.reset": "earliest",
             "isolation.level": "read_committed",
             "session.timeout.ms": 30000,
+            # A fetch naming only partitions with nothing new waits this long on the broker; at
+            # librdkafka's 500 ms default, the first fetch after an assignment (sent before the
+            # partitions with data had their start offsets) held the sink's first rows back by
+            # up to half a second.
+            "fetch.wait.max.ms": 100,
         })
         self.dlq = Producer(client_config(settings, "sink", **{"enable.idempotence": True, "acks": "all"}))
         self.stats = SinkStats()
@@ -398,41 +426,71 @@ class ClickHouseSink:
         return rows
 
     def _handle(self, msg: Message) -> None:
-        """One record, decoded and checked on its own: the exact path, which names the reason
-        of every record it refuses."""
+        """One message decoded and checked on its own, row by row: the exact path, which names
+        the reason of every row it refuses and lands the message's other rows."""
         topic = msg.topic()
         spec = self.specs[topic]
+        src = _Source(msg.partition(), msg.offset(), msg.value())
         try:
-            rec = serde.decode(spec.record, msg.value())
-            check_record(spec.record, rec)
-            row = spec.row(rec)
-        except (serde.SerdeError, KeyError, TypeError, ValueError, ArithmeticError) as e:
-            self._dead_letter(e, _Source(msg.partition(), msg.offset(), msg.value()), topic)
+            recs = serde.decode_rows(spec.record, src.value, plain=True)
+        except serde.SerdeError as e:
+            self._dead_letter(e, src, topic)
             return
-        self._rows(topic).append(row, msg)
-        self._buffered += 1
+        rows = self._rows(topic)
+        for rec in recs:
+            try:
+                check_record(spec.record, rec)
+                row = spec.row(rec)
+            except (KeyError, TypeError, ValueError, ArithmeticError) as e:
+                self._dead_letter(e, src, topic)
+                continue
+            rows.append(row, src)
+            self._buffered += 1
+        self.stats.rows += len(recs)
 
     def _handle_batch(self, topic: str, msgs: list[Message]) -> None:
-        """Records of one topic decoded, checked and turned into columns at once
-        (pipeline/sink/batch.py); the records a batch cannot vouch for, and every record of a
-        batch it cannot decode, take the exact path of ``_handle``."""
+        """Messages of one topic decoded, checked and turned into columns at once
+        (pipeline/sink/batch.py). A message with a row the batch cannot vouch for, and every
+        message of a batch it cannot decode, take the exact path of ``_handle``."""
         spec = self.specs[topic]
         decoder = self._decoders.get(spec.record)
         values = [m.value() for m in msgs]
-        df = (decoder.decode(values) if decoder is not None and len(msgs) >= _MIN_BATCH
-              and all(v is not None for v in values) else None)
-        if df is None:
+        if decoder is not None and decoder.batch_prefix is not None:
+            # Batch messages and single records (an older aggregator's) in one poll are decoded
+            # apart: the rows land in a ReplacingMergeTree, where their order does not matter.
+            n = len(decoder.batch_prefix)
+            batches = [v is not None and v[:n] == decoder.batch_prefix for v in values]
+            if any(batches) and not all(batches):
+                self._handle_batch(topic, [m for m, b in zip(msgs, batches) if b])
+                self._handle_batch(topic, [m for m, b in zip(msgs, batches) if not b])
+                return
+        got = (decoder.decode(values, min_rows=_MIN_BATCH) if decoder is not None
+               and all(v is not None for v in values) else None)
+        if got is None:
             for m in msgs:
                 self._handle(m)
             return
-        cols, good, refer = batch_rows(spec, df)
-        if len(good):
-            whole = len(good) == len(msgs)
-            self._rows(topic).extend(cols, msgs if whole else [msgs[i] for i in good],
-                                     values if whole else [values[i] for i in good])
-            self._buffered += len(good)
-            self.stats.batch_decoded += len(good)
-        for i in refer:
+        ok = batch_screen(spec, got.frame)
+        owner = np.repeat(np.arange(len(msgs)), got.rows)   # the message of each row
+        whole = np.logical_and.reduceat(ok, np.concatenate(([0], np.cumsum(got.rows[:-1]))))
+        keep = whole[owner]
+        n = int(keep.sum())
+        if n:
+            # Each row's source, its message's (built in numpy: per-row Python loops here held
+            # the GIL the insert thread needs).
+            parts = np.fromiter((m.partition() for m in msgs), dtype=np.int64, count=len(msgs))
+            offs = np.fromiter((m.offset() for m in msgs), dtype=np.int64, count=len(msgs))
+            if n == len(msgs):   # one row per message, all kept: the usual single-record case
+                srcs = values
+            else:
+                kept = owner if n == len(owner) else owner[keep]
+                parts, offs = parts[kept], offs[kept]
+                srcs = np.fromiter(values, dtype=object, count=len(values))[kept].tolist()
+            self._rows(topic).extend(batch_columns(spec, got.frame, keep), parts.tolist(), offs.tolist(), srcs)
+            self._buffered += n
+            self.stats.batch_decoded += n
+            self.stats.rows += n
+        for i in np.flatnonzero(~whole):
             self._handle(msgs[i])
 
     def _dead_letter(self, e: BaseException, src: "_Source", topic: str) -> None:
@@ -581,9 +639,13 @@ class ClickHouseSink:
         self.consumer.subscribe(list(self.specs), on_assign=self._on_assign, on_revoke=self._on_revoke)
         started = last = time.monotonic()
         self._assigned_at = None
+        self._rows_per_message = _FIRST_ROWS_PER_MESSAGE
         try:
             while True:
-                msgs = self.consumer.consume(num_messages=min(self.s.sink.batch_max_rows, _MAX_CONSUME), timeout=0.5)
+                # Messages carry one row or many (published components): ask for about a
+                # batch's worth of rows, by the rows per message seen so far.
+                want = max(1, min(_MAX_CONSUME, round(self.s.sink.batch_max_rows / self._rows_per_message)))
+                msgs = self.consumer.consume(num_messages=want, timeout=_POLL_SECONDS)
                 now = time.monotonic()
                 if self._assigned_at is not None:
                     last = max(last, self._assigned_at)
@@ -594,14 +656,17 @@ class ClickHouseSink:
                             log.error("consumer error: %s", m.error().str())
                         continue
                     by_topic.setdefault(m.topic(), []).append(m)
+                rows_before = self.stats.rows
+                if by_topic and self.stats.first_record_s is None:
+                    self.stats.first_record_s = now - started
                 for topic, batch in by_topic.items():
                     self._handle_batch(topic, batch)
                     for m in batch:   # in offset order within a partition: the last one wins
                         self._next[(topic, m.partition())] = m.offset() + 1
-                    if self.stats.first_record_s is None:
-                        self.stats.first_record_s = time.monotonic() - started
                     self.stats.consumed += len(batch)
                     last = now
+                if by_topic:
+                    self._rows_per_message = max(1.0, (self.stats.rows - rows_before) / sum(map(len, by_topic.values())))
                 if self._inflight is not None and self._inflight[1].done():
                     self._settle()   # commit promptly, even if no further batch comes
                 if self._buffered >= self.s.sink.batch_max_rows or (self._next and now - self._since >= self.s.sink.batch_max_seconds):

@@ -62,7 +62,8 @@ def produce_cells(s: Settings, cells: list[OccurrenceCell]) -> None:
 
 
 def read_all(s: Settings, topic: str, record: str) -> list[dict]:
-    return [serde.decode(record, m.value()) for m in read_topic(s, topic)]
+    """Every record of ``topic``; a batch message of published components gives all its rows."""
+    return [r for m in read_topic(s, topic) for r in serde.decode_rows(record, m.value())]
 
 
 def high_watermarks(s: Settings, topic: str) -> int:

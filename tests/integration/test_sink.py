@@ -101,6 +101,39 @@ def test_bad_records_inside_a_batch_are_dead_lettered_one_by_one_and_the_rest_la
     assert total(s) == (700, 700) and st2.dead_letters == 0 and st2.batch_decoded >= 300
 
 
+def test_batched_components_land_every_row_and_a_bad_row_alone_is_dead_lettered(env):
+    """The aggregator sends a camera's published rows many to a message. 40 messages of 9 flow
+    rows land as a batch; one message carries a row with an identifier the warehouse must not
+    show: that row alone is dead-lettered, the message's other rows land (the exact path), and
+    so do single-record messages from an older aggregator on the same topic."""
+    from pipeline.aggregator.model import FlowComponent
+
+    s = env
+
+    def row(i: int, dest: str) -> dict:
+        return FlowComponent("v", 60, 1_790_002_800_000 + 3_600_000 * (i // 9), "a", "x", "a", dest, "lag", 3, 3,
+                             i, 100, 120, 900, 4000, 1_790_010_000_000, 5300).to_record()
+
+    p = Producer({**client_config(s, "admin")})
+    for m in range(40):
+        rows = [row(9 * m + j, f"d{j}") for j in range(9)]
+        if m == 17:
+            rows[4]["dest_camera"] = "d\u202e4"
+        p.produce(s.kafka.flow_components_topic, key=b"a/x", value=serde.encode_batch("FlowComponent", rows))
+    for i in range(3):
+        p.produce(s.kafka.flow_components_topic, key=b"a/x", value=serde.encode("FlowComponent", row(1000 + i, f"z{i}")))
+    p.flush(10)
+    st = ClickHouseSink(s, ServerWarehouse(s.clickhouse, role="sink")).run(idle_timeout=3, max_seconds=60)
+    assert st.consumed == 43 and st.rows == 363 and st.dead_letters == 1
+    assert st.inserted == {"flow_components": 362} and st.batch_decoded >= 300
+    wh, db = ServerWarehouse(s.clickhouse, role="admin"), s.clickhouse.database
+    want = sum(range(360)) - (9 * 17 + 4) + 1000 + 1001 + 1002
+    assert wh.rows(f"SELECT count(), sum(s) FROM {db}.flow_components FINAL")[0] == (362, want)
+    (letter,) = [serde.decode("DeadLetter", m.value()) for m in read_all(s, s.kafka.dead_letter_topic)]
+    assert letter["reason"] == "invalid_value" and letter["source_topic"] == s.kafka.flow_components_topic
+    assert "\u202e" not in str(letter)
+
+
 def test_published_components_redelivered_count_once(env):
     """Component tables have no offsets: a redelivered row (an aggregator replay, or the sink
     reading the topic again) replaces itself under FINAL."""

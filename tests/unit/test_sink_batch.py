@@ -86,9 +86,9 @@ def _exact(spec, value: bytes) -> list | None:
 def test_batch_rows_equal_the_exact_path_and_refer_everything_it_refuses(spec, make):
     rng = random.Random(spec.table)
     values = [serde.encode(spec.record, make(rng)) for _ in range(3000)]
-    df = BatchDecoder(spec.record).decode(values)
-    assert df is not None and df.height == len(values)
-    cols, good, refer = batch_rows(spec, df)
+    got = BatchDecoder(spec.record).decode(values)
+    assert got is not None and got.frame.height == len(values) and got.rows.tolist() == [1] * len(values)
+    cols, good, refer = batch_rows(spec, got.frame)
     assert sorted([*good, *refer]) == list(range(len(values)))
     exact = [_exact(spec, v) for v in values]
     batch = [list(r) for r in zip(*cols)]
@@ -129,3 +129,89 @@ def test_non_minimal_varints_go_the_exact_way():
     padded = v[:10] + body[:i] + b"\x80\x00" + body[i + 1:]
     assert serde.decode("FlowComponent", padded)["window_seconds"] == 0
     assert BatchDecoder("FlowComponent").decode([padded] * 20) is None
+
+
+def _batches(rng: random.Random, rows: list[dict], sizes: tuple[int, ...] = ()) -> list[bytes]:
+    """``rows`` as batch messages of 1 to 60 rows (or of ``sizes`` in turn), as the aggregator
+    sends components."""
+    out, i = [], 0
+    while i < len(rows):
+        n = sizes[len(out) % len(sizes)] if sizes else rng.randint(1, 60)
+        out.append(serde.encode_batch("FlowComponent", rows[i:i + n]))
+        i += n
+    return out
+
+
+def test_batch_messages_decode_to_exactly_their_rows_and_counts():
+    rng = random.Random(11)
+    rows = [_flow(rng) for _ in range(2500)]
+    values = _batches(rng, rows)
+    got = BatchDecoder("FlowComponent").decode(values)
+    assert got is not None and got.frame.height == len(rows)
+    assert got.rows.tolist() == [len(serde.decode_rows("FlowComponent", v, plain=True)) for v in values]
+    assert got.frame.to_dicts() == [r for v in values for r in serde.decode_rows("FlowComponent", v, plain=True)]
+    # The batch path's columns for the rows it keeps are the exact path's rows, and it refers
+    # every row the exact path refuses.
+    cols, good, refer = batch_rows(FLOW_COMPONENTS, got.frame)
+    exact = [_exact(FLOW_COMPONENTS, serde.encode("FlowComponent", r)) for r in rows]
+    for i, row in zip(good, zip(*cols)):
+        assert list(row) == exact[i]
+    assert {i for i, e in enumerate(exact) if e is None} <= set(refer.tolist())
+    assert len(refer) and len(good) >= 100
+
+
+def test_batch_messages_that_are_not_exactly_their_rows_are_not_decoded():
+    rng = random.Random(5)
+    rows = [{**_flow(rng), "origin_site": "s1"} for _ in range(400)]
+    values = _batches(rng, rows, sizes=(5, 9, 1, 13, 7, 11, 4, 30))
+    dec = BatchDecoder("FlowComponent")
+    assert dec.decode(values) is not None
+    v = values[3]
+    n = len(serde.decode_rows("FlowComponent", v, plain=True))
+    body_start = 10 + len(_zz_bytes(n))
+    one_row = serde.encode("FlowComponent", rows[0])[10:]
+    bad = [
+        v[:-1],                                              # no terminating 0
+        v + b"\x00",                                         # a trailing byte
+        v[:10] + _zz_bytes(n + 1) + v[body_start:],          # more rows claimed than sent
+        v[:10] + _zz_bytes(n - 1) + v[body_start:] if n > 1 else v[:-2] + b"\x00",   # fewer
+        v[:-1] + _zz_bytes(1) + one_row + b"\x00",           # a second block
+        v[:10] + _zz_bytes(-n) + _zz_bytes(len(v) - body_start - 1) + v[body_start:],  # a block with its size
+        v[:10] + b"\x00",                                    # an empty batch
+        serde.encode("FlowComponent", rows[0]),              # a single record among batches
+        v[:10] + b"\xff" * 12,                               # a count that never ends
+    ]
+    for b in bad:
+        assert dec.decode(values[:3] + [b] + values[4:]) is None, b[:16]
+    # Bytes moved from one message to the next decode to the same concatenation: refused,
+    # because each message's rows must add up to its own bytes.
+    a, b = values[5], values[6]
+    na, nb = (len(serde.decode_rows("FlowComponent", x, plain=True)) for x in (a, b))
+    assert nb > 1
+    first_b = serde.encode("FlowComponent", serde.decode_rows("FlowComponent", b, plain=True)[0])[10:]
+    moved_a = a[:10] + _zz_bytes(na + 1) + a[10 + len(_zz_bytes(na)):-1] + first_b + b"\x00"
+    moved_b = b[:10] + _zz_bytes(nb - 1) + b[10 + len(_zz_bytes(nb)) + len(first_b):]
+    assert dec.decode([moved_a, moved_b]) is not None   # a genuine re-split is fine...
+    skew_a = a[:10] + _zz_bytes(na) + a[10 + len(_zz_bytes(na)):-1] + first_b[:3] + b"\x00"
+    skew_b = b[:10] + _zz_bytes(nb) + b[10 + len(_zz_bytes(nb)):][3:]
+    assert dec.decode(values[:5] + [skew_a, skew_b] + values[7:]) is None   # ...a skewed one is not
+
+
+def test_a_batch_below_the_minimum_is_left_to_the_exact_path():
+    rng = random.Random(2)
+    values = _batches(rng, [_flow(rng) for _ in range(90)])
+    dec = BatchDecoder("FlowComponent")
+    assert dec.decode(values, min_rows=100) is None
+    assert dec.decode(values, min_rows=90) is not None
+
+
+def test_a_truncated_record_is_refused_not_a_crash():
+    """polars panics (a BaseException, not an Exception) on a block too short for its rows."""
+    rng = random.Random(4)
+    values = [serde.encode("FlowComponent", _flow(rng)) for _ in range(150)]
+    assert BatchDecoder("FlowComponent").decode(values[:-1] + [values[-1][:-3]]) is None
+
+
+def _zz_bytes(n: int) -> bytes:
+    from pipeline.sink.batch import _zz
+    return _zz(n)
