@@ -169,6 +169,10 @@ def one_run(scenario: str, run: int, processes: int = 0) -> dict[str, float]:
         t = time.monotonic()
         messages = produce_components(settings, flow, foot, dem).messages
         t_produce = time.monotonic() - t
+        # The bound is timed just before and just after the sink and averaged: on a shared
+        # machine, CPU steal drifts over a run, and one side timed alone picked it up (single
+        # bounds of the same run differed by up to 1.6x).
+        before = driver_bound(settings, db, flow, foot, dem)
         if processes:
             t_sink, t_steady = sink_processes(settings, wh, db, processes, total)
             join_s, cpu_sink = t_sink - t_steady, float("nan")
@@ -186,7 +190,9 @@ def one_run(scenario: str, run: int, processes: int = 0) -> dict[str, float]:
         _check(wh, db, run, "demographic_components", len(dem),
                {"persons": sum(r.count for r in dem), "noise_var_milli": sum(r.noise_var_milli for r in dem)})
 
-        bound_rps, cpu_bound = driver_bound(settings, db, flow, foot, dem)
+        after = driver_bound(settings, db, flow, foot, dem)
+        bound_rps = 2 / (1 / before[0] + 1 / after[0])   # records over the mean time
+        cpu_bound = (before[1] + after[1]) / 2
 
         start = datetime.fromtimestamp(pub.start_epoch, timezone.utc)
         end = start + timedelta(days=sc.days)
@@ -200,6 +206,7 @@ def one_run(scenario: str, run: int, processes: int = 0) -> dict[str, float]:
         return {"records": total, "flow": len(flow), "footfall": len(foot), "demographics": len(dem),
                 "aggregate_s": t_aggregate, "produce_s": t_produce, "sink_s": t_sink,
                 "produce_rps": total / t_produce, "sink_rps": total / t_sink, "bound_rps": bound_rps,
+                "bound_before_rps": before[0], "bound_after_rps": after[0],
                 "sink_cpu_us": cpu_sink / total * 1e6, "bound_cpu_us": cpu_bound / total * 1e6,
                 "sink_join_s": join_s,
                 "sink_steady_rps": total / max(1e-9, t_sink - join_s),
@@ -231,7 +238,8 @@ def main() -> int:
         print(f"run {r}: {res['records']:,} component records ({res['flow']:,} flow, {res['footfall']:,} footfall, "
               f"{res['demographics']:,} demographic; aggregated in-process in {res['aggregate_s']:.1f} s); "
               f"produce {res['produce_s']:.1f} s ({res['produce_rps']:,.0f}/s), "
-              f"sink {res['sink_s']:.1f} s ({res['sink_rps']:,.0f}/s; clickhouse-driver alone {res['bound_rps']:,.0f}/s, "
+              f"sink {res['sink_s']:.1f} s ({res['sink_rps']:,.0f}/s; clickhouse-driver alone {res['bound_rps']:,.0f}/s "
+              f"(before the sink {res['bound_before_rps']:,.0f}/s, after it {res['bound_after_rps']:,.0f}/s), "
               f"ratio {res['sink_rps'] / res['bound_rps']:.2f}; after its first record, {res['sink_join_s']:.1f} s in: "
               f"{res['sink_steady_rps']:,.0f}/s, ratio {res['sink_steady_rps'] / res['bound_rps']:.2f}; "
               f"client CPU per record: sink {res['sink_cpu_us']:.1f} us, driver alone {res['bound_cpu_us']:.1f} us); "

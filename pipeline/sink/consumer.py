@@ -22,7 +22,7 @@ from typing import Any, Callable
 
 import numpy as np
 import polars as pl
-from confluent_kafka import OFFSET_INVALID, Consumer, KafkaError, Message, Producer, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, OFFSET_INVALID, Consumer, KafkaError, Message, Producer, TopicPartition
 
 from pipeline import serde
 from pipeline.ops.kafka_clients import client_config
@@ -411,6 +411,8 @@ class ClickHouseSink:
                 self.stats.resumed_from_warehouse[f"{tp.topic}[{tp.partition}]"] = after + 1
             elif c >= 0:
                 tp.offset = c
+            else:
+                tp.offset = OFFSET_BEGINNING
         consumer.assign(partitions)
         # Idle time counts from when there is something to read (see ``run``).
         self._assigned_at = time.monotonic()
