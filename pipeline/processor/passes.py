@@ -21,13 +21,15 @@ standing in view is then followed without counting again). A track that never re
 ``min_hits`` detections is a false alarm or a glimpse and counts nothing. The pass's
 descriptor is the quality-weighted mean of its crops: crops cut by the frame border or
 overlapped by another person get weight 0 and only count when a pass has no clean crop. Its
-(age band, gender) is counted once: at the first detection with a known label once the pass
-is confirmed, or as unknown when it ends without one.
+(age band, gender) is the first known label any of its detections had (unknown if none), counted
+once, when the pass ends: like its occurrence, so a pass a worker drops when its camera moves to
+another worker (``drop``) counts in neither, and the new owner counts the person once. (Counted
+at confirmation, a person in view at a hand-over was counted in demographics on both sides.)
 
 What is kept, in memory only, while a pass is open (at most ``max_pass_seconds`` for the
 descriptor sum; the track itself lives while the person is in view): the Kalman state, a
-running mean appearance embedding, the running descriptor sum, and whether demographics were
-counted. No image or identifier leaves; the sums are dropped when the pass is handed out for
+running mean appearance embedding, the running descriptor sum, and the pass's (age band, gender)
+label until it is counted. No image or identifier leaves; the sums are dropped when the pass is handed out for
 grouping. Frames of one camera arrive in capture order (one Kafka partition per camera key,
 one agent); an older frame is counted on its own rather than corrupting the open passes.
 """
@@ -185,9 +187,6 @@ class PassCounter:
                 p.label = labels[j]
             if not p.confirmed and p.n >= self.cfg.min_hits:
                 p.confirmed = True
-            if p.confirmed and p.label != UNKNOWN_CELL and not p.demo_counted:
-                now.demographics[p.label] += 1
-                p.demo_counted = True
             if p.confirmed and p.total is not None and ts_ms - p.first_ms >= self.max_pass_ms:
                 out.append(Contribution(ts_ms, [self._mean(p)]))
                 p.total = p.total_any = None
@@ -207,10 +206,11 @@ class PassCounter:
         return [(cam[0], cam[1], c) for cam in cams for c in self._retire(cam)]
 
     def drop(self, cameras: Iterable[tuple[str, str]]) -> int:
-        """Forget ``cameras``' trackers and open passes without counting them; returns how many
-        confirmed passes were dropped. For a camera whose frames now go to another worker: that
-        worker's fresh tracker finds the persons still in view and counts their passes when they
-        end, so counting them here too would count each of them twice."""
+        """Forget ``cameras``' trackers and open passes without counting them (occurrences and
+        demographics); returns how many confirmed passes were dropped. For a camera whose frames
+        now go to another worker: that worker's fresh tracker finds the persons still in view and
+        counts their passes when they end, so counting them here too would count each of them
+        twice."""
         dropped = 0
         for cam in [c for c in cameras if c in self._trackers]:
             dropped += sum(1 for p in self._passes.get(cam, {}).values() if p.confirmed and p.total is not None)

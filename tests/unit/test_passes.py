@@ -176,3 +176,28 @@ def test_a_camera_moved_to_another_worker_drops_its_open_passes_uncounted():
     assert pc.drop([("s", "moved"), ("s", "never-seen")]) == 1   # one confirmed pass left to the new owner
     assert pc.open_passes == 1 and pc.idle_cameras(0.0) == [("s", "kept")]
     assert [cam for _, cam, _ in pc.flush()] == ["kept"]
+
+
+def test_a_person_in_view_at_a_hand_over_is_counted_once_in_demographics_as_in_occurrences():
+    """The old owner drops the camera's open passes when its partition moves; the new owner's
+    fresh tracker counts the person when their pass ends. Demographics follow the pass, so the
+    person is one occurrence and one demographic count across both workers (counted at
+    confirmation, they were two in demographics)."""
+    a = walk(0, 30, 10)
+    old, new = PassCounter(appearance=False), PassCounter(appearance=False)
+    out_old = run(old, [[(a[i], vec(0, 1), F)] for i in range(5)])                 # confirmed, labelled
+    assert old.drop([("s", "c")]) == 1
+    out_new = run(new, [[(a[i], vec(0, 1), F)] for i in range(5, 10)], t0=2500)
+    out_new += [c for _, _, c in new.flush()]
+    both = out_old + out_new
+    assert sum((c.demographics for c in both), Counter()) == Counter({F: 1})
+    assert len(ended(both)) == 1
+
+
+def test_demographics_wait_for_the_end_of_the_pass():
+    a = walk(0, 30, 6)
+    pc = PassCounter(appearance=False)
+    out = run(pc, [[(a[i], vec(0, 1), F)] for i in range(6)])
+    assert sum((c.demographics for c in out), Counter()) == Counter()   # confirmed, still in view
+    (_, _, c), = pc.flush()
+    assert c.demographics == Counter({F: 1}) and len(c.descriptors) == 1
