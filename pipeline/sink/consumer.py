@@ -68,10 +68,10 @@ _MAX_CONSUME = 10_000
 # published components can be a whole hour) would otherwise hold its rows for the full wait
 # (0.5 s cost the reference week's load bench a sixth of its time).
 _POLL_SECONDS = 0.1
-# Until a poll has shown how many rows a message carries, assume a batch message's worth (a
-# first poll of single records is then small, not a first poll of batches huge: 5,000 messages
-# of published components were a whole week of one topic, decoded and inserted with nothing to
-# overlap).
+# Polls are sized as if every message carried at least this many rows, and more when a topic's
+# messages have carried more (see ``run``): a topic not yet seen may hold batch messages, and
+# 5,000 messages of published components were a whole week of one topic, decoded at once with
+# nothing to overlap. Single records then come 100 to a poll, still a batch to decode.
 _FIRST_ROWS_PER_MESSAGE = 50.0
 
 
@@ -293,15 +293,21 @@ class _Rows:
     def source(self, i: int) -> _Source:
         return _Source(self.parts[i], self.offs[i], self.values[i])
 
+    def _slice(self, lo: int, hi: int) -> "_Rows":
+        r = _Rows(0)
+        r.cols = [c[lo:hi] for c in self.cols]
+        r.parts, r.offs, r.values = self.parts[lo:hi], self.offs[lo:hi], self.values[lo:hi]
+        return r
+
     def halves(self) -> tuple["_Rows", "_Rows"]:
         mid = len(self) // 2
-        out = []
-        for lo, hi in ((0, mid), (mid, len(self))):
-            r = _Rows(0)
-            r.cols = [c[lo:hi] for c in self.cols]
-            r.parts, r.offs, r.values = self.parts[lo:hi], self.offs[lo:hi], self.values[lo:hi]
-            out.append(r)
-        return out[0], out[1]
+        return self._slice(0, mid), self._slice(mid, len(self))
+
+    def chunks(self, size: int) -> list["_Rows"]:
+        """Consecutive parts of at most ``size`` rows (the rows themselves if they fit)."""
+        if len(self) <= size:
+            return [self]
+        return [self._slice(lo, min(lo + size, len(self))) for lo in range(0, len(self), size)]
 
     def columnar(self, offsets: bool) -> list[list[Any]]:
         """The insert's columns; tables that resume from the warehouse get each row's source."""
@@ -344,7 +350,7 @@ class ClickHouseSink:
     def __init__(self, settings: Settings, warehouse: ServerWarehouse, *, group_id: str | None = None) -> None:
         self.s = settings
         self._assigned_at: float | None = None
-        self._rows_per_message = _FIRST_ROWS_PER_MESSAGE   # seen so far: sizes the next poll (see ``run``)
+        self._rows_per_message: dict[str, float] = {}   # per topic, its last poll's: sizes the next poll
         self.wh = warehouse
         k = settings.kafka
         # Restricted data (per-window group cells, exact per-window demographics and crossings)
@@ -540,7 +546,10 @@ class ClickHouseSink:
         rejected: list[tuple[str, _Source, _Rejected]] = []
         for topic, pending in rows.items():
             spec = self.specs[topic]
-            landed[spec.table] = landed.get(spec.table, 0) + self._land(topic, spec, pending, rejected)
+            # Inserts of at most batch_max_rows: a poll of batch messages can bring more rows
+            # than that at once (its size is a guess until a topic has been seen).
+            for chunk in pending.chunks(self.s.sink.batch_max_rows):
+                landed[spec.table] = landed.get(spec.table, 0) + self._land(topic, spec, chunk, rejected)
         return landed, rejected
 
     def _finish(self, job: "_Job", result: tuple[dict[str, int], list]) -> None:
@@ -641,12 +650,15 @@ class ClickHouseSink:
         self.consumer.subscribe(list(self.specs), on_assign=self._on_assign, on_revoke=self._on_revoke)
         started = last = time.monotonic()
         self._assigned_at = None
-        self._rows_per_message = _FIRST_ROWS_PER_MESSAGE
+        self._rows_per_message = {}
         try:
             while True:
                 # Messages carry one row or many (published components): ask for about a
-                # batch's worth of rows, by the rows per message seen so far.
-                want = max(1, min(_MAX_CONSUME, round(self.s.sink.batch_max_rows / self._rows_per_message)))
+                # batch's worth of rows at the largest rows per message of any topic seen, so a
+                # poll holds about batch_max_rows rows whatever mix of topics it returns (sized
+                # by single records, a poll fetched a week of batch messages at once).
+                per = max([_FIRST_ROWS_PER_MESSAGE, *self._rows_per_message.values()])
+                want = max(1, min(_MAX_CONSUME, round(self.s.sink.batch_max_rows / per)))
                 msgs = self.consumer.consume(num_messages=want, timeout=_POLL_SECONDS)
                 now = time.monotonic()
                 if self._assigned_at is not None:
@@ -658,17 +670,16 @@ class ClickHouseSink:
                             log.error("consumer error: %s", m.error().str())
                         continue
                     by_topic.setdefault(m.topic(), []).append(m)
-                rows_before = self.stats.rows
                 if by_topic and self.stats.first_record_s is None:
                     self.stats.first_record_s = now - started
                 for topic, batch in by_topic.items():
+                    rows_before = self.stats.rows
                     self._handle_batch(topic, batch)
+                    self._rows_per_message[topic] = max(1.0, (self.stats.rows - rows_before) / len(batch))
                     for m in batch:   # in offset order within a partition: the last one wins
                         self._next[(topic, m.partition())] = m.offset() + 1
                     self.stats.consumed += len(batch)
                     last = now
-                if by_topic:
-                    self._rows_per_message = max(1.0, (self.stats.rows - rows_before) / sum(map(len, by_topic.values())))
                 if self._inflight is not None and self._inflight[1].done():
                     self._settle()   # commit promptly, even if no further batch comes
                 if self._buffered >= self.s.sink.batch_max_rows or (self._next and now - self._since >= self.s.sink.batch_max_seconds):

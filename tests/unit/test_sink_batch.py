@@ -215,3 +215,19 @@ def test_a_truncated_record_is_refused_not_a_crash():
 def _zz_bytes(n: int) -> bytes:
     from pipeline.sink.batch import _zz
     return _zz(n)
+
+
+def test_buffered_rows_are_inserted_in_parts_of_at_most_the_batch_size():
+    """A poll of batch messages can bring more rows than sink.batch_max_rows at once; the insert
+    is cut into parts of at most that many, in order, each with its rows' sources."""
+    from pipeline.sink.consumer import _Rows, _Source
+
+    rows = _Rows(2)
+    for i in range(12):
+        rows.append([i, str(i)], _Source(i % 2, i, b"v"))
+    parts = rows.chunks(5)
+    assert [len(p) for p in parts] == [5, 5, 2]
+    assert [v for p in parts for v in p.cols[0]] == list(range(12))
+    assert [v for p in parts for v in p.cols[1]] == [str(i) for i in range(12)]
+    assert [o for p in parts for o in p.offs] == list(range(12)) and parts[2].parts == [0, 1]
+    assert rows.chunks(12) == [rows]
