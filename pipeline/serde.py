@@ -47,7 +47,7 @@ class _Schema:
     name: str
     parsed: Any
     fp: bytes
-    plain: Any = None   # the same schema without logical types: timestamps stay longs
+    plain: Any   # the same schema without logical types: timestamps stay longs
 
 
 def _without_logical_types(raw: Any) -> Any:
@@ -58,14 +58,16 @@ def _without_logical_types(raw: Any) -> Any:
     return raw
 
 
-def _load(path: Path) -> _Schema:
-    return _from_raw(json.loads(path.read_text()))
-
-
 def _from_raw(raw: dict) -> _Schema:
     parsed = parse_schema(raw, _write_hint=False)
     fp = bytes.fromhex(fingerprint(to_parsing_canonical_form(parsed), "CRC-64-AVRO"))
     return _Schema(raw["name"], parse_schema(raw), fp, parse_schema(_without_logical_types(raw)))
+
+
+def _with_batch(raw: dict) -> list[_Schema]:
+    """A schema, and the schema of its batches when its records travel in batches."""
+    s = _from_raw(raw)
+    return [s, _from_raw(batch_schema(raw))] if s.name in BATCHED else [s]
 
 
 def batch_schema(row_schema: dict) -> dict:
@@ -84,23 +86,14 @@ class Registry:
         self.current: dict[str, _Schema] = {}
         self.writers: dict[bytes, _Schema] = {}
         for p in sorted(schema_dir.glob("*.avsc")):
-            raw = json.loads(p.read_text())
-            s = _from_raw(raw)
-            self.current[s.name] = s
-            self.writers[s.fp] = s
-            if s.name in BATCHED:
-                b = _from_raw(batch_schema(raw))
-                self.current[b.name] = b
-                self.writers[b.fp] = b
+            for s in _with_batch(json.loads(p.read_text())):
+                self.current[s.name] = s
+                self.writers[s.fp] = s
         hist = schema_dir / "history"
         if hist.is_dir():
             for p in sorted(hist.glob("*.avsc")):
-                raw = json.loads(p.read_text())
-                s = _from_raw(raw)
-                self.writers.setdefault(s.fp, s)
-                if s.name in BATCHED:
-                    b = _from_raw(batch_schema(raw))
-                    self.writers.setdefault(b.fp, b)
+                for s in _with_batch(json.loads(p.read_text())):
+                    self.writers.setdefault(s.fp, s)
         missing = [n for n in RECORD_NAMES if n not in self.current]
         if missing:
             raise SerdeError("schema_missing", f"schemas {missing} not found in {schema_dir}")
@@ -108,12 +101,10 @@ class Registry:
     def add_writer(self, raw_schema: dict) -> bytes:
         """Register an extra writer schema (e.g. from an older producer), and its batch schema
         for a batched record; returns its fingerprint."""
-        s = _from_raw(raw_schema)
-        self.writers[s.fp] = s
-        if s.name in BATCHED:
-            b = _from_raw(batch_schema(raw_schema))
-            self.writers[b.fp] = b
-        return s.fp
+        schemas = _with_batch(raw_schema)
+        for s in schemas:
+            self.writers[s.fp] = s
+        return schemas[0].fp
 
     def encode(self, name: str, record: dict[str, Any], *, schema: _Schema | None = None) -> bytes:
         s = schema or self.current.get(name)
@@ -147,10 +138,8 @@ class Registry:
         try:
             # Same schema on both sides (the usual case): no resolution step, which costs about
             # as much as the decoding itself.
-            if plain:
-                rec = fastavro.schemaless_reader(buf, writer.plain, None if writer is reader else reader.plain)
-            else:
-                rec = fastavro.schemaless_reader(buf, writer.parsed, None if writer is reader else reader.parsed)
+            w, r = (writer.plain, reader.plain) if plain else (writer.parsed, reader.parsed)
+            rec = fastavro.schemaless_reader(buf, w, None if writer is reader else r)
         except Exception as e:  # fastavro raises many types on truncated/corrupt input
             raise SerdeError("malformed_record", f"{name}: cannot decode body ({type(e).__name__})") from None
         if buf.tell() != len(data) - HEADER_LEN:

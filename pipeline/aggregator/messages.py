@@ -2,7 +2,7 @@
 
 Why batches: one message per row made the sink spend more CPU in the Kafka client (fetching,
 TLS, one Python message object per row) than ClickHouse's driver spends inserting the rows, so
-the sink could never approach the driver's bound (docs/SCALING.md §5). The key stays the
+the sink could never approach the driver's bound (docs/SCALING.md §6). The key stays the
 camera's, so a camera's rows keep their partition and order; a message holds rows of one key
 only, in the order they were emitted. The aggregator and the simulator's publisher both send
 through here, so a bench measures the messages the product sends.

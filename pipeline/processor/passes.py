@@ -28,9 +28,9 @@ at confirmation, a person in view at a hand-over was counted in demographics on 
 
 What is kept, in memory only, while a pass is open (at most ``max_pass_seconds`` for the
 descriptor sum; the track itself lives while the person is in view): the Kalman state, a
-running mean appearance embedding, the running descriptor sum, and the pass's (age band, gender)
-label until it is counted. No image or identifier leaves; the sums are dropped when the pass is handed out for
-grouping. Frames of one camera arrive in capture order (one Kafka partition per camera key,
+running mean appearance embedding, the running descriptor sum, and the pass's (age band,
+gender) label until it is counted. No image or identifier leaves; the sums are dropped when the
+pass is handed out for grouping. Frames of one camera arrive in capture order (one Kafka partition per camera key,
 one agent); an older frame is counted on its own rather than corrupting the open passes.
 """
 from __future__ import annotations

@@ -495,6 +495,14 @@ def _open_producer(settings: Settings, role: str, topics: Iterable[str]) -> Any:
     return producer
 
 
+def _count_failures(stats: KafkaLoadStats) -> Callable[[Any, Any], None]:
+    """A delivery callback that counts failed messages in ``stats``."""
+    def on_delivery(err: Any, _msg: Any) -> None:
+        if err is not None:
+            stats.failed += 1
+    return on_delivery
+
+
 def _finish(producer: Any, stats: KafkaLoadStats, t0: float, flush_timeout: float) -> KafkaLoadStats:
     left = producer.flush(flush_timeout)
     stats.seconds = time.monotonic() - t0
@@ -514,10 +522,7 @@ def _produce(settings: Settings, streams: Sequence[tuple[str, str, Iterator[tupl
 
     producer = _open_producer(settings, role, (t for _, t, _ in streams))
     stats = KafkaLoadStats()
-
-    def on_delivery(err: Any, _msg: Any) -> None:
-        if err is not None:
-            stats.failed += 1
+    on_delivery = _count_failures(stats)
 
     t0 = time.monotonic()
     for name, topic, records in streams:
@@ -562,10 +567,7 @@ def produce_components(settings: Settings, flow: Sequence[FlowComponent], foot: 
                                  ("crossings", k.crossing_components_topic)) if any(r.kind == kind for r in counts)]
     producer = _open_producer(settings, "aggregator", topics)
     stats = KafkaLoadStats()
-
-    def on_delivery(err: Any, _msg: Any) -> None:
-        if err is not None:
-            stats.failed += 1
+    on_delivery = _count_failures(stats)
 
     by_hour: dict[int, list[Any]] = {}
     for r in (*flow, *foot, *counts):

@@ -168,13 +168,14 @@ def test_batch_messages_that_are_not_exactly_their_rows_are_not_decoded():
     assert dec.decode(values) is not None
     v = values[3]
     n = len(serde.decode_rows("FlowComponent", v, plain=True))
+    assert n == 13   # the sizes above: message 3 has 13 rows
     body_start = 10 + len(_zz_bytes(n))
     one_row = serde.encode("FlowComponent", rows[0])[10:]
     bad = [
         v[:-1],                                              # no terminating 0
         v + b"\x00",                                         # a trailing byte
         v[:10] + _zz_bytes(n + 1) + v[body_start:],          # more rows claimed than sent
-        v[:10] + _zz_bytes(n - 1) + v[body_start:] if n > 1 else v[:-2] + b"\x00",   # fewer
+        v[:10] + _zz_bytes(n - 1) + v[body_start:],         # fewer
         v[:-1] + _zz_bytes(1) + one_row + b"\x00",           # a second block
         v[:10] + _zz_bytes(-n) + _zz_bytes(len(v) - body_start - 1) + v[body_start:],  # a block with its size
         v[:10] + b"\x00",                                    # an empty batch
