@@ -92,6 +92,7 @@ class ServerWarehouse:
     def __init__(self, cfg: ClickHouseSettings, database: str | None = None, *, role: ClickHouseRole) -> None:
         """``role``: the ClickHouse user to connect as (admin, sink or analyst); the server
         enforces what it may do (read-only analysts, no DDL for the sink)."""
+        self.cfg = cfg   # a second connection with the same settings (the sink's insert process)
         self.database = database or cfg.database
         self.role = role
         self.cluster = cfg.cluster

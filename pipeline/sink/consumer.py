@@ -11,10 +11,10 @@ aggregator reads (docs/AGGREGATOR.md).
 """
 from __future__ import annotations
 
+import io
 import logging
 import time
-import uuid
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections import deque
 from functools import lru_cache
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -32,7 +32,8 @@ from pipeline.serde import epoch_ms
 from pipeline.processor.frames import dead_letter
 from pipeline.settings import Settings
 from pipeline.sink.batch import BatchDecoder
-from pipeline.sink.clickhouse import ServerWarehouse, WarehouseError
+from pipeline.sink.clickhouse import ServerWarehouse
+from pipeline.sink.inserter import InsertProcess, Outcome, Target
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +64,8 @@ _DATETIME_MS = (1 << 32) * 1000
 # flush.
 _MIN_BATCH = 100
 _MAX_CONSUME = 10_000
+# Flushes handed to the insert process before the loop waits for the oldest (see ``flush``).
+_MAX_INFLIGHT = 2
 # A poll returns when it has the messages it asked for or after this long with what there is:
 # short, because a topic holding fewer than a batch's worth of messages (a few hundred messages of
 # published components can be a whole hour) would otherwise hold its rows for the full wait
@@ -237,11 +240,15 @@ def batch_screen(spec: TableSpec, df: pl.DataFrame) -> np.ndarray:
             else np.ones(df.height, dtype=bool))
 
 
-def batch_columns(spec: TableSpec, df: pl.DataFrame, keep: np.ndarray) -> list[list[Any]]:
-    """The table's columns for the rows of ``df`` that ``keep`` marks."""
+def batch_frame(spec: TableSpec, df: pl.DataFrame, keep: np.ndarray) -> pl.DataFrame:
+    """The table's columns for the rows of ``df`` that ``keep`` marks, still a frame."""
     exprs = [e.alias(c) for e, c in zip(spec.batch_columns, spec.columns)]
-    frame = (df if keep.all() else df.filter(keep)).select(exprs)
-    return [s.to_list() for s in frame.get_columns()]
+    return (df if keep.all() else df.filter(keep)).select(exprs)
+
+
+def batch_columns(spec: TableSpec, df: pl.DataFrame, keep: np.ndarray) -> list[list[Any]]:
+    """The table's columns for the rows of ``df`` that ``keep`` marks, as the driver takes them."""
+    return [s.to_list() for s in batch_frame(spec, df, keep).get_columns()]
 
 
 def batch_rows(spec: TableSpec, df: pl.DataFrame) -> tuple[list[list[Any]], np.ndarray, np.ndarray]:
@@ -263,11 +270,13 @@ class _Source:
 
 
 class _Rows:
-    """Rows buffered for one table, kept as columns (the driver inserts columns, and a batch
-    decoded as columns is appended without ever becoming rows), with each row's source."""
+    """Rows buffered for one table, with each row's source. Batch-decoded rows stay polars
+    frames until the insert process turns them into Python values (pipeline/sink/inserter.py);
+    rows of the exact path are Python columns already."""
 
     def __init__(self, width: int) -> None:
-        self.cols: list[list[Any]] = [[] for _ in range(width)]
+        self.width = width
+        self.segments: list[pl.DataFrame | list[list[Any]]] = []
         self.parts: list[int] = []
         self.offs: list[int] = []
         self.values: list[bytes | None] = []
@@ -276,16 +285,17 @@ class _Rows:
         return len(self.parts)
 
     def append(self, row: list[Any], src: "_Source") -> None:
-        for col, v in zip(self.cols, row):
+        if not self.segments or isinstance(self.segments[-1], pl.DataFrame):
+            self.segments.append([[] for _ in range(self.width)])
+        for col, v in zip(self.segments[-1], row):
             col.append(v)
         self.parts.append(src.partition)
         self.offs.append(src.offset)
         self.values.append(src.value)
 
-    def extend(self, cols: list[list[Any]], parts: list[int], offs: list[int], values: list[bytes]) -> None:
-        """Rows as columns, with each row's source (rows of one message share it)."""
-        for col, vs in zip(self.cols, cols):
-            col.extend(vs)
+    def extend(self, frame: pl.DataFrame, parts: list[int], offs: list[int], values: list[bytes]) -> None:
+        """A frame of the table's columns, with each row's source (rows of one message share it)."""
+        self.segments.append(frame)
         self.parts.extend(parts)
         self.offs.extend(offs)
         self.values.extend(values)
@@ -293,25 +303,23 @@ class _Rows:
     def source(self, i: int) -> _Source:
         return _Source(self.parts[i], self.offs[i], self.values[i])
 
-    def _slice(self, lo: int, hi: int) -> "_Rows":
-        r = _Rows(0)
-        r.cols = [c[lo:hi] for c in self.cols]
-        r.parts, r.offs, r.values = self.parts[lo:hi], self.offs[lo:hi], self.values[lo:hi]
-        return r
-
-    def halves(self) -> tuple["_Rows", "_Rows"]:
-        mid = len(self) // 2
-        return self._slice(0, mid), self._slice(mid, len(self))
-
-    def chunks(self, size: int) -> list["_Rows"]:
-        """Consecutive parts of at most ``size`` rows (the rows themselves if they fit)."""
-        if len(self) <= size:
-            return [self]
-        return [self._slice(lo, min(lo + size, len(self))) for lo in range(0, len(self), size)]
-
-    def columnar(self, offsets: bool) -> list[list[Any]]:
-        """The insert's columns; tables that resume from the warehouse get each row's source."""
-        return self.cols + ([self.parts, self.offs] if offsets else [])
+    def payload(self) -> list[bytes | list[list[Any]]]:
+        """The segments as they cross to the insert process: consecutive frames as one Arrow
+        IPC stream (written in Rust), Python columns as they are."""
+        out: list[bytes | list[list[Any]]] = []
+        frames: list[pl.DataFrame] = []
+        for seg in [*self.segments, None]:
+            if isinstance(seg, pl.DataFrame):
+                frames.append(seg)
+                continue
+            if frames:
+                buf = io.BytesIO()
+                pl.concat(frames, rechunk=False).write_ipc(buf)
+                out.append(buf.getvalue())
+                frames = []
+            if seg is not None:
+                out.append(seg)
+        return out
 
 
 @dataclass
@@ -344,6 +352,7 @@ class SinkStats:
     first_record_s: float | None = None   # from the start of run() to the first record (group join, resume)
     batch_decoded: int = 0   # rows decoded and checked as part of a batch (the rest: one by one)
     rows: int = 0   # rows the consumed messages carried (published components: many to a message)
+    last_landed_s: float | None = None   # from the start of run() to the last insert confirmed
 
 
 class ClickHouseSink:
@@ -379,11 +388,28 @@ class ClickHouseSink:
         self._decoders = {spec.record: BatchDecoder(spec.record, reg) for spec in self.specs.values()
                           if spec.batch_columns is not None}
         self._buf: dict[str, _Rows] = {}
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sink-insert")
-        self._inflight: tuple[_Job, Future] | None = None
+        # Started here, so that its interpreter starts while the caller goes on (a running
+        # sink's is long started); run() starts another if an earlier run closed it.
+        self._inserter: InsertProcess | None = self._start_inserter()
+        # Flushes sent to the insert process and not yet confirmed, oldest first: up to two, so
+        # the process has the next one as soon as it finishes one (it inserts them in order, and
+        # their offsets are committed in that order).
+        self._inflight: deque[_Job] = deque()
         self._next: dict[tuple[str, int], int] = {}  # offsets to commit after the next insert
         self._buffered = 0
-        self._since = time.monotonic()
+        self._since = self._run_started = time.monotonic()
+
+    def _start_inserter(self) -> InsertProcess:
+        wh = self.wh
+        return InsertProcess(wh.cfg, wh.database, wh.role, retry_seconds=self.s.sink.retry_seconds,
+                             batch_max_rows=self.s.sink.batch_max_rows)
+
+    def wait_ready(self) -> None:
+        """Block until the insert process has started and opened its warehouse connection (a
+        bad setting or a missing password is raised here)."""
+        if self._inserter is None:
+            self._inserter = self._start_inserter()
+        self._inserter.wait_ready()
 
     # -- resume from the warehouse ----------------------------------------------------------
     def _stored_offsets(self, topic: str) -> dict[int, int]:
@@ -395,7 +421,7 @@ class ClickHouseSink:
         return {int(p): int(o) for p, o in rows}
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        self._settle()   # the warehouse connection is the insert thread's until then
+        self._settle()   # the stored offsets below include the insert in flight
         committed = {(tp.topic, tp.partition): tp.offset for tp in consumer.committed(partitions, timeout=30)}
         stored: dict[str, dict[int, int]] = {}
         for tp in partitions:
@@ -424,7 +450,11 @@ class ClickHouseSink:
         self._assigned_at = time.monotonic()
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        self.flush()   # lands and commits everything, the insert in flight included
+        if self._inserter is None:
+            # Closing: a run that ended well has landed and committed everything already, and
+            # after a failure nothing more may be committed.
+            return
+        self.flush()   # lands and commits everything, the inserts in flight included
 
     # -- batching ---------------------------------------------------------------------------
     def _rows(self, topic: str) -> _Rows:
@@ -484,8 +514,8 @@ class ClickHouseSink:
         keep = whole[owner]
         n = int(keep.sum())
         if n:
-            # Each row's source, its message's (built in numpy: per-row Python loops here held
-            # the GIL the insert thread needs).
+            # Each row's source, its message's (built in numpy: per-row Python loops here cost
+            # more than the decoding).
             parts = np.fromiter((m.partition() for m in msgs), dtype=np.int64, count=len(msgs))
             offs = np.fromiter((m.offset() for m in msgs), dtype=np.int64, count=len(msgs))
             if n == len(msgs):   # one row per message, all kept: the usual single-record case
@@ -494,7 +524,7 @@ class ClickHouseSink:
                 kept = owner if n == len(owner) else owner[keep]
                 parts, offs = parts[kept], offs[kept]
                 srcs = np.fromiter(values, dtype=object, count=len(values))[kept].tolist()
-            self._rows(topic).extend(batch_columns(spec, got.frame, keep), parts.tolist(), offs.tolist(), srcs)
+            self._rows(topic).extend(batch_frame(spec, got.frame, keep), parts.tolist(), offs.tolist(), srcs)
             self._buffered += n
             self.stats.batch_decoded += n
             self.stats.rows += n
@@ -511,19 +541,20 @@ class ClickHouseSink:
     def flush(self, *, wait: bool = True) -> None:
         """Insert the buffered rows, then commit their offsets.
 
-        With ``wait=False`` (the main loop) the insert runs in the sink's insert thread while the
-        loop polls and decodes the next batch, and its offsets are committed at the next flush,
-        once the insert is confirmed. Decoding is mostly Rust now (pipeline/sink/batch.py) and
-        leaves the GIL to the driver's encoding; with one-by-one fastavro decoding the same
-        thread gave nothing (sink/driver-bound 0.28 against 0.27). ``wait=True`` (revocation,
-        the end of a run) lands and commits everything before it returns."""
-        self._settle()
+        With ``wait=False`` (the main loop) the insert runs in the sink's insert process
+        (pipeline/sink/inserter.py) while the loop polls and decodes the next batch, and its
+        offsets are committed once the insert is confirmed: at the next flush, or as soon as
+        the loop sees the reply. ``wait=True`` (revocation, the end of a run) lands and commits
+        everything before it returns."""
+        if len(self._inflight) >= _MAX_INFLIGHT:
+            self._settle(1)
         if self._next:
             job = self._take()
-            if wait:
-                self._finish(job, self._insert_all(job.rows))
-            else:
-                self._inflight = (job, self._pool.submit(self._insert_all, job.rows))
+            self._inserter.submit({t: (Target(self.specs[t].table, self.specs[t].columns, self.specs[t].offsets),
+                                       r.payload(), r.parts, r.offs) for t, r in job.rows.items()})
+            self._inflight.append(job)
+        if wait:
+            self._settle()
         self._since = time.monotonic()
 
     def _take(self) -> "_Job":
@@ -531,124 +562,41 @@ class ClickHouseSink:
         self._buf, self._next, self._buffered = {}, {}, 0
         return job
 
-    def _settle(self) -> None:
-        """Wait for the insert in flight, if any, and commit what it landed. An insert that
-        failed raises here: the sink stops with those offsets uncommitted, and a restart
-        resumes after what ClickHouse holds."""
-        if self._inflight is None:
-            return
-        job, fut = self._inflight
-        self._inflight = None
-        self._finish(job, fut.result())
+    def _settle(self, count: int | None = None) -> None:
+        """Wait for the oldest ``count`` flushes in flight (default: all), and commit what they
+        landed, in order. An insert that failed raises here: the sink stops with its offsets and
+        every later flush's uncommitted, and a restart resumes after what ClickHouse holds."""
+        for _ in range(len(self._inflight) if count is None else min(count, len(self._inflight))):
+            out = self._inserter.result()
+            self._finish(self._inflight.popleft(), out)
 
-    def _insert_all(self, rows: dict[str, _Rows]) -> tuple[dict[str, int], list[tuple[str, _Source, "_Rejected"]]]:
-        landed: dict[str, int] = {}
-        rejected: list[tuple[str, _Source, _Rejected]] = []
-        for topic, pending in rows.items():
-            spec = self.specs[topic]
-            # Inserts of at most batch_max_rows: a poll of batch messages can bring more rows
-            # than that at once (its size is a guess until a topic has been seen).
-            for chunk in pending.chunks(self.s.sink.batch_max_rows):
-                landed[spec.table] = landed.get(spec.table, 0) + self._land(topic, spec, chunk, rejected)
-        return landed, rejected
-
-    def _finish(self, job: "_Job", result: tuple[dict[str, int], list]) -> None:
-        landed, rejected = result
-        for table, n in landed.items():
+    def _finish(self, job: "_Job", out: Outcome) -> None:
+        for table, n in out.landed.items():
             self.stats.inserted[table] = self.stats.inserted.get(table, 0) + n
-        for topic, src, err in rejected:
-            self._dead_letter(err, src, topic)
+        self.stats.ambiguous_landed += out.ambiguous_landed
+        for topic, i, detail in out.rejected:
+            self._dead_letter(_Rejected(detail), job.rows[topic].source(i), topic)
         # Dead letters must be durable before the offsets that skip their records are committed.
         if self.dlq.flush(30) > 0:
             raise RuntimeError("dead letters not acknowledged by Kafka in 30 s; offsets not committed")
         self._commit([TopicPartition(t, p, o) for (t, p), o in job.offsets.items()])
         self.stats.batches += 1
+        if out.landed:
+            self.stats.last_landed_s = time.monotonic() - self._run_started
 
     def _commit(self, offsets: list[TopicPartition]) -> None:
         # Synchronous: one round trip per batch, after its insert is confirmed, and a failed
         # commit stops the sink here instead of surfacing later in a callback.
         self.consumer.commit(offsets=offsets, asynchronous=False)
 
-    def _land(self, topic: str, spec: TableSpec, pending: _Rows, rejected: list) -> int:
-        """Insert ``pending`` into its table; returns rows landed. Rows the warehouse rejects are
-        found by halving the batch and collected in ``rejected`` (the caller dead-letters them
-        one by one), so one bad row neither blocks the sink for good (it would fail again after
-        every restart) nor takes good rows with it."""
-        try:
-            self._insert_with_retry(spec, pending)
-            return len(pending)
-        except WarehouseError as e:
-            if e.kind != "rejected":
-                raise
-            if len(pending) == 1:
-                rejected.append((topic, pending.source(0), _Rejected(str(e))))
-                return 0
-            first, second = pending.halves()
-            return self._land(topic, spec, first, rejected) + self._land(topic, spec, second, rejected)
-
-    def _insert_with_retry(self, spec: TableSpec, pending: _Rows) -> None:
-        """One insert, retried on transient and ambiguous failures until it is known to have
-        landed exactly once (``sink.retry_seconds``, then the error is raised and the sink
-        stops with its offsets uncommitted; a restart resumes after what ClickHouse holds).
-
-        Why retries cannot double count: an insert whose connection failed may still have been
-        applied (or still be running) on the server. Before inserting again, the sink waits
-        for its query id to leave ``system.processes``, then looks for the batch's source
-        offsets in the table (one insert is one block, applied entirely or not at all). Tables
-        without offsets are the published components, ReplacingMergeTree read with FINAL: a
-        second copy of a row replaces the first."""
-        cols = list(spec.columns) + (["kafka_partition", "kafka_offset"] if spec.offsets else [])
-        columnar = pending.columnar(spec.offsets)
-        deadline = time.monotonic() + self.s.sink.retry_seconds
-        delay = 0.5
-        while True:
-            query_id = f"flowpipe-sink-{uuid.uuid4()}"
-            try:
-                self.wh.insert(spec.table, cols, columnar, query_id=query_id)
-                return
-            except WarehouseError as e:
-                if e.kind in ("rejected", "fatal"):
-                    raise
-                if e.kind == "ambiguous" and spec.offsets and self._landed(spec, pending, query_id, deadline):
-                    self.stats.ambiguous_landed += 1
-                    log.warning("insert into %s failed on the client (%s) but landed on the server; not repeated",
-                                spec.table, e)
-                    return
-                if time.monotonic() + delay > deadline:
-                    raise
-                log.warning("insert into %s failed (%s); retrying in %.1f s", spec.table, e, delay)
-                time.sleep(delay)
-                delay = min(delay * 2, 10.0)
-
-    def _landed(self, spec: TableSpec, pending: _Rows, query_id: str, deadline: float) -> bool:
-        """Whether an insert whose outcome the client did not see is in the table. False when
-        the server cannot be asked yet (then the caller retries, and asks again next time)."""
-        try:
-            while self.wh.rows("SELECT count() FROM system.processes WHERE query_id = %(q)s", {"q": query_id})[0][0]:
-                if time.monotonic() > deadline:
-                    return False
-                time.sleep(0.2)
-            by_part: dict[int, list[int]] = {}
-            for part, off in zip(pending.parts, pending.offs):
-                by_part.setdefault(part, []).append(off)
-            found = 0
-            for part, offs in by_part.items():
-                found += int(self.wh.rows(
-                    f"SELECT count() FROM {self.wh.database}.{spec.table} WHERE kafka_partition = %(p)s "
-                    f"AND kafka_offset IN %(o)s", {"p": part, "o": tuple(offs)})[0][0])
-        except WarehouseError:
-            return False
-        if found not in (0, len(pending)):
-            # Cannot happen for one block; if it did, repeating the insert would duplicate rows.
-            raise WarehouseError(f"{spec.table}: {found} of {len(pending)} rows of a failed insert are in the "
-                                 f"table; refusing to guess which", "fatal")
-        return found == len(pending)
-
     # -- main loop --------------------------------------------------------------------------
     def run(self, *, max_records: int | None = None, idle_timeout: float | None = None,
             max_seconds: float | None = None, on_progress: Callable[[SinkStats], None] | None = None) -> SinkStats:
+        started = self._run_started = time.monotonic()
+        if self._inserter is None:
+            self._inserter = self._start_inserter()
         self.consumer.subscribe(list(self.specs), on_assign=self._on_assign, on_revoke=self._on_revoke)
-        started = last = time.monotonic()
+        last = started
         self._assigned_at = None
         self._rows_per_message = {}
         try:
@@ -680,8 +628,8 @@ class ClickHouseSink:
                         self._next[(topic, m.partition())] = m.offset() + 1
                     self.stats.consumed += len(batch)
                     last = now
-                if self._inflight is not None and self._inflight[1].done():
-                    self._settle()   # commit promptly, even if no further batch comes
+                while self._inflight and self._inserter.done():
+                    self._settle(1)   # commit promptly, even if no further batch comes
                 if self._buffered >= self.s.sink.batch_max_rows or (self._next and now - self._since >= self.s.sink.batch_max_seconds):
                     self.flush(wait=False)
                     if on_progress:
@@ -695,11 +643,10 @@ class ClickHouseSink:
             self.flush()
         finally:
             try:
-                if self._inflight is not None:   # an error left an insert running: let it end, commit nothing
-                    self._inflight[1].exception()
-                    self._inflight = None
+                self._inflight.clear()   # an error left inserts running: they end, nothing is committed
+                self._inserter.close()
+                self._inserter = None
             finally:
-                self._pool.shutdown(wait=True)
                 self.consumer.close()
                 self.dlq.flush(10)
         return self.stats

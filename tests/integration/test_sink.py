@@ -221,3 +221,51 @@ def test_an_insert_applied_on_the_server_but_timed_out_on_the_client_is_not_repe
     assert st.ambiguous_landed >= 1, "the client-side timeout did not happen; the test proves nothing"
     assert total(s) == (50, 50)
     assert st.dead_letters == 0
+
+
+def test_an_insert_process_killed_mid_stream_stops_the_sink_and_a_restart_lands_every_row_once(env):
+    """The inserts run in a process of their own (pipeline/sink/inserter.py). Killed while the
+    sink streams, it takes the flushes in flight with it: the sink stops with their offsets
+    uncommitted instead of going on without its inserts, and the next run lands every row
+    exactly once."""
+    import os
+    import signal
+
+    s = env
+    produce_counts(s, 3000)
+    small = s.model_copy(update={"sink": s.sink.model_copy(update={"batch_max_rows": 200})})
+    sink = ClickHouseSink(small, ServerWarehouse(s.clickhouse, role="sink"))
+    sink.wait_ready()
+    pid = sink._inserter.pid
+
+    def kill_after_first_flush(stats):
+        if stats.batches >= 1 and sink._inserter is not None and sink._inserter.pid == pid:
+            os.kill(pid, signal.SIGKILL)
+
+    with pytest.raises(RuntimeError, match="insert process ended"):
+        sink.run(idle_timeout=3, max_seconds=60, on_progress=kill_after_first_flush)
+    landed, distinct = total(s)
+    assert landed == distinct and 200 <= landed < 3000, landed   # some flushes landed, not all
+    produce_counts(s, 100, start=3000)
+    st = ClickHouseSink(s, ServerWarehouse(s.clickhouse, role="sink")).run(idle_timeout=3, max_seconds=60)
+    assert total(s) == (3100, 3100) and st.dead_letters == 0
+
+
+def test_a_wrong_warehouse_password_is_reported_before_the_sink_consumes(env, tmp_path):
+    """The insert process connects when it starts: a wrong password is an error the sink raises
+    at once, with the server's reason, not after it has consumed and decoded a batch."""
+    import shutil
+
+    from pipeline.sink.clickhouse import WarehouseError
+
+    s = env
+    creds = tmp_path / "creds"
+    shutil.copytree(s.clickhouse.credentials_dir, creds)
+    (creds / "sink.password").write_text("not-the-password\n")
+    (creds / "sink.password").chmod(0o600)
+    wrong = s.clickhouse.model_copy(update={"credentials_dir": str(creds)})
+    sink = ClickHouseSink(s, ServerWarehouse(wrong, role="sink"))
+    with pytest.raises(WarehouseError) as e:
+        sink.run(idle_timeout=3, max_seconds=30)
+    assert e.value.kind == "fatal" and "password" in str(e.value).lower(), str(e.value)
+    assert sink.stats.consumed == 0

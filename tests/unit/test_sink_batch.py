@@ -220,15 +220,41 @@ def _zz_bytes(n: int) -> bytes:
 
 def test_buffered_rows_are_inserted_in_parts_of_at_most_the_batch_size():
     """A poll of batch messages can bring more rows than sink.batch_max_rows at once; the insert
-    is cut into parts of at most that many, in order, each with its rows' sources."""
-    from pipeline.sink.consumer import _Rows, _Source
+    is cut into parts of at most that many, in order, each with its rows' sources and the index
+    its refusals are reported by."""
+    from pipeline.sink.inserter import Pending
 
-    rows = _Rows(2)
-    for i in range(12):
-        rows.append([i, str(i)], _Source(i % 2, i, b"v"))
+    rows = Pending([list(range(12)), [str(i) for i in range(12)]], [i % 2 for i in range(12)], list(range(12)))
     parts = rows.chunks(5)
-    assert [len(p) for p in parts] == [5, 5, 2]
+    assert [len(p) for p in parts] == [5, 5, 2] and [p.start for p in parts] == [0, 5, 10]
     assert [v for p in parts for v in p.cols[0]] == list(range(12))
     assert [v for p in parts for v in p.cols[1]] == [str(i) for i in range(12)]
     assert [o for p in parts for o in p.offs] == list(range(12)) and parts[2].parts == [0, 1]
     assert rows.chunks(12) == [rows]
+    first, second = parts[1].halves()
+    assert (first.start, second.start, second.cols[0]) == (5, 7, [7, 8, 9])
+
+
+def test_buffered_frames_and_exact_rows_reach_the_insert_as_the_same_columns_in_order():
+    """What crosses to the insert process (frames as Arrow IPC, exact-path rows as Python
+    columns) comes back as the driver's columns in buffer order, each row with its source."""
+    import polars as pl
+
+    from pipeline.sink.consumer import _Rows, _Source
+    from pipeline.sink.inserter import pending_from
+
+    rows = _Rows(3)
+    rows.extend(pl.DataFrame({"a": [1, 2], "b": ["x", "y"], "c": [1.5, None]}), [0, 0], [10, 10], [b"m", b"m"])
+    rows.extend(pl.DataFrame({"a": [3], "b": ["z"], "c": [2.5]}), [1], [11], [b"n"])
+    rows.append([4, "w", 3.5], _Source(2, 12, b"o"))
+    rows.extend(pl.DataFrame({"a": [5], "b": ["ü"], "c": [4.5]}), [0], [13], [b"p"])
+    payload = rows.payload()
+    assert [type(p) for p in payload] == [bytes, list, bytes]   # consecutive frames travel as one
+    got = pending_from(3, payload, rows.parts, rows.offs)
+    assert got.cols == [[1, 2, 3, 4, 5], ["x", "y", "z", "w", "ü"], [1.5, None, 2.5, 3.5, 4.5]]
+    assert (got.parts, got.offs) == ([0, 0, 1, 2, 0], [10, 10, 11, 12, 13])
+    assert rows.source(3) == _Source(2, 12, b"o")
+    with pytest.raises(ValueError, match="2 columns for a table of 3"):
+        pending_from(3, [[[1], [2]]], [0], [1])
+    with pytest.raises(ValueError, match="differ in length"):
+        pending_from(3, payload, rows.parts[:-1], rows.offs)
