@@ -1,6 +1,6 @@
 """Load test of the Kafka -> ClickHouse leg with a simulated week: produce, sink, check, query.
 
-    .venv/bin/python bench/flows/sink_load.py [--scenario reference] [--runs 3]
+    .venv/bin/python bench/flows/sink_load.py [--scenario reference] [--runs 3] [--weeks 1]
 
 What the sink lands is the published tier: the aggregator's flow, footfall, demographic and
 crossing components (ReplacingMergeTree), plus deletion receipts and the frame ledger (not
@@ -27,6 +27,7 @@ import secrets
 import statistics
 import sys
 import time
+from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -146,7 +147,14 @@ def sink_processes(settings, wh, db: str, n: int, total: int) -> tuple[float, fl
                 p.wait(30)
 
 
-def one_run(scenario: str, run: int, processes: int = 0) -> dict[str, float]:
+_WEEK_MS = 7 * 86_400_000
+
+
+def _weeks(rows: list, weeks: int) -> list:
+    return [replace(r, hour_ms=r.hour_ms + k * _WEEK_MS) for k in range(weeks) for r in rows]
+
+
+def one_run(scenario: str, run: int, processes: int = 0, weeks: int = 1) -> dict[str, float]:
     tag = secrets.token_hex(3)
     base = load_settings()
     topics = {name: f"load.{tag}.{name.removesuffix('_topic')}" for name in SINK_TOPICS}
@@ -174,6 +182,9 @@ def one_run(scenario: str, run: int, processes: int = 0) -> dict[str, float]:
         dem = publish_demographics(pub, base.aggregator.counts_spec("demographics", pub.demographics_window_seconds),
                                    noise_key=key)
         t_aggregate = time.monotonic() - t
+        # Further weeks: the same rows a week later each time (distinct keys), so that the
+        # sink's start (group join, the first flush) weighs what it does in a long run.
+        flow, foot, dem = (_weeks(rows, weeks) for rows in (flow, foot, dem))
         total = len(flow) + len(foot) + len(dem)
 
         t = time.monotonic()
@@ -246,14 +257,19 @@ def main() -> int:
                     help="run the sink as this many flowctl sink processes in one group, timed by ClickHouse's "
                          "row count from launch and from the first row landed (no client CPU figure); "
                          "default 0: one sink in this process")
+    ap.add_argument("--weeks", type=int, default=1,
+                    help="land the simulated week this many times, a week apart (default 1): a longer run, "
+                         "in which the sink's start weighs what it does in service")
     args = ap.parse_args()
+    if not 1 <= args.weeks <= 52:
+        ap.error("--weeks must be 1 to 52")
     if args.runs < 1:
         ap.error("--runs must be at least 1")
     if not 0 <= args.sink_processes <= 4:
         ap.error("--sink-processes must be 0 to 4 (the topics have 4 partitions)")
     results = []
     for r in range(args.runs):
-        res = one_run(args.scenario, r, args.sink_processes)
+        res = one_run(args.scenario, r, args.sink_processes, args.weeks)
         results.append(res)
         print(f"run {r}: {res['records']:,} component records ({res['flow']:,} flow, {res['footfall']:,} footfall, "
               f"{res['demographics']:,} demographic; aggregated in-process in {res['aggregate_s']:.1f} s); "
