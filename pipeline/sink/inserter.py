@@ -298,7 +298,7 @@ class InsertProcess:
             except subprocess.TimeoutExpired:
                 code = None
             raise RuntimeError(f"the sink's insert process ended (exit code {code}); offsets of the "
-                               f"flush in flight are not committed, a restart resumes from ClickHouse") from None
+                               f"flushes in flight are not committed, a restart resumes from ClickHouse") from None
         if msg[0] == "error":
             raise WarehouseError(msg[2], msg[1], msg[3])
         return msg
@@ -310,7 +310,11 @@ class InsertProcess:
 
     def submit(self, request: Request) -> None:
         self.wait_ready()
-        self._conn.send(request)
+        try:
+            self._conn.send(request)
+        except OSError:   # the process died while this waited to hand it over
+            self._reply()   # raises with its exit code
+            raise
         self._pending += 1
 
     def done(self) -> bool:
