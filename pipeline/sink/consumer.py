@@ -33,7 +33,7 @@ from pipeline.processor.frames import dead_letter
 from pipeline.settings import Settings
 from pipeline.sink.batch import BatchDecoder
 from pipeline.sink.clickhouse import ServerWarehouse
-from pipeline.sink.inserter import InsertProcess, Outcome, Target
+from pipeline.sink.inserter import InsertFailed, InsertProcess, Outcome, Target
 
 log = logging.getLogger(__name__)
 
@@ -389,8 +389,11 @@ class ClickHouseSink:
                           if spec.batch_columns is not None}
         self._buf: dict[str, _Rows] = {}
         # Started here, so that its interpreter starts while the caller goes on (a running
-        # sink's is long started); run() starts another if an earlier run closed it.
+        # sink's is long started). It ends with the run, or with this process (see
+        # inserter._die_with_parent: build a sink in the thread that runs it, or a longer-lived one).
         self._inserter: InsertProcess | None = self._start_inserter()
+        self._ran = False
+        self._closing = False
         # Flushes sent to the insert process and not yet confirmed, oldest first: up to two, so
         # the process has the next one as soon as it finishes one (it inserts them in order, and
         # their offsets are committed in that order).
@@ -406,10 +409,22 @@ class ClickHouseSink:
 
     def wait_ready(self) -> None:
         """Block until the insert process has started and opened its warehouse connection (a
-        bad setting or a missing password is raised here)."""
+        bad setting or a missing password is raised here, and that process is discarded)."""
         if self._inserter is None:
             self._inserter = self._start_inserter()
-        self._inserter.wait_ready()
+        try:
+            self._inserter.wait_ready()
+        except BaseException:
+            self._drop_inserter()
+            raise
+
+    def _drop_inserter(self) -> None:
+        """Kill the insert process and forget the flushes in flight (none of them is
+        committed; a restart or the partitions' next owner lands them)."""
+        self._inflight.clear()
+        if self._inserter is not None:
+            self._inserter.close(abort=True)
+            self._inserter = None
 
     # -- resume from the warehouse ----------------------------------------------------------
     def _stored_offsets(self, topic: str) -> dict[int, int]:
@@ -421,6 +436,8 @@ class ClickHouseSink:
         return {int(p): int(o) for p, o in rows}
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        if self._closing:
+            return   # a join that completes while the consumer closes: nothing will be read
         self._settle()   # the stored offsets below include the insert in flight
         committed = {(tp.topic, tp.partition): tp.offset for tp in consumer.committed(partitions, timeout=30)}
         stored: dict[str, dict[int, int]] = {}
@@ -449,8 +466,22 @@ class ClickHouseSink:
         # Idle time counts from when there is something to read (see ``run``).
         self._assigned_at = time.monotonic()
 
+    def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        """The group gave the partitions away without a revocation (this sink missed its
+        session): their next owner is reading them already, so nothing buffered or in flight
+        may land or be committed from here. The buffered rows are dropped and the insert
+        process killed (an insert in progress lands whole or not at all: a landed one is what
+        the new owner resumes after, or replaces)."""
+        if self._closing:
+            return
+        log.warning("partitions lost to the group (%d); dropping %d buffered rows and %d flushes in flight",
+                    len(partitions), self._buffered, len(self._inflight))
+        self._drop_inserter()
+        self._buf, self._next, self._buffered = {}, {}, 0
+        self._inserter = self._start_inserter()
+
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        if self._inserter is None:
+        if self._closing or self._inserter is None:
             # Closing: a run that ended well has landed and committed everything already, and
             # after a failure nothing more may be committed.
             return
@@ -565,17 +596,28 @@ class ClickHouseSink:
     def _settle(self, count: int | None = None) -> None:
         """Wait for the oldest ``count`` flushes in flight (default: all), and commit what they
         landed, in order. An insert that failed raises here: the sink stops with its offsets and
-        every later flush's uncommitted, and a restart resumes after what ClickHouse holds."""
+        every later flush's uncommitted, and a restart resumes after what ClickHouse holds. Rows
+        the warehouse refused in the failed flush's earlier inserts are dead-lettered first:
+        those inserts landed, so a restart may resume after the refused rows."""
         for _ in range(len(self._inflight) if count is None else min(count, len(self._inflight))):
-            out = self._inserter.result()
-            self._finish(self._inflight.popleft(), out)
+            job = self._inflight.popleft()
+            try:
+                out = self._inserter.result()
+            except InsertFailed as e:
+                self._dead_letter_refused(job, e.partial)
+                self.dlq.flush(30)
+                raise
+            self._finish(job, out)
+
+    def _dead_letter_refused(self, job: "_Job", out: Outcome) -> None:
+        for topic, i, detail in out.rejected:
+            self._dead_letter(_Rejected(detail), job.rows[topic].source(i), topic)
 
     def _finish(self, job: "_Job", out: Outcome) -> None:
         for table, n in out.landed.items():
             self.stats.inserted[table] = self.stats.inserted.get(table, 0) + n
         self.stats.ambiguous_landed += out.ambiguous_landed
-        for topic, i, detail in out.rejected:
-            self._dead_letter(_Rejected(detail), job.rows[topic].source(i), topic)
+        self._dead_letter_refused(job, out)
         # Dead letters must be durable before the offsets that skip their records are committed.
         if self.dlq.flush(30) > 0:
             raise RuntimeError("dead letters not acknowledged by Kafka in 30 s; offsets not committed")
@@ -592,14 +634,19 @@ class ClickHouseSink:
     # -- main loop --------------------------------------------------------------------------
     def run(self, *, max_records: int | None = None, idle_timeout: float | None = None,
             max_seconds: float | None = None, on_progress: Callable[[SinkStats], None] | None = None) -> SinkStats:
+        if self._ran:
+            raise RuntimeError("a ClickHouseSink runs once (its consumer is closed at the end); create another")
+        self._ran = True
         started = self._run_started = time.monotonic()
-        if self._inserter is None:
-            self._inserter = self._start_inserter()
-        self.consumer.subscribe(list(self.specs), on_assign=self._on_assign, on_revoke=self._on_revoke)
         last = started
         self._assigned_at = None
         self._rows_per_message = {}
+        ok = False
         try:
+            self.consumer.subscribe(list(self.specs), on_assign=self._on_assign, on_revoke=self._on_revoke,
+                                    on_lost=self._on_lost)
+            # The group join goes on in the consumer's threads meanwhile.
+            self.wait_ready()
             while True:
                 # Messages carry one row or many (published components): ask for about a
                 # batch's worth of rows at the largest rows per message of any topic seen, so a
@@ -641,12 +688,24 @@ class ClickHouseSink:
                 if max_seconds is not None and now - started >= max_seconds:
                     break
             self.flush()
+            ok = True
         finally:
             try:
-                self._inflight.clear()   # an error left inserts running: they end, nothing is committed
-                self._inserter.close()
-                self._inserter = None
+                if ok:
+                    self._inserter.close()
+                    self._inserter = None
+                else:
+                    # Nothing more may land after a failure: a flush queued behind it would
+                    # store offsets past rows that are not there (see inserter.py).
+                    self._drop_inserter()
             finally:
-                self.consumer.close()
+                self._closing = True
+                try:
+                    self.consumer.close()
+                except Exception as e:   # librdkafka re-raises what a callback raised while closing
+                    if ok:
+                        raise
+                    # The failure that stopped the run is the one to report.
+                    log.warning("closing the consumer after a failure: %s", e)
                 self.dlq.flush(10)
         return self.stats

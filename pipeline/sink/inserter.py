@@ -18,12 +18,21 @@ Guarantees are the sink's (pipeline/sink/consumer.py): one insert is one block, 
 committed by the sink only after this process confirms the insert, and a failed or ambiguous
 insert is retried only once the warehouse says it did not land. If this process dies, the sink
 stops with the flush's offsets uncommitted, and a restart resumes after what ClickHouse holds.
+
+What ends it, and why that way: the sink's clean end (it lands what was sent, which is nothing
+by then); a failed flush (it stops itself, so nothing queued behind the failure lands: that
+would store offsets past missing rows); the sink failing or losing its partitions (killed, for
+the same reason); the sink's process ending (Linux's parent-death signal, or a broken channel
+elsewhere: a sink killed outright must not leave inserts running that its partitions' next
+owner also makes). Killing is safe because a block being inserted lands whole or not at all.
 """
 from __future__ import annotations
 
 import io
 import logging
+import os
 import queue
+import signal
 import socket
 import subprocess
 import sys
@@ -118,8 +127,10 @@ class Inserter:
         self.retry_seconds = retry_seconds
         self.batch_max_rows = batch_max_rows
 
-    def insert_all(self, rows: dict[str, tuple[Target, Pending]]) -> Outcome:
-        out = Outcome()
+    def insert_all(self, rows: dict[str, tuple[Target, Pending]], out: Outcome | None = None) -> Outcome:
+        """Lands ``rows`` and records in ``out`` what landed and what was refused as it goes,
+        so that a failure part-way still reports the earlier inserts' refused rows."""
+        out = Outcome() if out is None else out
         for topic, (target, pending) in rows.items():
             # Inserts of at most batch_max_rows: a poll of batch messages can bring more rows
             # than that at once (its size is a guess until a topic has been seen).
@@ -205,11 +216,23 @@ class Inserter:
 
 # -- the process ------------------------------------------------------------------------------
 Request = dict[str, tuple[Target, list, list[int], list[int]]]   # topic -> (target, segments, parts, offs)
+_STOP = "stop"   # the sink's clean end: finish what was sent, then exit
+_GONE = "gone"   # the channel broke: the sink is gone, insert nothing more
+
+
+class InsertFailed(WarehouseError):
+    """A flush the insert process could not land. ``partial``: what it did land and refuse
+    before the failure (rows landed in earlier inserts of the flush stay landed: their refused
+    rows must still be dead-lettered before the sink stops)."""
+
+    def __init__(self, message: str, kind: str, code: int | None, partial: Outcome) -> None:
+        super().__init__(message, kind, code)
+        self.partial = partial
 
 
 def _serve(conn: Connection) -> None:
     """The child's loop: open the warehouse as told, then one reply per request, in order,
-    until the sink closes the channel (or dies: EOF).
+    until the sink says stop (or its channel breaks).
 
     A reader thread receives the next request and turns it into Python columns while this
     thread inserts the previous one: most of an insert is waiting for the server, with the GIL
@@ -223,24 +246,27 @@ def _serve(conn: Connection) -> None:
         wh.server_version()
         ins = Inserter(wh, retry_seconds, batch_max_rows)
         conn.send(("ready",))
-    except EOFError:
+    except (EOFError, OSError):
         return
     except Exception as e:   # a password file missing, a bad setting: say so, then stop
-        conn.send(("error", getattr(e, "kind", "fatal"), str(e), getattr(e, "code", None)))
+        conn.send(("error", getattr(e, "kind", "fatal"), str(e), getattr(e, "code", None), Outcome()))
         return
     ready: queue.Queue = queue.Queue(maxsize=1)
     threading.Thread(target=_read, args=(conn, ready), name="sink-insert-reader", daemon=True).start()
     while True:
         item = ready.get()
-        if item is None:
+        if item in (_STOP, _GONE):
+            # Gone: a flush still queued belongs to a sink that can no longer commit it, and
+            # another sink may already be landing the same rows.
             return
+        out = Outcome()
         try:
             if isinstance(item, BaseException):
                 raise item
-            out = ins.insert_all(item)
+            ins.insert_all(item, out)
         except Exception as e:   # a warehouse error, or a bug here: it must stop the sink, not lose its rows
             conn.send(("error", getattr(e, "kind", "fatal"), str(e) if isinstance(e, WarehouseError)
-                       else f"{type(e).__name__}: {e}", getattr(e, "code", None)))
+                       else f"{type(e).__name__}: {e}", getattr(e, "code", None), out))
             # Nothing after a failed flush may land: a later one queued behind it would put
             # offsets in the warehouse past rows that are not there, and a restart resumes
             # after the highest stored offset.
@@ -249,21 +275,42 @@ def _serve(conn: Connection) -> None:
 
 
 def _read(conn: Connection, ready: queue.Queue) -> None:
-    """Requests as Pending rows, in order; None at the end, an exception for one it cannot read."""
+    """Requests as Pending rows, in order; then _STOP or _GONE, or an exception for a request
+    it could not read (after which it reads nothing more)."""
     while True:
         try:
             req: Request | None = conn.recv()
         except (EOFError, OSError):
-            req = None
+            ready.put(_GONE)
+            return
+        except BaseException as e:   # a request that does not unpickle, memory: the flush fails, loudly
+            ready.put(e)
+            return
         if req is None:
-            ready.put(None)
+            ready.put(_STOP)
             return
         try:
             ready.put({topic: (target, pending_from(len(target.columns), segs, parts, offs))
                        for topic, (target, segs, parts, offs) in req.items()})
-        except Exception as e:
+        except BaseException as e:
             ready.put(e)
             return
+
+
+def _die_with_parent(parent: int) -> None:
+    """Linux: this process gets SIGKILL when the process that started it ends (a sink killed
+    or crashed must not leave its inserts running behind it: another sink may take its
+    partitions and land the same rows). A block being inserted lands whole or not at all.
+    Linux sends the signal when the *thread* that started this process ends, so a sink is built
+    in the thread that runs it (or a longer-lived one)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)   # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass   # elsewhere the broken channel alone ends it, after the insert in progress
+    if os.getppid() != parent:   # it ended before the above took effect
+        os._exit(0)
 
 
 class InsertProcess:
@@ -275,32 +322,42 @@ class InsertProcess:
         parent, child = socket.socketpair()
         # Its own interpreter (not a fork: librdkafka's and polars' threads do not survive one),
         # started by module so it imports only what it needs.
-        self._proc = subprocess.Popen([sys.executable, "-m", "pipeline.sink.inserter", str(child.fileno())],
-                                      pass_fds=(child.fileno(),), stdin=subprocess.DEVNULL)
+        self._proc = subprocess.Popen([sys.executable, "-m", "pipeline.sink.inserter", str(child.fileno()),
+                                       str(os.getpid())], pass_fds=(child.fileno(),), stdin=subprocess.DEVNULL)
         child.close()
         self._conn = Connection(parent.detach())
         level = logging.getLevelName(logging.getLogger("pipeline").getEffectiveLevel())
-        self._conn.send((cfg, database, role, retry_seconds, batch_max_rows, level))
         self._wait_s = retry_seconds + 10
         self._ready = False
         self._pending = 0   # requests sent, replies not yet read
+        try:
+            self._conn.send((cfg, database, role, retry_seconds, batch_max_rows, level))
+        except OSError:
+            pass   # it died at once: wait_ready says so, with its exit code
 
     @property
     def pid(self) -> int:
         return self._proc.pid
 
+    def _ended(self) -> RuntimeError:
+        try:
+            code = self._proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            code = None
+        return RuntimeError(f"the sink's insert process ended (exit code {code}); offsets of the flushes "
+                            f"in flight are not committed, a restart resumes from ClickHouse")
+
     def _reply(self) -> tuple:
         try:
+            # Waits in steps, so that a process that died without closing its end is noticed.
+            while not self._conn.poll(1.0):
+                if self._proc.poll() is not None:
+                    raise EOFError
             msg = self._conn.recv()
         except (EOFError, OSError):
-            try:
-                code = self._proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                code = None
-            raise RuntimeError(f"the sink's insert process ended (exit code {code}); offsets of the "
-                               f"flushes in flight are not committed, a restart resumes from ClickHouse") from None
+            raise self._ended() from None
         if msg[0] == "error":
-            raise WarehouseError(msg[2], msg[1], msg[3])
+            raise InsertFailed(msg[2], msg[1], msg[3], msg[4])
         return msg
 
     def wait_ready(self) -> None:
@@ -312,9 +369,8 @@ class InsertProcess:
         self.wait_ready()
         try:
             self._conn.send(request)
-        except OSError:   # the process died while this waited to hand it over
-            self._reply()   # raises with its exit code
-            raise
+        except OSError:   # it died while this waited to hand the flush over
+            raise self._ended() from None
         self._pending += 1
 
     def done(self) -> bool:
@@ -322,20 +378,25 @@ class InsertProcess:
         return self._pending > 0 and self._conn.poll()
 
     def result(self) -> Outcome:
-        """The outcome of the oldest request in flight (waits for it); a warehouse error is
-        raised here with its kind, as the insert raised it."""
+        """The outcome of the oldest request in flight (waits for it); a failure is raised here
+        as :class:`InsertFailed`, with the kind of the warehouse error and what did land."""
         if not self._pending:
             raise RuntimeError("no insert in flight")
         self._pending -= 1
         return self._reply()[1]
 
-    def close(self) -> None:
-        """Let an insert in flight end (its outcome is dropped: the sink commits nothing it did
-        not see; after the retry time and a margin the process is killed), then stop it."""
-        try:
-            self._conn.send(None)
-        except OSError:
-            pass
+    def close(self, *, abort: bool = False) -> None:
+        """Stop the process. Without ``abort`` it first lands what was sent (the sink has
+        settled everything when it ends well, so there is nothing). With ``abort`` (the sink
+        failed) it is killed at once: a flush queued behind a failure must not land, and an
+        insert in progress lands whole or not at all; the sink commits neither."""
+        if abort:
+            self._proc.kill()
+        else:
+            try:
+                self._conn.send(None)
+            except OSError:
+                pass
         try:
             self._proc.wait(timeout=self._wait_s)
         except subprocess.TimeoutExpired:
@@ -345,6 +406,7 @@ class InsertProcess:
 
 
 def main() -> None:
+    _die_with_parent(int(sys.argv[2]))
     _serve(Connection(int(sys.argv[1])))
 
 

@@ -256,7 +256,7 @@ def test_a_wrong_warehouse_password_is_reported_before_the_sink_consumes(env, tm
     at once, with the server's reason, not after it has consumed and decoded a batch."""
     import shutil
 
-    from pipeline.sink.clickhouse import WarehouseError
+    from pipeline.sink.inserter import InsertFailed
 
     s = env
     creds = tmp_path / "creds"
@@ -265,7 +265,53 @@ def test_a_wrong_warehouse_password_is_reported_before_the_sink_consumes(env, tm
     (creds / "sink.password").chmod(0o600)
     wrong = s.clickhouse.model_copy(update={"credentials_dir": str(creds)})
     sink = ClickHouseSink(s, ServerWarehouse(wrong, role="sink"))
-    with pytest.raises(WarehouseError) as e:
-        sink.run(idle_timeout=3, max_seconds=30)
+    with pytest.raises(InsertFailed) as e:   # raised by the insert process itself
+        sink.wait_ready()
     assert e.value.kind == "fatal" and "password" in str(e.value).lower(), str(e.value)
+    with pytest.raises(InsertFailed, match="(?i)password"):   # and again by run(), before consuming
+        sink.run(idle_timeout=3, max_seconds=30)
     assert sink.stats.consumed == 0
+    with pytest.raises(RuntimeError, match="runs once"):
+        sink.run(idle_timeout=3, max_seconds=30)
+
+
+def test_the_insert_process_ends_with_the_sink_process(env):
+    """A sink killed outright must not leave its inserts running behind it (another sink may
+    take its partitions and land the same rows): its insert process dies with it."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from pipeline.settings import settings_as_env
+
+    code = ("import time\n"
+            "from pipeline.settings import load_settings\n"
+            "from pipeline.sink.inserter import InsertProcess\n"
+            "s = load_settings()\n"
+            "p = InsertProcess(s.clickhouse, s.clickhouse.database, 'sink', retry_seconds=5, batch_max_rows=10)\n"
+            "p.wait_ready()\n"
+            "print(p.pid, flush=True)\n"
+            "time.sleep(120)\n")
+    parent = subprocess.Popen([sys.executable, "-c", code], env=settings_as_env(env), stdout=subprocess.PIPE, text=True)
+    try:
+        child = int(parent.stdout.readline())
+        assert _alive(child)
+        os.kill(parent.pid, signal.SIGKILL)
+        parent.wait(10)
+        deadline = time.monotonic() + 10
+        while _alive(child) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not _alive(child), "the insert process outlived its sink"
+    finally:
+        parent.kill()
+
+
+def _alive(pid: int) -> bool:
+    """Running (a zombie nobody reaped has ended)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+    except FileNotFoundError:
+        return False
