@@ -174,6 +174,11 @@ class TableSpec:
     batch_columns: tuple[pl.Expr, ...] | None = None
     batch_when: tuple[pl.Expr, ...] = ()
 
+    @property
+    def target(self) -> Target:
+        """Where the insert process puts this spec's rows."""
+        return Target(self.table, self.columns, self.offsets)
+
     def __post_init__(self) -> None:
         if self.batch_columns is not None and len(self.batch_columns) != len(self.columns):
             raise ValueError(f"{self.table}: {len(self.batch_columns)} batch columns for {len(self.columns)} columns")
@@ -581,8 +586,8 @@ class ClickHouseSink:
             self._settle(1)
         if self._next:
             job = self._take()
-            self._inserter.submit({t: (Target(self.specs[t].table, self.specs[t].columns, self.specs[t].offsets),
-                                       r.payload(), r.parts, r.offs) for t, r in job.rows.items()})
+            self._inserter.submit({t: (self.specs[t].target, r.payload(), r.parts, r.offs)
+                                   for t, r in job.rows.items()})
             self._inflight.append(job)
         if wait:
             self._settle()
