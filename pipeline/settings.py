@@ -271,7 +271,14 @@ class ExporterSettings(_Section):
 
 class SinkSettings(_Section):
     group_id: str = "flowpipe-sink"
-    batch_max_rows: int = Field(5000, ge=1)
+    # Rows per insert when records arrive faster than batch_max_seconds flushes them. Each insert
+    # is a new part the server writes and later merges: on 18.16 (bench/flows/sink_load.py,
+    # docs/SCALING.md §6) the server spent ~11 µs a row at 5,000-row inserts, ~3 at 20,000 and
+    # ~1.7 at 50,000, and the sink landed 71-86k, 111k and 147-153k rows/s; 100,000 gained
+    # nothing more. A flush of 50,000 published rows is a few MB in each of the sink's processes.
+    # At most 1,000,000: clickhouse-driver splits an insert into blocks of insert_block_size
+    # (1,048,576) rows, and only one block lands whole or not at all.
+    batch_max_rows: int = Field(50_000, ge=1, le=1_000_000)
     batch_max_seconds: float = Field(2.0, gt=0)
     # How long one batch is retried through transient or ambiguous warehouse failures before
     # the sink stops (offsets uncommitted: nothing is lost, a restart resumes).

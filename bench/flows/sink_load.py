@@ -17,7 +17,10 @@ over runs), and the client CPU each costs per record (every thread of this proce
 children: for the sink its consumer and batch decoding, and its insert process; for the bound
 the driver's inserts): the
 figure that says what the sink would reach where it did not share two cores with the broker
-and the server.
+and the server. And the CPU the local stack's ClickHouse server and Kafka broker spend meanwhile
+(their pid files under .var/), per record: with everything on one machine's cores, the bound's
+total over the sink's is the ratio's ceiling when both keep every core busy (``cpu_budget``;
+the machine's busy cores are printed too).
 """
 from __future__ import annotations
 
@@ -56,6 +59,52 @@ SINK_TOPICS = ("flow_components_topic", "footfall_components_topic", "demographi
                "crossing_components_topic", "receipts_topic", "ledger_topic", "dead_letter_topic")
 
 
+def _stack_pids() -> dict[str, list[int]]:
+    """The local stack's ClickHouse server and Kafka broker processes (infra/local: their pid
+    files), whose CPU the sink's rows cost as well; empty where they are not ours to read."""
+    var = Path(os.environ.get("FLOW_VAR_DIR", ROOT / ".var"))
+    files = {"clickhouse": [var / "clickhouse" / "clickhouse.pid"],
+             "kafka": sorted((var / "kafka").glob("**/kafka.pid"))}
+    pids: dict[str, list[int]] = {}
+    for name, paths in files.items():
+        for f in paths:
+            try:
+                pids.setdefault(name, []).append(int(f.read_text().split()[0]))
+            except (OSError, ValueError, IndexError):
+                pass
+    return pids
+
+
+def _stack_cpu(pids: dict[str, list[int]]) -> dict[str, float]:
+    """CPU seconds so far of each stack component (all its threads, from /proc); NaN if it is
+    not readable (another OS, a process restarted meanwhile)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    out = {}
+    for name, ps in pids.items():
+        total = 0.0
+        for pid in ps:
+            try:
+                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+                total += (int(fields[11]) + int(fields[12])) / tick   # utime + stime
+            except (OSError, ValueError, IndexError):
+                total = float("nan")
+        out[name] = total
+    return out
+
+
+def _busy_seconds() -> float:
+    """CPU seconds the whole machine has spent busy (/proc/stat: all but idle and iowait)."""
+    try:
+        v = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    except (OSError, ValueError):
+        return float("nan")
+    return (sum(v) - v[3] - v[4]) / os.sysconf("SC_CLK_TCK")
+
+
+def _per_row(before: dict[str, float], after: dict[str, float], rows: int) -> dict[str, float]:
+    return {k: (after[k] - before[k]) / rows * 1e6 for k in before}
+
+
 def _cpu_with_children() -> float:
     """CPU seconds of this process and of its children that have ended: the sink's insert
     process (pipeline/sink/inserter.py) is one, waited for when the sink's run ends (its CPU
@@ -76,12 +125,13 @@ def _check(wh, db: str, run: int, table: str, rows: int, sums: dict[str, int]) -
                          f"FINAL sums {final}, produced {sums}")
 
 
-def driver_bound(settings, db: str, flow, foot, dem) -> tuple[float, float]:
+def driver_bound(settings, db: str, flow, foot, dem) -> tuple[float, float, dict[str, float]]:
     """Records/s of clickhouse-driver alone inserting the same columns the sink builds (decoded
     and checked beforehand, untimed, by the sink's own batch path; batches of
-    sink.batch_max_rows; the sink's insert call, types checked), into a fresh copy of the
-    schema: the bound the sink is held to (issue 14: >= 0.8 of it). Returns records/s and this
-    process's CPU seconds for the inserts."""
+    sink.batch_max_rows; the sink's insert call, ServerWarehouse.insert), into a fresh copy of the
+    schema: the bound the sink is held to (issue 14: >= 0.8 of it). Returns records/s, this
+    process's CPU seconds for the inserts, and the server's and broker's CPU per row meanwhile
+    (µs)."""
     from pipeline import serde
     from pipeline.sink.batch import BatchDecoder
     from pipeline.sink.consumer import DEMOGRAPHIC_COMPONENTS, FLOW_COMPONENTS, FOOTFALL_COMPONENTS, batch_rows
@@ -99,10 +149,14 @@ def driver_bound(settings, db: str, flow, foot, dem) -> tuple[float, float]:
                 if len(refer):
                     raise SystemExit(f"{len(refer)} {spec.record} records fail the sink's checks")
                 prepared.append((spec, cols))
-        t, cpu = time.monotonic(), time.process_time()
+        rows = sum(len(cols[0]) for _, cols in prepared)
+        pids = _stack_pids()
+        t, cpu, stack, busy = time.monotonic(), time.process_time(), _stack_cpu(pids), _busy_seconds()
         for spec, cols in prepared:
             wh.insert(spec.table, list(spec.columns), cols)
-        return sum(len(cols[0]) for _, cols in prepared) / (time.monotonic() - t), time.process_time() - cpu
+        wall = time.monotonic() - t
+        return (rows / wall, time.process_time() - cpu,
+                {**_per_row(stack, _stack_cpu(pids), rows), "cores": (_busy_seconds() - busy) / wall})
     finally:
         wh.execute(f"DROP DATABASE IF EXISTS {db}_bound")
 
@@ -198,16 +252,21 @@ def one_run(scenario: str, run: int, processes: int = 0, weeks: int = 1) -> dict
             t_sink, t_steady = sink_processes(settings, wh, db, processes, total)
             t_run = t_sink
             join_s, cpu_sink = t_sink - t_steady, float("nan")
+            cpu_main, stack_sink = float("nan"), {}
         else:
             # Timed from run(): the sink's processes are started beforehand, as a running
             # sink's are (its insert process imports for ~0.35 s, like this one did before
             # the clock started); the consumer's group join is timed, and printed apart.
             sink = ClickHouseSink(settings, wh)
             cpu = _cpu_with_children()
+            main_cpu = time.process_time()
             sink.wait_ready()
-            t = time.monotonic()
+            pids = _stack_pids()
+            t, stack, busy = time.monotonic(), _stack_cpu(pids), _busy_seconds()
             stats = sink.run(max_records=messages, idle_timeout=20)
             t_run, cpu_sink = time.monotonic() - t, _cpu_with_children() - cpu
+            stack_sink = {**_per_row(stack, _stack_cpu(pids), total), "cores": (_busy_seconds() - busy) / t_run}
+            cpu_main = time.process_time() - main_cpu
             # To the last row confirmed in ClickHouse, as the process mode counts it; leaving
             # the group and stopping the insert process come after (t_run).
             t_sink = stats.last_landed_s or t_run
@@ -224,6 +283,7 @@ def one_run(scenario: str, run: int, processes: int = 0, weeks: int = 1) -> dict
         after = driver_bound(settings, db, flow, foot, dem)
         bound_rps = 2 / (1 / before[0] + 1 / after[0])   # records over the mean time
         cpu_bound = (before[1] + after[1]) / 2
+        stack_bound = {k: (before[2][k] + after[2][k]) / 2 for k in before[2]}
 
         start = datetime.fromtimestamp(pub.start_epoch, timezone.utc)
         end = start + timedelta(days=sc.days)
@@ -239,6 +299,13 @@ def one_run(scenario: str, run: int, processes: int = 0, weeks: int = 1) -> dict
                 "produce_rps": total / t_produce, "sink_rps": total / t_sink, "bound_rps": bound_rps,
                 "bound_before_rps": before[0], "bound_after_rps": after[0],
                 "sink_cpu_us": cpu_sink / total * 1e6, "bound_cpu_us": cpu_bound / total * 1e6,
+                "sink_main_cpu_us": cpu_main / total * 1e6,
+                "sink_server_us": stack_sink.get("clickhouse", float("nan")),
+                "sink_broker_us": stack_sink.get("kafka", float("nan")),
+                "bound_server_us": stack_bound.get("clickhouse", float("nan")),
+                "bound_broker_us": stack_bound.get("kafka", float("nan")),
+                "sink_cores": stack_sink.get("cores", float("nan")),
+                "bound_cores": stack_bound.get("cores", float("nan")),
                 "sink_join_s": join_s,
                 "sink_steady_rps": total / max(1e-9, t_sink - join_s),
                 "flows_query_s": t_flows,
@@ -247,6 +314,17 @@ def one_run(scenario: str, run: int, processes: int = 0, weeks: int = 1) -> dict
         wh.execute(f"DROP DATABASE IF EXISTS {db}")
         admin.delete_topics(list(topics.values()))
         remove_acls(admin, sorted(set(grants) - set(acl_policy(base))))
+
+
+def cpu_budget(res: dict[str, float]) -> tuple[float, float]:
+    """CPU per record (µs) of everything that works for the sink's rows (its two processes, the
+    server, the broker) and for the bound's (the driver, the server, the broker idling). Where
+    both keep every core busy, rates go inversely with these totals, so bound / sink is then
+    the ratio's ceiling; with cores to spare (the printed cores busy below the machine's), the
+    sink overlaps its work and can beat it."""
+    sink = res["sink_cpu_us"] + res["sink_server_us"] + res["sink_broker_us"]
+    bound = res["bound_cpu_us"] + res["bound_server_us"] + res["bound_broker_us"]
+    return sink, bound
 
 
 def main() -> int:
@@ -282,6 +360,15 @@ def main() -> int:
               f"ClickHouse holds exactly what was produced; "
               f"flow query {res['flows_query_s']:.2f} s, demographics query {res['demographics_query_s']:.2f} s",
               flush=True)
+        if not args.sink_processes:
+            sink_total, bound_total = cpu_budget(res)
+            print(f"  CPU per record (us): sink {sink_total:.1f} = its main process {res['sink_main_cpu_us']:.1f} + "
+                  f"insert process {res['sink_cpu_us'] - res['sink_main_cpu_us']:.1f} + ClickHouse server "
+                  f"{res['sink_server_us']:.1f} + Kafka broker {res['sink_broker_us']:.1f}; driver alone "
+                  f"{bound_total:.1f} = client {res['bound_cpu_us']:.1f} + server {res['bound_server_us']:.1f} + "
+                  f"broker {res['bound_broker_us']:.1f}; bound/sink {bound_total / sink_total:.2f}; cores busy: "
+                  f"sink {res['sink_cores']:.2f}, driver alone {res['bound_cores']:.2f} of {os.cpu_count()}",
+                  flush=True)
     print(f"median over {args.runs} runs: produce {statistics.median(r['produce_rps'] for r in results):,.0f} records/s, "
           f"sink {statistics.median(r['sink_rps'] for r in results):,.0f} records/s, driver bound "
           f"{statistics.median(r['bound_rps'] for r in results):,.0f} records/s, sink/bound "
@@ -289,6 +376,11 @@ def main() -> int:
           f"{statistics.median(r['sink_steady_rps'] / r['bound_rps'] for r in results):.2f}); client CPU per record: "
           f"driver alone / sink {statistics.median(r['bound_cpu_us'] / r['sink_cpu_us'] for r in results):.2f} "
           f"(2 cores shared with Kafka and ClickHouse)")
+    if not args.sink_processes:
+        print(f"CPU per record of everything (the sink's processes, the server, the broker), bound / sink "
+              f"(the ratio's ceiling when both keep every core busy): "
+              f"{statistics.median(cpu_budget(r)[1] / cpu_budget(r)[0] for r in results):.2f} median "
+              f"({', '.join(f'{cpu_budget(r)[1] / cpu_budget(r)[0]:.2f}' for r in results)})")
     return 0
 
 

@@ -315,3 +315,22 @@ def _alive(pid: int) -> bool:
             return f.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
     except FileNotFoundError:
         return False
+
+
+@pytest.mark.parametrize("column_type, value", [("Int16", 70_000), ("UInt8", -1), ("Int64", "12"), ("UInt32", 2**32)])
+def test_a_value_that_does_not_fit_its_column_is_refused_not_wrapped(env, column_type, value):
+    """The warehouse insert refuses a value outside its column's range or of the wrong type as
+    ``rejected`` (so the sink isolates and dead-letters its row) and writes nothing of the block;
+    clickhouse-driver's own type check would have masked 70000 into an Int16 as 4464."""
+    from pipeline.sink.clickhouse import WarehouseError
+
+    s = env
+    db = s.clickhouse.database
+    wh = ServerWarehouse(s.clickhouse, role="admin")
+    wh.execute(f"CREATE TABLE {db}.fits (k UInt32, v {column_type}) ENGINE = MergeTree ORDER BY k")
+    with pytest.raises(WarehouseError) as e:
+        wh.insert("fits", ("k", "v"), [[1, 2], [0, value]])
+    assert e.value.kind == "rejected"
+    assert wh.rows(f"SELECT count() FROM {db}.fits") == [(0,)]
+    assert wh.insert("fits", ("k", "v"), [[1, 2], [0, 7]]) == 2
+    assert wh.rows(f"SELECT sum(v) FROM {db}.fits") == [(7,)]
