@@ -5,7 +5,8 @@
 
 On the database ``chain_load.py`` filled (``flow_chain``; hash-generated values of the published
 shape: only times and sizes mean anything), it builds the site roll-ups of every loaded day
-(timed: what `flowctl rollups build` costs per day) and times, median of ``--runs``, each
+(timed: what `flowctl rollups build` costs per day, and one day of every site: the nightly
+build) and times, median of ``--runs``, each
 question the way `flowctl flows` / `od-matrix` / `transit` ask it (pipeline.analytics.flows:
 cameras with data, the parameter set, then the estimate):
 
@@ -130,6 +131,12 @@ def main(argv: list[str] | None = None) -> int:
         out.print(f"roll-ups: {r.days} days x {r.sites} sites, {r.camera_pair_hours:,} camera pair-hours -> "
                   f"{r.rows_written:,} site pair-hours in {r.seconds:.0f} s ({r.seconds / r.days:.1f} s per day)")
     mid = first + timedelta(days=14)
+    # What a deployment runs every night (`flowctl rollups build`): one closed day, every site;
+    # rebuilding it writes the same rows again with a newer version.
+    r = rollups.build_site_rollups(wh, version, mid, mid + timedelta(days=1),
+                                   options=EstimatorOptions(fictitious_per_window=fict))
+    out.print(f"nightly roll-up build (one day, {r.sites} sites): {r.seconds:.1f} s "
+              f"({r.seconds / max(1, r.sites):.2f} s per site-day)")
     site = sites[0]
     cam_a, cam_b = f"{site}/{cams[0][0]}", f"{site}/{cams[1][0]}"
     questions = [

@@ -267,6 +267,19 @@ def split_far_bands(bands: Iterable[tuple[int, int]]) -> int | None:
     return b[1][0] if len(b) == 2 and b[0][1] + 1 == b[1][0] else None
 
 
+def hour_range_filter(lo: str, hi: str) -> str:
+    """WHERE terms for flow_components hours in [lo, hi), the names of parameters holding epoch
+    seconds, with the days of those hours spelled out too.
+
+    Why the day: flow_components leads its sort key with toDate(hour) (migration 0012), so that a
+    site-day is one range of the key, and ClickHouse 18.16 derives no toDate(hour) range from a
+    condition on hour: on a month of a 50-site chain, one site-day read 4.9 million rows by the
+    hour alone and 188,000 with the day (bench/flows/chain_queries.py). The day terms select a
+    superset of the hours (both sides in the server's time zone), so they change no result."""
+    return (f"hour >= toDateTime(%({lo})s) AND hour < toDateTime(%({hi})s) "
+            f"AND toDate(hour) >= toDate(toDateTime(%({lo})s)) AND toDate(hour) <= toDate(toDateTime(%({hi})s))")
+
+
 def camera_pair_filter(cameras: Sequence[str], prefix: str = "c") -> tuple[str, dict[str, object]]:
     """WHERE terms selecting the ordered pairs of ``cameras`` ("site/camera" keys), and their
     parameters (names never enter SQL).
@@ -275,7 +288,7 @@ def camera_pair_filter(cameras: Sequence[str], prefix: str = "c") -> tuple[str, 
     conditions on the sort key's columns (``origin_site, origin_camera, dest_site, dest_camera,
     hour``) let ClickHouse skip granules. With the joined key alone every question read the whole
     of every month partition it touched: one site-day of a 50-site chain took 6 s, and more as
-    the month filled (bench/flows/chain_queries.py)."""
+    the month filled (bench/flows/chain_queries.py). The hours need :func:`hour_range_filter`."""
     keys = {f"{prefix}{i}": c for i, c in enumerate(cameras)}
     sites = {f"{prefix}s{i}": s for i, s in enumerate(sorted({c.partition("/")[0] for c in cameras}))}
     names = {f"{prefix}n{i}": n for i, n in enumerate(sorted({c.partition("/")[2] for c in cameras}))}
@@ -309,8 +322,7 @@ def component_sums(wh: Warehouse, version: str, cameras: Sequence[str], start: d
     pairs, names = camera_pair_filter(cameras)
     params: dict[str, object] = {"v": version, "w": window_seconds, "t0": t0, "t1": t1, "lo": min_lag,
                                  "hi": max_lag, **names}
-    where = (f"params_version = %(v)s AND window_seconds = %(w)s AND hour >= toDateTime(%(t0)s) "
-             f"AND hour < toDateTime(%(t1)s) AND {pairs}")
+    where = f"params_version = %(v)s AND window_seconds = %(w)s AND {hour_range_filter('t0', 't1')} AND {pairs}"
     pair = "concat(origin_site, '/', origin_camera) AS a, concat(dest_site, '/', dest_camera) AS b"
     db = wh.database
     bands = wh.rows(f"SELECT DISTINCT lag_lo, lag_hi FROM {db}.flow_components WHERE {where} AND kind = 'far'", params)

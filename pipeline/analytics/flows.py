@@ -35,6 +35,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Iterable, Mapping, Sequence
 
 from pipeline.aggregator.estimate import (FAR_EXTRAPOLATION_MAX, EstimatorOptions, PairSums, camera_pair_filter,
+                                          hour_range_filter,
                                           component_sums, flow_from_sums)
 from pipeline.sink.clickhouse import Warehouse
 
@@ -163,8 +164,7 @@ def _component_filter(db: str, q: FlowQuery, final: bool = True) -> tuple[str, d
     params.update({"version": q.params_version, "w": q.window_seconds, "h_from": h_from, "h_to": h_to,
                    "lag_lo": q.min_lag, "lag_hi": q.max_lag})
     sql = (f"FROM {db}.flow_components{' FINAL' if final else ''} WHERE params_version = %(version)s "
-           f"AND window_seconds = %(w)s AND hour >= toDateTime(%(h_from)s) AND hour < toDateTime(%(h_to)s) "
-           f"AND {pairs}")
+           f"AND window_seconds = %(w)s AND {hour_range_filter('h_from', 'h_to')} AND {pairs}")
     return sql, params
 
 

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
 from typing import Callable, Mapping, Sequence
 
-from pipeline.aggregator.estimate import EstimatorOptions, PairSums, split_far_bands
+from pipeline.aggregator.estimate import EstimatorOptions, PairSums, hour_range_filter, split_far_bands
 from pipeline.aggregator.model import NN2_SHIFT
 from pipeline.sink.clickhouse import Warehouse
 
@@ -66,7 +66,7 @@ def _pair_hours_sql(db: str) -> str:
                 f"hour AS h, intDiv(toUInt32(hour), 86400) AS d, {_terms(lag, 'l')}, {_terms(rng, 'r')}, countIf({rng}) AS n_r, "
                 f"{far(fi, 'fi')}, {far(fo, 'fo')} "
                 f"FROM {db}.flow_components FINAL WHERE params_version = %(v)s AND window_seconds = %(w)s "
-                f"AND origin_site = %(site)s AND hour >= toDateTime(%(t0)s) AND hour < toDateTime(%(t1)s) "
+                f"AND origin_site = %(site)s AND {hour_range_filter('t0', 't1')} "
                 f"GROUP BY site_a, site_b, ca, cb, h, d")
     flagged = (f"SELECT *, nn_l > %(floor)s AS active, s_fi + s_fo AS sf, nn_fi + nn_fo AS nf FROM ({per_hour})")
     levels = (f"SELECT site_a, site_b, ca, cb, d, if(sumIf(nf, active) = 0, 0, "
@@ -93,13 +93,13 @@ def _lag_insert_sql(db: str) -> str:
     lags = (f"SELECT origin_site AS site_a, dest_site AS site_b, origin_camera AS ca, dest_camera AS cb, hour AS h, "
             f"lag_lo AS lag, s, nn, qq, qn, nn2_hi, nn2_lo, noise_var_milli FROM {db}.flow_components FINAL "
             f"WHERE params_version = %(v)s AND window_seconds = %(w)s AND origin_site = %(site)s "
-            f"AND hour >= toDateTime(%(t0)s) AND hour < toDateTime(%(t1)s) "
+            f"AND {hour_range_filter('t0', 't1')} "
             f"AND kind = 'lag' AND lag_lo >= %(lo)s AND lag_lo <= %(hi)s")
     # active pair-hours: the range's NN above the floor (a second read of the same lag rows; the far
     # levels of _pair_hours_sql are not needed here)
     active = (f"SELECT origin_site AS site_a, dest_site AS site_b, origin_camera AS ca, dest_camera AS cb, "
               f"hour AS h FROM {db}.flow_components FINAL WHERE params_version = %(v)s AND window_seconds = %(w)s "
-              f"AND origin_site = %(site)s AND hour >= toDateTime(%(t0)s) AND hour < toDateTime(%(t1)s) "
+              f"AND origin_site = %(site)s AND {hour_range_filter('t0', 't1')} "
               f"AND kind = 'lag' AND lag_lo >= %(lo)s AND lag_lo <= %(hi)s "
               f"GROUP BY site_a, site_b, ca, cb, h HAVING sum(nn) > %(floor)s")
     return (f"INSERT INTO {db}.flow_site_rollups (params_version, window_seconds, hour, origin_site, dest_site, "

@@ -47,12 +47,18 @@ class Migration:
 
 _DDL = re.compile(r"^(CREATE\s+(?:TABLE|VIEW|MATERIALIZED\s+VIEW|DATABASE)\s+IF\s+NOT\s+EXISTS"
                   r"|DROP\s+(?:TABLE|VIEW|DATABASE)\s+IF\s+EXISTS|ALTER\s+TABLE)\s+([A-Za-z0-9_.]+)", re.I)
+_RENAME = re.compile(r"^RENAME\s+TABLE\s+[A-Za-z0-9_.]+\s+TO\s+[A-Za-z0-9_.]+"
+                     r"(\s*,\s*[A-Za-z0-9_.]+\s+TO\s+[A-Za-z0-9_.]+)*$", re.I)
 _ENGINE = re.compile(r"ENGINE\s*=\s*(Replacing|Summing|Aggregating|Collapsing|)MergeTree\s*\(", re.I)
 
 
 def on_cluster(stmt: str, db: str, cluster: str) -> str:
     """``stmt`` for every replica of ``cluster``: DDL gets ON CLUSTER, MergeTree engines their
     replicated twins; anything else (data statements) is returned unchanged."""
+    if _RENAME.match(stmt):
+        # RENAME has no IF EXISTS form; on a cluster it is queued for every replica like the rest
+        # (a replicated table keeps its ZooKeeper path under its new name).
+        return f"{stmt} ON CLUSTER {cluster}"
     m = _DDL.match(stmt)
     if not m:
         if re.match(r"^(CREATE|DROP|ALTER|RENAME|TRUNCATE)\b", stmt, re.I):

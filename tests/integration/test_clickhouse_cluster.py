@@ -70,9 +70,12 @@ def test_the_migrations_make_every_table_replicated_on_both_replicas_with_a_dist
                                    "AND table = 'flow_components' AND name = 'nn'") == [("Int64",)]
     # Running the migrations again changes nothing and rebuilds the Distributed tables.
     assert migrate(ServerWarehouse(s.clickhouse, role="admin")) == []
-    # Replication metadata is not readable without the replicas' ZooKeeper identity.
-    out = subprocess.run(["/usr/share/zookeeper/bin/zkCli.sh", "-server", "127.0.0.1:19181",
-                          "ls", "/clickhouse/tables/01/flow/flow_components"],
+    # Replication metadata is not readable without the replicas' ZooKeeper identity (the path
+    # the table was created with: flow_components was re-created under another name by 0012).
+    (zk_path,) = _replica(s, 0).rows("SELECT zookeeper_path FROM system.replicas "
+                                     "WHERE database = 'flow' AND table = 'flow_components'")[0]
+    assert zk_path.startswith("/clickhouse/tables/01/flow/")
+    out = subprocess.run(["/usr/share/zookeeper/bin/zkCli.sh", "-server", "127.0.0.1:19181", "ls", zk_path],
                          capture_output=True, text=True, timeout=60)
     assert "Insufficient permission" in out.stdout + out.stderr, out.stdout[-500:]
 

@@ -33,6 +33,16 @@ def warehouse(request, stack, tmp_path):
     wh.execute(f"DROP DATABASE IF EXISTS {db}")
 
 
+def migrate_before(warehouse, tmp_path, version: int) -> None:
+    """Migrate ``warehouse`` as a deployment that stopped before migration ``version``."""
+    old = tmp_path / f"before-{version:04d}"
+    old.mkdir()
+    for p in MIGRATIONS_DIR.glob("*.sql"):
+        if int(p.name[:4]) < version:
+            (old / p.name).write_text(p.read_text())
+    migrate(warehouse, old)
+
+
 def test_migrations_apply_once_and_record_themselves(warehouse):
     names = [f"{m.version:04d}_{m.name}" for m in discover()]
     assert migrate(warehouse) == names
@@ -62,12 +72,7 @@ def test_restricted_cells_of_an_older_deployment_are_dropped(warehouse, tmp_path
     unprotected per-window demographic and crossing counts and creates their protected tables."""
     from datetime import datetime, timezone
 
-    old = tmp_path / "before-0009"
-    old.mkdir()
-    for p in MIGRATIONS_DIR.glob("*.sql"):
-        if int(p.name[:4]) < 9:
-            (old / p.name).write_text(p.read_text())
-    migrate(warehouse, old)
+    migrate_before(warehouse, tmp_path, 9)
     db = warehouse.database
     ts = datetime(2026, 1, 1, 10, 0, tzinfo=timezone.utc)
     cols = ["site_id", "camera_id", "window_start", "window_seconds", "group_id", "occurrences", "params_version",
@@ -148,3 +153,38 @@ def test_warehouse_has_no_column_that_could_hold_personal_data(warehouse):
         assert "Array" not in typ, f"{table}.{name} has type {typ}"
         if table not in views and table not in FLOAT_TABLES:  # stored data: integers, strings and times only
             assert "Float" not in typ, f"{table}.{name} has type {typ}"
+
+
+def test_flow_components_keep_every_row_when_sorted_by_day_first(warehouse, tmp_path):
+    """0012 copies flow_components into a table sorted by day ahead of the camera pair and gives it
+    the old name: every row and value survives, the key leads with the day, and a second run of
+    the same statements (a migration stopped part-way) leaves the same rows, not twice as many."""
+    from datetime import datetime
+
+    migrate_before(warehouse, tmp_path, 12)
+    db = warehouse.database
+    cols = ["params_version", "window_seconds", "hour", "origin_site", "origin_camera", "dest_site", "dest_camera",
+            "kind", "lag_lo", "lag_hi", "s", "nn", "qq", "qn", "nn2_hi", "nn2_lo", "version", "noise_var_milli"]
+    hours = [datetime(2026, 1, 5, 10), datetime(2026, 1, 6, 11), datetime(2026, 2, 1, 9)] * 3
+    if isinstance(warehouse, ChdbWarehouse):
+        hours = [h.strftime("%Y-%m-%d %H:%M:%S") for h in hours]
+    n = range(len(hours))
+    warehouse.insert("flow_components", cols, [
+        ["v"] * 9, [60] * 9, hours, ["s1"] * 9, [f"c{i % 2}" for i in n], ["s1"] * 9, [f"c{(i + 1) % 2}" for i in n],
+        ["lag"] * 9, list(n), list(n), [i - 2 for i in n], [10 + i for i in n], [-i for i in n], list(n), [0] * 9,
+        [i * i for i in n], [1] * 9, [7 * i for i in n]])
+    def snapshot():
+        return sorted(tuple(str(v) for v in r) for r in warehouse.rows(
+            f"SELECT {', '.join(cols)} FROM {db}.flow_components ORDER BY hour, lag_lo"))
+    rows = snapshot()
+    assert len(rows) == 9
+    assert migrate(warehouse) == ["0012_flow_components_by_day"]
+    assert snapshot() == rows
+    key = warehouse.rows(f"SELECT sorting_key FROM system.tables WHERE database = '{db}' AND name = 'flow_components'")
+    assert str(key[0][0]).replace(" ", "").startswith("params_version,window_seconds,toDate(hour),origin_site")
+    (m,) = [m for m in discover() if m.version == 12]
+    for stmt in m.statements(db):
+        warehouse.execute(stmt)
+    assert snapshot() == rows
+    tables = {r[0] for r in warehouse.rows(f"SHOW TABLES FROM {db}")}
+    assert "flow_components_by_day" not in tables and "flow_components_by_pair" not in tables

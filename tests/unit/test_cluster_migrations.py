@@ -30,7 +30,13 @@ def test_data_statements_run_once_and_ddl_without_a_guard_is_refused():
 def test_every_shipped_migration_has_a_cluster_form_with_one_engine_per_stored_table():
     for m in discover():
         for stmt in m.statements("flow", "flow"):
-            if stmt.upper().startswith(("CREATE", "DROP", "ALTER")):
+            if stmt.upper().startswith(("CREATE", "DROP", "ALTER", "RENAME")):
                 assert " ON CLUSTER flow" in stmt, stmt[:80]
             if "MergeTree" in stmt:
                 assert stmt.count("Replicated") == stmt.count("MergeTree("), stmt[:120]
+
+
+def test_a_rename_is_queued_for_every_replica():
+    assert on_cluster("RENAME TABLE d.a TO d.b, d.c TO d.a", "d", "c") == "RENAME TABLE d.a TO d.b, d.c TO d.a ON CLUSTER c"
+    with pytest.raises(MigrationError, match="IF"):
+        on_cluster("RENAME DATABASE d TO e", "d", "c")
