@@ -285,8 +285,8 @@ def camera_pair_filter(cameras: Sequence[str], prefix: str = "c") -> tuple[str, 
     parameters (names never enter SQL).
 
     Why the site and camera columns are filtered on their own as well as on the joined key: only
-    conditions on the sort key's columns (``origin_site, origin_camera, dest_site, dest_camera,
-    hour``) let ClickHouse skip granules. With the joined key alone every question read the whole
+    conditions on the sort key's columns (``toDate(hour), origin_site, origin_camera, dest_site,
+    dest_camera, hour``) let ClickHouse skip granules. With the joined key alone every question read the whole
     of every month partition it touched: one site-day of a 50-site chain took 6 s, and more as
     the month filled (bench/flows/chain_queries.py). The hours need :func:`hour_range_filter`."""
     keys = {f"{prefix}{i}": c for i, c in enumerate(cameras)}

@@ -130,8 +130,8 @@ def build_site_rollups(wh: Warehouse, version: str, first: date, end: date, *, w
                        lag_range: tuple[int, int] = (0, 30), options: EstimatorOptions,
                        sites: Sequence[str] = (), progress: Callable[[str], None] | None = None) -> BuildReport:
     """Sum the camera-pair components of the days [first, end) into site pair-hours, per origin
-    site (a site at a time: its camera pairs lead the sort key, so ClickHouse reads only that
-    site's granules, and memory stays that of one site), then record the covered days.
+    site (a site at a time: within a day its camera pairs lead the sort key, so ClickHouse reads
+    only that site's granules of those days, and memory stays that of one site), then record the covered days.
 
     ``options`` carry the parameter set's fictitious rate, which decides the active hours.
     Rebuilding a day replaces its rows (ReplacingMergeTree); a day that is still open will be
